@@ -1,0 +1,106 @@
+"""The ``tfp`` command line (contract section 1). Each command imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date in YYYY-MM-DD form: {value!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfp", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the tfp_nightly DAG for one reference date (dag.test)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--date", required=True, type=_date)
+
+    p = sub.add_parser("retention", help="run the tfp_retention DAG for one date (dag.test)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--date", required=True, type=_date)
+    p.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
+
+    p = sub.add_parser("generate", help="write a synthetic borough's feeds and its truth folder")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--families", required=True, type=int)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--date", required=True, type=_date)
+
+    sub.add_parser("demo", help="from nothing: generate, serve over SFTP, run, deliver, verify")
+
+    p = sub.add_parser("link", help="link a file of records to a roster file with the pipeline's model")
+    p.add_argument("--roster", required=True, type=Path)
+    p.add_argument("--records", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--threshold", type=float, default=0.95)
+
+    p = sub.add_parser("keys", help="generate the keys of a new installation")
+    p.add_argument("--out", required=True, type=Path)
+
+    p = sub.add_parser("verify-delivery", help="what the recipient runs: check signature and checksums, decrypt")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--signing-public-key", required=True, type=Path)
+    p.add_argument("--age-identity", type=Path)
+    p.add_argument("--out", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from tfp.config import ConfigError
+
+    try:
+        return _dispatch(args)
+    except ConfigError as e:
+        print(f"tfp: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from tfp.runner import run_nightly
+
+        return run_nightly(args.config, args.date)
+    if args.command == "retention":
+        from tfp.runner import run_retention
+
+        return run_retention(args.config, args.date, dry_run=args.dry_run)
+    if args.command == "generate":
+        from tfp.generate import generate
+
+        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date)
+        print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
+        return 0
+    if args.command == "demo":
+        from tfp.demo import run_demo
+
+        return run_demo()
+    if args.command == "link":
+        from tfp.link import link_files
+
+        counts = link_files(args.roster, args.records, args.out, threshold=args.threshold)
+        print(f"linked {counts['linked']} of {counts['records']} records; wrote {args.out}")
+        return 0
+    if args.command == "keys":
+        from tfp.keys import generate_keys
+
+        for line in generate_keys(args.out):
+            print(line)
+        return 0
+    if args.command == "verify-delivery":
+        from tfp.verify import verify_delivery
+
+        return verify_delivery(args.dir, args.signing_public_key, args.age_identity, args.out)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""The tfp config file (contract section 2): pydantic models over one YAML file.
+
+Loading fails at once, naming the key, when a key is unknown, missing or of the wrong type.
+Secrets are never in the file: it names the environment variables (or Airflow Variables) that
+hold them, and :func:`load_keys` reads and checks them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tfp.feeds import SOURCES
+
+
+class ConfigError(ValueError):
+    """A config file or secret that cannot be used; the message names the key and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalAuthority(_Strict):
+    code: str = Field(pattern=r"^E\d{8}$")
+    name: str
+
+
+class DirectorySource(_Strict):
+    transport: Literal["directory"]
+    path: Path
+
+
+class SftpSource(_Strict):
+    transport: Literal["sftp"]
+    conn_id: str
+    path: str
+
+
+Source = Annotated[DirectorySource | SftpSource, Field(discriminator="transport")]
+
+
+class Sources(_Strict):
+    police: Source
+    probation: Source
+    housing: Source
+    dwp: Source
+    schools: Source
+    children_services: Source
+
+
+class Quality(_Strict):
+    max_bad_row_fraction: float = Field(ge=0, le=1)
+
+
+class Linkage(_Strict):
+    match_probability_threshold: float = Field(gt=0, le=1)
+
+
+class Criteria(_Strict):
+    min_problems: int = Field(ge=1, le=6)
+    lookback_months: int = Field(ge=1, le=120)
+    persistent_absence_rate: float = Field(gt=0, le=1)
+    fixed_term_exclusions: int = Field(ge=1)
+
+
+class Consent(_Strict):
+    lawful_basis: Literal["consent", "public_task"]
+
+
+class Anonymisation(_Strict):
+    k: int = Field(ge=1)
+
+
+class Disclosure(_Strict):
+    suppress_below: int = Field(ge=1)
+    round_to: int = Field(ge=1)
+
+
+class Delivery(_Strict):
+    transport: Literal["sftp", "directory"]
+    path: str
+    conn_id: str | None = None
+    encryption: Literal["age", "none"]
+    recipient: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Delivery:
+        if self.transport == "sftp" and not self.conn_id:
+            raise ValueError("delivery.conn_id is required when delivery.transport is sftp")
+        if self.encryption == "age" and not (self.recipient or "").startswith("age1"):
+            raise ValueError("delivery.recipient must be an age public key (age1...) when encryption is age")
+        return self
+
+
+class Retention(_Strict):
+    landing_days: int = Field(ge=1)
+    quarantine_days: int = Field(ge=1)
+    staging_months: int = Field(ge=1)
+    delete_all_after: date
+
+
+class Keys(_Strict):
+    pseudonym_key_env: str
+    linkage_key_env: str
+    signing_key_env: str
+
+
+class Config(_Strict):
+    local_authority: LocalAuthority
+    warehouse_url: str
+    work_dir: Path
+    sources: Sources
+    quality: Quality
+    linkage: Linkage
+    criteria: Criteria
+    consent: Consent
+    anonymisation: Anonymisation
+    disclosure: Disclosure
+    delivery: Delivery
+    retention: Retention
+    keys: Keys
+
+    def source(self, name: str) -> DirectorySource | SftpSource:
+        return getattr(self.sources, name)
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.work_dir / "reports"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.work_dir / "landing"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.work_dir / "outbox"
+
+
+def _resolve(raw: dict, base: Path) -> dict:
+    """Make the config's relative paths relative to the config file's folder."""
+    raw = dict(raw)
+    if isinstance(raw.get("work_dir"), str):
+        raw["work_dir"] = str((base / raw["work_dir"]).resolve())
+    url = raw.get("warehouse_url")
+    if isinstance(url, str) and url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        rel = url.removeprefix("sqlite:///")
+        if rel and rel != ":memory:":
+            raw["warehouse_url"] = "sqlite:///" + str((base / rel).resolve())
+    sources = raw.get("sources")
+    if isinstance(sources, dict):
+        raw["sources"] = {
+            name: ({**s, "path": str((base / s["path"]).resolve())}
+                   if isinstance(s, dict) and s.get("transport") == "directory" and isinstance(s.get("path"), str)
+                   else s)
+            for name, s in sources.items()
+        }
+    delivery = raw.get("delivery")
+    if isinstance(delivery, dict) and delivery.get("transport") == "directory" and isinstance(delivery.get("path"), str):
+        raw["delivery"] = {**delivery, "path": str((base / delivery["path"]).resolve())}
+    return raw
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        key = ".".join(str(p) for p in e["loc"] if p not in ("directory", "sftp", "function-after[_complete()]"))
+        problem = {"extra_forbidden": "unknown key", "missing": "missing required key"}.get(e["type"], e["msg"])
+        lines.append(f"{key or '(top level)'}: {problem}")
+    return "; ".join(lines)
+
+
+def parse_config(raw: object, base: Path) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError("the config file must be a YAML mapping of keys to values")
+    try:
+        return Config.model_validate(_resolve(raw, base))
+    except ValidationError as e:
+        raise ConfigError(f"invalid config: {_describe(e)}") from None
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and check a config file; relative paths are taken from the file's folder."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e.__class__.__name__}") from None
+    return parse_config(raw, path.parent)
+
+
+assert set(Sources.model_fields) == set(SOURCES)
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, repr=False)
+class SecretKeys:
+    """The three secrets, checked. ``repr`` never shows them."""
+
+    pseudonym: bytes
+    linkage: bytes
+    signing: bytes  # raw 32-byte Ed25519 private key
+
+    def __repr__(self) -> str:
+        return "Keys(<redacted>)"
+
+
+def read_secret(name: str) -> str | None:
+    """An environment variable, or else an Airflow Variable of the same name when Airflow is there."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    try:
+        from airflow.sdk import Variable
+    except ImportError:
+        return None
+    try:
+        return Variable.get(name, default=None)
+    except Exception:  # no Airflow context or metadata database: the variable is simply not set
+        return None
+
+
+def _hmac_key(env: str, what: str) -> bytes:
+    value = read_secret(env)
+    if not value:
+        raise ConfigError(f"the {what} key is missing: set the environment variable or Airflow Variable {env}")
+    try:
+        key = bytes.fromhex(value.strip())
+    except ValueError:
+        raise ConfigError(f"the {what} key in {env} is not a hex string") from None
+    if len(key) < 32:
+        raise ConfigError(f"the {what} key in {env} is too short: it needs at least 32 bytes (64 hex digits)")
+    return key
+
+
+def load_keys(config: Config) -> SecretKeys:
+    """Read and check all three keys, failing before any work with a message that names the variable."""
+    pseudonym = _hmac_key(config.keys.pseudonym_key_env, "pseudonymisation")
+    linkage = _hmac_key(config.keys.linkage_key_env, "linkage")
+    env = config.keys.signing_key_env
+    value = read_secret(env)
+    if not value:
+        raise ConfigError(f"the signing key is missing: set the environment variable or Airflow Variable {env}")
+    try:
+        signing = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"the signing key in {env} is not base64") from None
+    if len(signing) != 32:
+        raise ConfigError(f"the signing key in {env} must be a raw 32-byte Ed25519 private key")
+    if pseudonym == linkage:
+        raise ConfigError("the pseudonymisation and linkage keys must differ")
+    return SecretKeys(pseudonym=pseudonym, linkage=linkage, signing=signing)

@@ -1,0 +1,54 @@
+"""What the warehouse holds "as of" a reference date (contract section 3).
+
+For ``families`` only the newest file dated on or before R counts; every other dataset adds up
+over its files, the newest file winning for a ``record_id`` seen more than once. Linking,
+criteria, consent and de-identification all read their rows through here, so a backfill of an
+old date sees exactly what that night saw.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import Connection, text
+
+from tfp.feeds import DATASETS
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+
+@cache
+def sql_file(relative: str) -> str:
+    """The text of a file under ``include/sql``."""
+    return (SQL_DIR / relative).read_text(encoding="utf-8")
+
+
+def current_sql(dataset: str) -> str:
+    """A SELECT of the current rows of ``dataset``, with one parameter, ``:reference_date``."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}")
+    if dataset == "families":
+        return sql_file("current/snapshot.sql")
+    # The table name comes from the fixed list of datasets, never from input.
+    return sql_file("current/cumulative.sql").replace("{table}", f"stg_{dataset}")
+
+
+def current_rows(conn: Connection, dataset: str, reference_date: date):
+    """The current rows of ``dataset`` as a pandas DataFrame (staging columns, no helper columns)."""
+    import pandas as pd
+
+    result = conn.execute(text(current_sql(dataset)), {"reference_date": reference_date})
+    frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    return frame.drop(columns=["newest"], errors="ignore")
+
+
+def create_current_tables(conn: Connection, reference_date: date, datasets=None) -> None:
+    """Materialise ``cur_<dataset>`` temporary tables on this connection for SQL that joins them."""
+    for dataset in datasets or DATASETS:
+        conn.execute(text(f"DROP TABLE IF EXISTS cur_{dataset}"))
+        conn.execute(
+            text(f"CREATE TEMPORARY TABLE cur_{dataset} AS {current_sql(dataset)}"),
+            {"reference_date": reference_date},
+        )

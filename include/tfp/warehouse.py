@@ -1,0 +1,207 @@
+"""The warehouse: one SQLAlchemy schema that runs on SQLite (the default) and PostgreSQL.
+
+Personal data at rest lives only here and in the encrypted landing copies. Dates are real DATE
+columns; SQL that needs a date as a number (ages on an event date) calls ``tfp_yyyymmdd(d)``,
+which this module defines on both databases so that ``include/sql`` stays portable.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+
+from tfp.feeds import DATASETS, Dataset
+
+metadata = MetaData()
+
+landing_log = Table(
+    "landing_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("source", String(40), nullable=False),
+    Column("dataset", String(40), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("file_date", Date, nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("landed_at", DateTime(timezone=True), nullable=False),
+    Column("landed_by_run", Date, nullable=False),  # the reference date of the run that landed it
+    # landed -> staged | rejected; staged -> superseded when the partner re-sends the same file name;
+    # duplicate: the same bytes were landed before under another landing id (duplicate_of).
+    Column("status", String(20), nullable=False),
+    Column("duplicate_of", Integer, nullable=True),
+    Column("rejection", Text, nullable=True),  # the file-level rule it broke (never a value from the file)
+    Column("landing_path", String(500), nullable=True),  # relative to work_dir; NULL once destroyed
+    Column("rows_read", Integer, nullable=True),
+    Column("rows_staged", Integer, nullable=True),
+    Column("rows_quarantined", Integer, nullable=True),
+    Column("destroyed_at", DateTime(timezone=True), nullable=True),
+)
+
+# One AES-256-GCM key per landing copy. Deleting the row destroys the copy (crypto-shredding).
+landing_key = Table(
+    "landing_key", metadata,
+    Column("landing_id", Integer, ForeignKey("landing_log.id"), primary_key=True),
+    Column("key", LargeBinary(32), nullable=False),
+)
+
+quarantine = Table(
+    "quarantine", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("landing_id", Integer, ForeignKey("landing_log.id"), nullable=False, index=True),
+    Column("row_number", Integer, nullable=False),  # 1 = first data row after the header
+    Column("rules", Text, nullable=False),  # the rules it broke, "; "-joined rule names
+    Column("row_json", Text, nullable=False),  # the raw row, kept for the partner to correct
+    Column("quarantined_on", Date, nullable=False),
+)
+
+links = Table(
+    "links", metadata,
+    Column("reference_date", Date, primary_key=True),
+    Column("dataset", String(40), primary_key=True),
+    Column("record_id", String(100), primary_key=True),
+    Column("person_ref", String(100), nullable=True),
+    Column("match_probability", Float, nullable=True),
+    Column("method", String(20), nullable=False),  # nino | upn | probabilistic | unlinked
+)
+
+FLAGS: tuple[str, ...] = ("crime_asb", "school_attendance", "children_need_help", "worklessness",
+                          "domestic_abuse", "health")
+
+family_flags = Table(
+    "family_flags", metadata,
+    Column("reference_date", Date, primary_key=True),
+    Column("scope", String(10), primary_key=True),  # all: every roster person counted; kept: only kept people
+    Column("family_ref", String(100), primary_key=True),
+    Column("programme_status", String(20), nullable=False),
+    *(Column(flag, Integer, nullable=False) for flag in FLAGS),
+    Column("problem_count", Integer, nullable=False),
+    Column("eligible", Integer, nullable=False),
+)
+
+person_consent = Table(
+    "person_consent", metadata,
+    Column("reference_date", Date, primary_key=True),
+    Column("person_ref", String(100), primary_key=True),
+    Column("state", String(20), nullable=False),  # given | refused | withdrawn | none
+    Column("state_on", Date, nullable=True),
+    Column("kept", Boolean, nullable=False),
+)
+
+delivery_log = Table(
+    "delivery_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("reference_date", Date, nullable=False, index=True),
+    Column("file_name", String(255), nullable=False),
+    Column("destination", String(500), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the delivered (possibly encrypted) bytes
+    Column("plaintext_sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("rows", Integer, nullable=True),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+)
+
+deletion_log = Table(
+    "deletion_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_date", Date, nullable=False),
+    Column("category", String(40), nullable=False),
+    Column("cutoff", String(40), nullable=True),
+    Column("deleted", Integer, nullable=False),
+    Column("unit", String(10), nullable=False),  # rows | files
+    Column("dry_run", Boolean, nullable=False),
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _column_type(dataset: Dataset, column: str):
+    if column in dataset.dates:
+        return Date
+    if column in dataset.datetimes:
+        return DateTime(timezone=False)
+    if column in dataset.integers:
+        return Integer
+    if column in dataset.decimals:
+        return Float
+    if dataset.codes.get(column) == ("Y", "N"):
+        return Boolean
+    return String(200)
+
+
+def _staging_table(dataset: Dataset) -> Table:
+    return Table(
+        f"stg_{dataset.name}", metadata,
+        Column("landing_id", Integer, ForeignKey("landing_log.id"), primary_key=True),
+        Column("record_id", String(100), primary_key=True),
+        Column("file_date", Date, nullable=False, index=True),
+        Column("row_number", Integer, nullable=False),
+        *(Column(c, _column_type(dataset, c), nullable=True) for c in dataset.columns if c != "record_id"),
+    )
+
+
+staging: dict[str, Table] = {name: _staging_table(d) for name, d in DATASETS.items()}
+
+
+def _sqlite_functions(dbapi_connection, _record) -> None:
+    dbapi_connection.create_function(
+        "tfp_yyyymmdd", 1, lambda d: int(str(d)[:10].replace("-", "")) if d else None, deterministic=True
+    )
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+@cache
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process; SQLite files get their folder created."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_functions)
+    return engine
+
+
+PG_FUNCTIONS = """
+CREATE OR REPLACE FUNCTION tfp_yyyymmdd(d date) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
+"""
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table (and the portable SQL functions) that does not exist yet."""
+    metadata.create_all(engine)
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(7423001)"))
+            conn.execute(text(PG_FUNCTIONS))
+
+
+def connect(url: str) -> Engine:
+    """The engine for ``url`` with the schema in place: what every stage calls first."""
+    engine = get_engine(url)
+    create_schema(engine)
+    return engine

@@ -1,0 +1,90 @@
+"""Shared fixtures: a warehouse on SQLite and on the machine's real PostgreSQL, and fresh keys.
+
+PostgreSQL variants need ``TFP_TEST_POSTGRES_URL`` (a server URL such as
+``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``); each test gets its own database,
+dropped afterwards. Without the variable they are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+PG_SERVER = os.environ.get("TFP_TEST_POSTGRES_URL")
+
+
+def _new_pg_database() -> str:
+    server = make_url(PG_SERVER)
+    name = f"tfp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(url: str) -> None:
+    from tfp.warehouse import get_engine
+
+    get_engine(url).dispose()
+    target = make_url(url)
+    admin = create_engine(target.set(database=make_url(PG_SERVER).database), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url():
+    if not PG_SERVER:
+        pytest.skip("PostgreSQL variant: set TFP_TEST_POSTGRES_URL to run it (.ci/run does)")
+    url = _new_pg_database()
+    yield url
+    _drop_pg_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    yield url
+    from tfp.warehouse import get_engine
+
+    get_engine(url).dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def warehouse_url(request, tmp_path):
+    """The same test on both databases."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_url")
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def make_keys() -> dict[str, str]:
+    """Fresh secrets for one test, as the environment variables the example config names."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    signing = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return {
+        "TFP_PSEUDONYM_KEY": secrets.token_hex(32),
+        "TFP_LINKAGE_KEY": secrets.token_hex(32),
+        "TFP_SIGNING_KEY": base64.b64encode(signing).decode(),
+    }
+
+
+@pytest.fixture
+def keys_env(monkeypatch):
+    keys = make_keys()
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    return keys

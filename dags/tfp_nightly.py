@@ -1,0 +1,153 @@
+"""tfp_nightly: partner feeds in, a signed and encrypted submission out. Wiring only; the work is in `tfp`."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+
+SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
+
+DOC = """
+### tfp_nightly
+
+Runs for one **reference date**: the run's logical date (Europe/London). A scheduled run starts
+after that day has ended; backfills and manual runs follow the same rule, and a backfill of an old
+date reproduces what that night produced.
+
+1. **per source** (`police`, `probation`, ...): `extract` lands each new feed file once (encrypted),
+   `validate` runs the Great Expectations suite and quarantines bad rows, `stage` loads the good rows.
+2. `link` partner records to roster persons, `consent` keeps only people whose data may be used,
+   `criteria` marks the six headline problems per family.
+3. `package` writes the de-identified CSVs, encrypted and signed; `deliver` sends them; `report`
+   writes `work_dir/reports/<date>/run_report.json` and `.html` (counts only).
+
+**When a `validate` task fails** a file broke a file-level rule: the log names the file and the rule.
+Ask the partner to re-send it, then clear the run. Nothing is delivered from a failed run.
+"""
+
+default_args = {
+    "owner": "tfp-data-team",
+    "retries": 0,  # a broken file stays broken; tasks that can recover set their own retries
+    "execution_timeout": timedelta(hours=2),
+}
+NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
+                   "max_retry_delay": timedelta(minutes=30)}
+
+
+def _run() -> tuple[str, object]:
+    """The config path and the reference date of the running task."""
+    from tfp.pipeline import reference_date_of
+
+    context = get_current_context()
+    config = context["params"]["config"]
+    if not config:
+        raise ValueError("no config: set the TFP_CONFIG environment variable or the run's `config` param")
+    return config, reference_date_of(context["logical_date"])
+
+
+with DAG(
+    dag_id="tfp_nightly",
+    description="Troubled Families Programme evaluation: ingest, link, assess, de-identify, deliver",
+    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="Europe/London"),
+    start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["tfp", "nightly"],
+    doc_md=DOC,
+    params={
+        "config": Param(os.environ.get("TFP_CONFIG", ""), type="string",
+                        description="Path of the tfp config file (defaults to $TFP_CONFIG)"),
+        "dry_run": Param(False, type="boolean", description="Run everything but deliver nothing"),
+    },
+) as dag:
+
+    @task
+    def check_setup() -> dict:
+        from tfp import pipeline
+
+        return pipeline.check_setup(*_run())
+
+    setup = check_setup()
+    staged = []
+    for source in SOURCES:
+        with TaskGroup(group_id=source, tooltip=f"Land, validate and stage the {source} feeds") as group:
+            group.doc_md = (f"Feeds from **{source}**. A failed `validate` names the file and the rule it broke; "
+                            "a failed `extract` is usually the transport (folder missing, SFTP down) and retries.")
+
+            @task(task_id="extract", **NETWORK_RETRIES)
+            def extract(source: str = source) -> dict:
+                from tfp import pipeline
+
+                return pipeline.extract(*_run(), source)
+
+            @task(task_id="validate")
+            def validate(source: str = source) -> dict:
+                from tfp import pipeline
+
+                return pipeline.validate(*_run(), source)
+
+            @task(task_id="stage")
+            def stage(source: str = source) -> dict:
+                from tfp import pipeline
+
+                return pipeline.stage(*_run(), source)
+
+            extracted = extract()
+            validated = validate()
+            loaded = stage()
+            setup >> extracted >> validated >> loaded
+        staged.append(group)
+
+    @task
+    def link() -> dict:
+        from tfp import pipeline
+
+        return pipeline.link(*_run())
+
+    @task
+    def consent() -> dict:
+        from tfp import pipeline
+
+        return pipeline.consent(*_run())
+
+    @task
+    def criteria() -> dict:
+        from tfp import pipeline
+
+        return pipeline.criteria(*_run())
+
+    @task
+    def package() -> dict:
+        from tfp import pipeline
+
+        return pipeline.package(*_run())
+
+    @task(execution_timeout=timedelta(minutes=30), **NETWORK_RETRIES)
+    def deliver() -> dict:
+        from tfp import pipeline
+
+        return pipeline.deliver(*_run(), dry_run=bool(get_current_context()["params"]["dry_run"]))
+
+    @task
+    def report(linked: dict, consented: dict, assessed: dict, packaged: dict, delivered: dict) -> dict:
+        from tfp import pipeline
+
+        counts = {"link": linked, "consent": consented, "criteria": assessed, "package": packaged,
+                  "deliver": delivered}
+        return pipeline.report(*_run(), counts)
+
+    linked = link()
+    staged >> linked
+    consented = consent()
+    linked >> consented
+    assessed = criteria()
+    consented >> assessed
+    packaged = package()
+    assessed >> packaged
+    delivered = deliver()
+    packaged >> delivered
+    report(linked, consented, assessed, packaged, delivered)

@@ -1,0 +1,79 @@
+"""Landing copies, encrypted at rest with a key per file (contract section 9).
+
+A copy is AES-256-GCM in 16 MiB segments (AES-GCM refuses inputs over 2^31-1 bytes), each
+segment's nonce and associated data binding it to its landing id, its position and whether it
+is the last, so a reordered, truncated or altered copy fails authentication. The key lives in
+the warehouse's ``landing_key`` table; deleting that row makes the copy unreadable for good.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"TFPLAND1"
+SEGMENT = 16 * 1024 * 1024
+
+
+class LandingTampered(RuntimeError):
+    """A landing copy failed authentication: altered, truncated or encrypted under another key."""
+
+
+def _aad(landing_id: int, purpose: bytes, index: int, last: bool) -> bytes:
+    return b"tfp-landing|%d|%s|%d|%d" % (landing_id, purpose, index, int(last))
+
+
+def new_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def encrypt_to(path: Path, data: bytes, key: bytes, landing_id: int, purpose: bytes = b"raw") -> None:
+    """Write ``data`` encrypted to ``path`` atomically (temp file, fsync, rename)."""
+    aes = AESGCM(key)
+    prefix = secrets.token_bytes(8)
+    segments = [data[i:i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(MAGIC + prefix + struct.pack(">I", len(segments)))
+            for index, segment in enumerate(segments):
+                last = index == len(segments) - 1
+                sealed = aes.encrypt(prefix + struct.pack(">I", index), segment,
+                                     _aad(landing_id, purpose, index, last))
+                out.write(struct.pack(">Q", len(sealed)) + sealed)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def decrypt_from(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw") -> bytes:
+    """Read and authenticate a landing copy; raises LandingTampered naming only the landing id."""
+    aes = AESGCM(key)
+    blob = path.read_bytes()
+    problem = f"landing copy {landing_id} ({purpose.decode()}) failed authentication"
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 12:
+        raise LandingTampered(problem)
+    prefix = blob[len(MAGIC):len(MAGIC) + 8]
+    (count,) = struct.unpack(">I", blob[len(MAGIC) + 8:len(MAGIC) + 12])
+    offset, parts = len(MAGIC) + 12, []
+    try:
+        for index in range(count):
+            (size,) = struct.unpack(">Q", blob[offset:offset + 8])
+            sealed = blob[offset + 8:offset + 8 + size]
+            offset += 8 + size
+            parts.append(aes.decrypt(prefix + struct.pack(">I", index), sealed,
+                                     _aad(landing_id, purpose, index, index == count - 1)))
+    except (InvalidTag, struct.error, ValueError):
+        raise LandingTampered(problem) from None
+    if offset != len(blob):
+        raise LandingTampered(problem)
+    return b"".join(parts)

@@ -1,0 +1,124 @@
+"""Each nightly task as one plain function of (config path, reference date): what the DAG calls.
+
+Every function loads the config, opens the warehouse, does one stage through its module and
+returns counts only, because its return value becomes an XCom.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from tfp.config import Config, load_config, load_keys
+
+log = logging.getLogger(__name__)
+LONDON = ZoneInfo("Europe/London")
+
+
+def reference_date_of(logical_date: datetime) -> date:
+    """A run's reference date: its logical date's calendar date in Europe/London."""
+    return logical_date.astimezone(LONDON).date()
+
+
+def _open(config_path: str | Path):
+    from tfp.warehouse import connect
+
+    config = load_config(config_path)
+    return config, connect(config.warehouse_url)
+
+
+def check_setup(config_path: str, reference_date: date) -> dict:
+    """Fail before any work when the config or a key is unusable; create the warehouse schema."""
+    config, _engine = _open(config_path)
+    load_keys(config)
+    for folder in (config.work_dir, config.reports_dir, config.landing_dir, config.outbox_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code}
+
+
+def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:
+    from tfp.extract import land_source
+
+    config, engine = _open(config_path)
+    return land_source(engine, config, source, reference_date)
+
+
+def validate(config_path: str, reference_date: date, source: str) -> dict[str, int]:
+    from tfp.stage import validate_source
+
+    config, engine = _open(config_path)
+    return validate_source(engine, config, source, reference_date)
+
+
+def stage(config_path: str, reference_date: date, source: str) -> dict[str, int]:
+    from tfp.stage import stage_source
+
+    config, engine = _open(config_path)
+    return stage_source(engine, config, source, reference_date)
+
+
+def link(config_path: str, reference_date: date) -> dict:
+    from tfp.link import run_linking
+
+    config, engine = _open(config_path)
+    per_dataset = run_linking(engine, reference_date, config.linkage.match_probability_threshold)
+    return {"records_linked": sum(c["linked"] for c in per_dataset.values()),
+            "records_unlinked": sum(c["unlinked"] for c in per_dataset.values())}
+
+
+def consent(config_path: str, reference_date: date) -> dict[str, int]:
+    from tfp.consent import compute_consent
+
+    config, engine = _open(config_path)
+    return compute_consent(engine, reference_date, config.consent.lawful_basis)
+
+
+def criteria(config_path: str, reference_date: date) -> dict[str, dict[str, int]]:
+    """Flags counting every roster person (for the evaluation's own checks) and counting kept people only
+    (what is delivered)."""
+    from tfp.criteria import compute_family_flags
+
+    config, engine = _open(config_path)
+    return {scope: compute_family_flags(engine, reference_date, config.criteria, scope=scope)
+            for scope in ("all", "kept")}
+
+
+def package(config_path: str, reference_date: date) -> dict:
+    from tfp import __version__
+    from tfp.anonymise import build_outputs
+    from tfp.package import write_package
+
+    config, engine = _open(config_path)
+    keys = load_keys(config)
+    outputs = build_outputs(engine, reference_date, config, keys)
+    files = write_package(outputs, config.outbox_dir, config.local_authority.code, reference_date,
+                          config.delivery.encryption, config.delivery.recipient, keys.signing, __version__)
+    return {"outbox": str(files[0].path.parent), "files": len(files),
+            "persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows}
+
+
+def deliver(config_path: str, reference_date: date, dry_run: bool = False) -> dict[str, int]:
+    from tfp.deliver import deliver as send
+    from tfp.package import packaged_files
+
+    config, engine = _open(config_path)
+    files = packaged_files(config.outbox_dir, config.local_authority.code, reference_date)
+    if dry_run:
+        return {"uploaded": 0, "skipped": len(files), "dry_run": 1}
+    d = config.delivery
+    return send(files, transport=d.transport, path=d.path, conn_id=d.conn_id, engine=engine,
+                reference_date=reference_date)
+
+
+def report(config_path: str, reference_date: date, stage_counts: dict) -> dict:
+    from tfp.report import write_run_report
+
+    config, engine = _open(config_path)
+    path = write_run_report(engine, config, reference_date, stage_counts)
+    return {"report": str(path)}
+
+
+def config_of(config_path: str) -> Config:
+    return load_config(config_path)

@@ -1,0 +1,170 @@
+"""Stages 2 and 3, validate and stage: every landed row ends up staged or quarantined.
+
+Validation runs each new landing copy through its Great Expectations suite (tfp.validate),
+writes the bad rows to the quarantine table with the rules they broke, and keeps the good rows
+as a second encrypted copy beside the landing copy. Staging types those rows into the dataset's
+``stg_`` table. Both steps move a landing along its status (landed -> validated -> staged) in
+the same transaction as their writes, so re-running a date changes nothing and a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import date
+
+import pandas as pd
+from sqlalchemy import Engine, and_, delete, func, insert, select, update
+
+from tfp.config import Config
+from tfp.extract import landing_copy_path, read_landing
+from tfp.feeds import DATASETS, Dataset
+from tfp.landing import encrypt_to
+from tfp.warehouse import landing_key, landing_log, quarantine, staging
+
+log = logging.getLogger(__name__)
+
+
+class FilesRejected(RuntimeError):
+    """One or more current files broke a file-level rule; the message names each file and rule."""
+
+
+def _landings(engine: Engine, source: str, status: str, reference_date: date) -> list:
+    with engine.connect() as conn:
+        return conn.execute(
+            select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date)
+            .where(landing_log.c.source == source, landing_log.c.status == status,
+                   landing_log.c.file_date <= reference_date)
+            .order_by(landing_log.c.file_date, landing_log.c.id)
+        ).all()
+
+
+def validate_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+    """Validate the new landings of a source; fail naming every current file that breaks a file-level rule."""
+    from tfp.validate import FileRejected, read_feed, validate_feed
+
+    counts = {"files_validated": 0, "rows_read": 0, "rows_quarantined": 0, "files_rejected": 0}
+    for row in _landings(engine, source, "landed", reference_date):
+        raw = read_landing(engine, config, row.id)
+        try:
+            frame = read_feed(raw, row.file_name, row.dataset)
+            result = validate_feed(frame, row.dataset, row.file_date, row.file_name,
+                                   config.quality.max_bad_row_fraction)
+        except FileRejected as rejected:
+            with engine.begin() as conn:
+                conn.execute(update(landing_log).where(landing_log.c.id == row.id)
+                             .values(status="rejected", rejection=rejected.rule))
+            counts["files_rejected"] += 1
+            continue
+        buffer = io.StringIO()
+        result.clean.to_csv(buffer, index=False)
+        encrypt_to(landing_copy_path(config, row.id, b"validated", engine), buffer.getvalue().encode("utf-8"),
+                   _key(engine, row.id), row.id, b"validated")
+        quarantined = [
+            {"landing_id": row.id, "row_number": int(q._row), "rules": q.rules, "row_json": q.row_json,
+             "quarantined_on": reference_date}
+            for q in result.quarantined.itertuples(index=False)
+        ]
+        with engine.begin() as conn:
+            conn.execute(delete(quarantine).where(quarantine.c.landing_id == row.id))
+            if quarantined:
+                conn.execute(insert(quarantine), quarantined)
+            conn.execute(update(landing_log).where(landing_log.c.id == row.id).values(
+                status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined)))
+        counts["files_validated"] += 1
+        counts["rows_read"] += result.rows_read
+        counts["rows_quarantined"] += len(quarantined)
+    failures = rejected_files(engine, source, reference_date)
+    if failures:
+        raise FilesRejected("; ".join(f"file {name} rejected: {rule}" for name, rule in failures))
+    return counts
+
+
+def rejected_files(engine: Engine, source: str, reference_date: date) -> list[tuple[str, str]]:
+    """Current files of a source (latest landing of each name, dated on or before R) that were rejected."""
+    latest = (
+        select(landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
+        .where(landing_log.c.source == source, landing_log.c.file_date <= reference_date,
+               landing_log.c.status != "duplicate")
+        .group_by(landing_log.c.file_name).subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(landing_log.c.file_name, landing_log.c.rejection)
+            .join(latest, latest.c.id == landing_log.c.id)
+            .where(landing_log.c.status == "rejected").order_by(landing_log.c.file_name)
+        ).all()
+    return [(r.file_name, r.rejection) for r in rows]
+
+
+def _key(engine: Engine, landing_id: int) -> bytes:
+    with engine.connect() as conn:
+        return conn.execute(select(landing_key.c.key).where(landing_key.c.landing_id == landing_id)).scalar_one()
+
+
+def typed_rows(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """Validated strings -> the staging columns' Python types; empty means unknown (None)."""
+    out = pd.DataFrame({"record_id": frame["record_id"].astype(str), "row_number": frame["_row"].astype(int)})
+    for column in dataset.columns:
+        if column == "record_id":
+            continue
+        values = frame[column].fillna("").astype(str)
+        empty = values.str.strip() == ""
+        if column in dataset.dates:
+            typed = pd.to_datetime(values.where(~empty), format="%Y-%m-%d", errors="coerce").dt.date
+        elif column in dataset.datetimes:
+            typed = pd.to_datetime(values.where(~empty), format="ISO8601", errors="coerce")
+            typed = typed.dt.tz_localize(None) if getattr(typed.dt, "tz", None) else typed
+            typed = pd.Series(typed.dt.to_pydatetime(), index=values.index, dtype=object)
+        elif column in dataset.integers:
+            typed = pd.to_numeric(values.where(~empty), errors="coerce").astype("Int64")
+        elif column in dataset.decimals:
+            typed = pd.to_numeric(values.where(~empty), errors="coerce")
+        elif dataset.codes.get(column) == ("Y", "N"):
+            typed = values.map({"Y": True, "N": False})
+        else:
+            typed = values
+        out[column] = pd.Series(typed, index=values.index, dtype=object).where(~empty, None)
+    return out.astype(object).where(out.notna(), None)
+
+
+def stage_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+    """Type the validated rows of a source into its staging tables; idempotent per landing."""
+    counts = {"files_staged": 0, "rows_staged": 0, "files_superseded": 0}
+    for row in _landings(engine, source, "validated", reference_date):
+        dataset = DATASETS[row.dataset]
+        text = read_landing(engine, config, row.id, b"validated").decode("utf-8")
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        rows = typed_rows(frame, dataset)
+        rows.insert(0, "landing_id", row.id)
+        rows.insert(2, "file_date", row.file_date)
+        table = staging[row.dataset]
+        with engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.landing_id == row.id))
+            if len(rows):
+                conn.execute(insert(table), rows.to_dict("records"))
+            conn.execute(update(landing_log).where(landing_log.c.id == row.id)
+                         .values(status="staged", rows_staged=len(rows)))
+            superseded = conn.execute(
+                update(landing_log)
+                .where(and_(landing_log.c.source == source, landing_log.c.file_name == row.file_name,
+                            landing_log.c.status == "staged", landing_log.c.id < row.id))
+                .values(status="superseded")
+            ).rowcount
+        counts["files_staged"] += 1
+        counts["rows_staged"] += len(rows)
+        counts["files_superseded"] += superseded
+    return counts
+
+
+def quarantine_reasons(engine: Engine, landing_id: int) -> dict[str, int]:
+    """How many quarantined rows of a landing broke each rule (for the run report)."""
+    reasons: dict[str, int] = {}
+    with engine.connect() as conn:
+        for (rules,) in conn.execute(select(quarantine.c.rules).where(quarantine.c.landing_id == landing_id)):
+            for rule in rules.split("; "):
+                reasons[rule] = reasons.get(rule, 0) + 1
+    return dict(sorted(reasons.items()))
+
+

@@ -10,13 +10,20 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+# One Airflow home per test session, set before anything imports Airflow (it reads settings once).
+if "AIRFLOW_HOME" not in os.environ:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="tfp-test-airflow-")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
 
 PG_SERVER = os.environ.get("TFP_TEST_POSTGRES_URL")
 

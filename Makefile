@@ -1,0 +1,41 @@
+# tfp: every target does its own set-up. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-fast lint demo train-linkage bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check .
+
+# The whole suite, slow end-to-end tests included. PostgreSQL variants run when
+# TFP_TEST_POSTGRES_URL is set (see README) and are skipped with a reason otherwise.
+test: install lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: install
+	$(BIN)/tfp demo
+
+train-linkage: install
+	$(BIN)/python -m tfp.link_training --families 3000 --seed 20240601
+
+bench: install
+	$(BIN)/python -m tfp.bench
+
+clean:
+	rm -rf $(VENV) var demo .pytest_cache

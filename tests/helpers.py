@@ -1,0 +1,61 @@
+"""Test helpers: a complete config for a temporary folder, and feed files written by hand."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+from tfp.config import Config, load_config
+from tfp.feeds import SOURCES
+
+BASE = {
+    "local_authority": {"code": "E09000031", "name": "Test Borough"},
+    "quality": {"max_bad_row_fraction": 0.05},
+    "linkage": {"match_probability_threshold": 0.95},
+    "criteria": {"min_problems": 2, "lookback_months": 12, "persistent_absence_rate": 0.10,
+                 "fixed_term_exclusions": 3},
+    "consent": {"lawful_basis": "consent"},
+    "anonymisation": {"k": 5},
+    "disclosure": {"suppress_below": 10, "round_to": 5},
+    "delivery": {"transport": "directory", "path": "delivered", "encryption": "none"},
+    "retention": {"landing_days": 30, "quarantine_days": 30, "staging_months": 15,
+                  "delete_all_after": "2030-03-31"},
+    "keys": {"pseudonym_key_env": "TFP_PSEUDONYM_KEY", "linkage_key_env": "TFP_LINKAGE_KEY",
+             "signing_key_env": "TFP_SIGNING_KEY"},
+}
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", **overrides) -> Path:
+    """A config file in ``folder`` reading every source from ``folder/<inbound>/<source>``."""
+    raw = _merge(BASE, {
+        "warehouse_url": warehouse_url,
+        "work_dir": "work",
+        "sources": {s: {"transport": "directory", "path": f"{inbound}/{s}"} for s in SOURCES},
+    })
+    raw = _merge(raw, overrides)
+    for s in SOURCES:
+        if raw["sources"][s]["transport"] == "directory":
+            (folder / raw["sources"][s]["path"]).mkdir(parents=True, exist_ok=True)
+    path = folder / "tfp.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def make_config(folder: Path, warehouse_url: str, **overrides) -> Config:
+    return load_config(write_config(folder, warehouse_url, **overrides))
+
+
+def write_feed(folder: Path, source: str, name: str, header: list[str], rows: list[list[str]]) -> Path:
+    """A feed file written by hand (values are joined with commas: keep them free of commas/quotes)."""
+    path = folder / "inbound" / source / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([",".join(header), *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,62 @@
+"""DAG integrity: the DAGs folder imports cleanly, every task is owned and retried sensibly, and
+parsing imports none of the heavy libraries (they load inside tasks only)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+HEAVY = ("pandas", "great_expectations", "splink", "duckdb", "pyrage", "paramiko", "asyncssh", "faker")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert "tfp_nightly" in dagbag.dag_ids
+
+
+@pytest.mark.parametrize("dag_id", ["tfp_nightly"])
+def test_tags_owner_retries_and_docs(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert "tfp" in dag.tags
+    assert dag.doc_md and "reference date" in dag.doc_md
+    assert dag.max_active_runs == 1
+    for task in dag.tasks:
+        assert task.owner == "tfp-data-team", task.task_id
+        assert task.execution_timeout is not None, task.task_id
+        if task.task_id.endswith(".extract") or task.task_id == "deliver":
+            assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
+        if task.task_id.endswith(".validate"):
+            assert task.retries == 0, "a broken file does not mend itself: no retries"
+
+
+def test_nightly_shape(dagbag):
+    dag = dagbag.dags["tfp_nightly"]
+    sources = ("police", "probation", "housing", "dwp", "schools", "children_services")
+    for source in sources:
+        assert dag.get_task(f"{source}.validate").upstream_task_ids == {f"{source}.extract"}
+        assert dag.get_task(f"{source}.stage").upstream_task_ids == {f"{source}.validate"}
+    assert dag.get_task("link").upstream_task_ids == {f"{s}.stage" for s in sources}
+    assert dag.get_task("deliver").upstream_task_ids == {"package"}
+
+
+def test_parsing_imports_no_heavy_library():
+    code = (
+        "import sys, json, runpy, glob\n"
+        f"for path in sorted(glob.glob({str(DAGS)!r} + '/*.py')):\n"
+        "    runpy.run_path(path)\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -23,10 +23,10 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "tfp_nightly" in dagbag.dag_ids
+    assert {"tfp_nightly", "tfp_retention"} <= set(dagbag.dag_ids)
 
 
-@pytest.mark.parametrize("dag_id", ["tfp_nightly"])
+@pytest.mark.parametrize("dag_id", ["tfp_nightly", "tfp_retention"])
 def test_tags_owner_retries_and_docs(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert "tfp" in dag.tags
@@ -37,7 +37,7 @@ def test_tags_owner_retries_and_docs(dagbag, dag_id):
         assert task.execution_timeout is not None, task.task_id
         if task.task_id.endswith(".extract") or task.task_id == "deliver":
             assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
-        if task.task_id.endswith(".validate"):
+        if task.task_id.endswith((".validate", ".delete")):
             assert task.retries == 0, "a broken file does not mend itself: no retries"
 
 

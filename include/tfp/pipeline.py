@@ -11,7 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tfp.config import Config, load_config, load_keys
+from tfp.config import load_config, load_keys
 
 log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
@@ -120,5 +120,21 @@ def report(config_path: str, reference_date: date, stage_counts: dict) -> dict:
     return {"report": str(path)}
 
 
-def config_of(config_path: str) -> Config:
-    return load_config(config_path)
+
+
+def retention(config_path: str, run_date: date, category: str, dry_run: bool) -> dict:
+    """One retention category: count, delete, re-count, log. Returns counts only."""
+    from tfp.retention import run_category
+
+    config, engine = _open(config_path)
+    return run_category(engine, config, category, run_date, dry_run).as_dict()
+
+
+def retention_finish(config_path: str, run_date: date, dry_run: bool, outcomes: dict[str, dict]) -> dict:
+    """Make the deletions stick (vacuum) and write retention_report.json."""
+    from tfp.retention import compact, write_retention_report
+
+    config, engine = _open(config_path)
+    if not dry_run:
+        compact(engine)
+    return {"report": write_retention_report(config, run_date, dry_run, outcomes)}

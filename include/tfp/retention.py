@@ -1,0 +1,340 @@
+"""tfp_retention: personal data destroyed on time, provably, and nothing else (contract section 9).
+
+Five categories, each with a cutoff derived from the run date D and the config:
+
+- ``landing_copies``: encrypted landing copies landed before D - landing_days. The copy's key is
+  deleted with it (crypto-shredding), so even a backup of the file is unreadable.
+- ``quarantine``: quarantined rows quarantined before D - quarantine_days.
+- ``staging``: staged partner records whose dates (all non-empty event, start, end and release
+  dates; not the date of birth) are all before D - staging_months.
+- ``withdrawn``: the partner records, links and needs of every person whose consent state at D is
+  withdrawn.
+- ``programme_end``: on or after ``delete_all_after``, every personal record, landing copy and
+  outbox file.
+
+"Before the cutoff" is strict: something exactly ``landing_days`` old is kept, a day older goes.
+Every category is counted, deleted (unless a dry run) and counted again; the deletion log and
+``retention_report.json`` record counts only. SQLite is then checkpointed and vacuumed with
+``secure_delete`` on, so deleted rows do not survive in free pages or the WAL; PostgreSQL tables
+are vacuumed (see the README for what PostgreSQL cannot promise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
+
+from tfp.config import Config, ConfigError
+from tfp.feeds import DATASETS, PARTNER_DATASETS
+from tfp.warehouse import (
+    family_flags,
+    landing_key,
+    landing_log,
+    links,
+    person_consent,
+    quarantine,
+    staging,
+)
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("landing_copies", "quarantine", "staging", "withdrawn", "programme_end")
+
+
+class RetentionIncomplete(RuntimeError):
+    """After deleting, something past its cutoff is still there."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    category: str
+    cutoff: str
+    found: int
+    deleted: int
+    unit: str
+
+    def as_dict(self) -> dict:
+        return {"cutoff": self.cutoff, "found": self.found, "deleted": self.deleted, "unit": self.unit}
+
+
+def months_before(day: date, months: int) -> date:
+    """The same day number ``months`` earlier, clamped to the month's end (29 Feb -> 28 Feb)."""
+    import calendar
+
+    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
+    month += 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def check_consistency(config: Config) -> None:
+    """Refuse a config whose retention would delete what the criteria still need."""
+    r = config.retention
+    if r.staging_months < config.criteria.lookback_months:
+        raise ConfigError(
+            f"retention.staging_months ({r.staging_months}) is shorter than criteria.lookback_months "
+            f"({config.criteria.lookback_months}): staged records would be deleted while still in the window")
+    if r.staging_months < 12 + 3:
+        # the school_attendance flag reads the last three terms ended on or before R: up to 15 months back
+        log.warning("retention.staging_months below 15 can delete school terms the criteria still read")
+
+
+def _start_of(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+# -- landing copies ----------------------------------------------------------------------------
+
+def _landing_copies_due(engine: Engine, cutoff: date):
+    with engine.connect() as conn:
+        return conn.execute(
+            select(landing_log.c.id, landing_log.c.source)
+            .where(landing_log.c.landing_path.is_not(None), landing_log.c.landed_at < _start_of(cutoff))
+        ).all()
+
+
+def _landing_files(config: Config, landing_id: int, source: str) -> list:
+    folder = config.work_dir / "landing" / source
+    return [folder / f"{landing_id}.raw.bin", folder / f"{landing_id}.validated.bin"]
+
+
+def _destroy_landing(engine: Engine, config: Config, rows) -> int:
+    for row in rows:
+        with engine.begin() as conn:
+            conn.execute(delete(landing_key).where(landing_key.c.landing_id == row.id))
+            conn.execute(update(landing_log).where(landing_log.c.id == row.id)
+                         .values(landing_path=None, destroyed_at=datetime.now(UTC)))
+        for path in _landing_files(config, row.id, row.source):
+            path.unlink(missing_ok=True)
+    return len(rows)
+
+
+def landing_copies(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+    cutoff = run_date - timedelta(days=config.retention.landing_days)
+    due = _landing_copies_due(engine, cutoff)
+    deleted = 0 if dry_run else _destroy_landing(engine, config, due)
+    if not dry_run and _landing_copies_due(engine, cutoff):
+        raise RetentionIncomplete(f"landing copies landed before {cutoff} remain after deletion")
+    return Outcome("landing_copies", cutoff.isoformat(), len(due), deleted, "files")
+
+
+# -- quarantine --------------------------------------------------------------------------------
+
+def _count(engine: Engine, table, *where) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def quarantined_rows(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+    cutoff = run_date - timedelta(days=config.retention.quarantine_days)
+    condition = quarantine.c.quarantined_on < cutoff
+    found = _count(engine, quarantine, condition)
+    if not dry_run:
+        with engine.begin() as conn:
+            conn.execute(delete(quarantine).where(condition))
+        if _count(engine, quarantine, condition):
+            raise RetentionIncomplete(f"quarantined rows from before {cutoff} remain after deletion")
+    return Outcome("quarantine", cutoff.isoformat(), found, 0 if dry_run else found, "rows")
+
+
+# -- aged staging rows -------------------------------------------------------------------------
+
+def _event_dates(dataset: str) -> list[str]:
+    d = DATASETS[dataset]
+    return [c for c in (*d.dates, *d.datetimes) if c != "date_of_birth"]
+
+
+def _aged_condition(dataset: str, cutoff: date):
+    """Every non-empty event date before the cutoff, and at least one of them present."""
+    table = staging[dataset]
+    columns = [table.c[c] for c in _event_dates(dataset)]
+    if not columns:  # attendance: a term's end date stands for its date
+        return None
+    cutoff_value = _start_of(cutoff).replace(tzinfo=None) if DATASETS[dataset].datetimes else cutoff
+    all_old = and_(*(or_(c.is_(None), c < cutoff_value) for c in columns))
+    any_present = or_(*(c.is_not(None) for c in columns))
+    return and_(all_old, any_present)
+
+
+def _aged_terms(cutoff: date) -> list[str]:
+    """Term codes whose term ended before the cutoff (all terms from 1990 on)."""
+    from tfp.feeds import term_end
+
+    return [f"{y}-{t}" for y in range(1990, cutoff.year + 1) for t in ("AUT", "SPR", "SUM")
+            if (term_end(f"{y}-{t}") or cutoff) < cutoff]
+
+
+def aged_staging(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+    cutoff = months_before(run_date, config.retention.staging_months)
+    found = 0
+    conditions = {}
+    for dataset in PARTNER_DATASETS:
+        condition = (_aged_condition(dataset, cutoff) if dataset != "attendance"
+                     else staging["attendance"].c.term.in_(_aged_terms(cutoff)))
+        conditions[dataset] = condition
+        found += _count(engine, staging[dataset], condition)
+    if not dry_run:
+        with engine.begin() as conn:
+            for dataset, condition in conditions.items():
+                conn.execute(delete(staging[dataset]).where(condition))
+        remaining = sum(_count(engine, staging[d], c) for d, c in conditions.items())
+        if remaining:
+            raise RetentionIncomplete(f"{remaining} staged records older than {cutoff} remain after deletion")
+    return Outcome("staging", cutoff.isoformat(), found, 0 if dry_run else found, "rows")
+
+
+# -- withdrawn people --------------------------------------------------------------------------
+
+def withdrawn_people(engine: Engine, run_date: date) -> set[str]:
+    """Everyone whose consent state at D is withdrawn (contract section 6)."""
+    from tfp.consent import consent_states
+    from tfp.current import current_rows
+
+    with engine.connect() as conn:
+        events = current_rows(conn, "consent", run_date)
+    if events.empty:
+        return set()
+    states = consent_states(events, run_date)
+    return set(states.loc[states["state"] == "withdrawn", "person_ref"])
+
+
+def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple[int, str]]]:
+    """(landing_id, record_id) of every staged partner record ever linked to one of ``people``."""
+    targets: dict[str, set[tuple[int, str]]] = {d: set() for d in PARTNER_DATASETS}
+    if not people:
+        return {d: [] for d in PARTNER_DATASETS}
+    with engine.connect() as conn:
+        linked = conn.execute(
+            select(links.c.dataset, links.c.record_id).where(links.c.person_ref.in_(sorted(people))).distinct()
+        ).all()
+        by_dataset: dict[str, set[str]] = {}
+        for dataset, record_id in linked:
+            by_dataset.setdefault(dataset, set()).add(record_id)
+        for dataset, record_ids in by_dataset.items():
+            table = staging[dataset]
+            ids = sorted(record_ids)
+            for i in range(0, len(ids), 500):
+                for landing_id, record_id in conn.execute(
+                    select(table.c.landing_id, table.c.record_id).where(table.c.record_id.in_(ids[i:i + 500]))
+                ):
+                    targets[dataset].add((landing_id, record_id))
+    return {d: sorted(t) for d, t in targets.items()}
+
+
+def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+    people = withdrawn_people(engine, run_date)
+    targets = _withdrawn_targets(engine, people)
+    refs = sorted(people)
+    needs = staging["needs"]
+    n_needs = sum(_count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
+    n_links = sum(_count(engine, links, links.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
+    found = sum(len(t) for t in targets.values()) + n_needs + n_links
+    if not dry_run and people:
+        with engine.begin() as conn:
+            for dataset, pairs in targets.items():
+                table = staging[dataset]
+                for landing_id, record_id in pairs:
+                    conn.execute(delete(table).where(table.c.landing_id == landing_id, table.c.record_id == record_id))
+            for i in range(0, len(refs), 500):
+                chunk = refs[i:i + 500]
+                conn.execute(delete(needs).where(needs.c.person_ref.in_(chunk)))
+                conn.execute(delete(links).where(links.c.person_ref.in_(chunk)))
+        again = _withdrawn_targets(engine, people)
+        left = sum(len(t) for t in again.values()) + sum(
+            _count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
+        if left:
+            raise RetentionIncomplete(f"{left} records of withdrawn people remain after deletion")
+    return Outcome("withdrawn", run_date.isoformat(), found, 0 if dry_run else found, "rows")
+
+
+# -- programme end -----------------------------------------------------------------------------
+
+PERSONAL_TABLES = (*staging.values(), quarantine, links, family_flags, person_consent, landing_key)
+
+
+def programme_end(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+    end = config.retention.delete_all_after
+    if run_date < end:
+        return Outcome("programme_end", end.isoformat(), 0, 0, "rows")
+    rows = sum(_count(engine, t) for t in PERSONAL_TABLES)
+    copies = _landing_copies_due(engine, run_date + timedelta(days=1))
+    outbox = [p for p in config.outbox_dir.rglob("*") if p.is_file()] if config.outbox_dir.exists() else []
+    landing_dir = config.landing_dir
+    stray = [p for p in landing_dir.rglob("*") if p.is_file()] if landing_dir.exists() else []
+    found = rows + len(copies) + len(outbox)
+    if not dry_run:
+        _destroy_landing(engine, config, copies)
+        with engine.begin() as conn:
+            for table in PERSONAL_TABLES:
+                conn.execute(delete(table))
+        if config.outbox_dir.exists():
+            shutil.rmtree(config.outbox_dir)
+        for path in stray:
+            path.unlink(missing_ok=True)
+        left = sum(_count(engine, t) for t in PERSONAL_TABLES)
+        if left or (config.outbox_dir.exists() and any(config.outbox_dir.rglob("*"))):
+            raise RetentionIncomplete(f"{left} personal rows remain after the programme-end purge")
+    return Outcome("programme_end", end.isoformat(), found, 0 if dry_run else found, "rows+files")
+
+
+# -- making deletion stick ---------------------------------------------------------------------
+
+def compact(engine: Engine) -> None:
+    """Make deleted rows unrecoverable from the database files where the database allows it."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+            conn.commit()
+        raw = engine.raw_connection()
+        try:
+            raw.isolation_level = None
+            raw.execute("VACUUM")
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
+    elif engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in PERSONAL_TABLES:
+                conn.execute(text(f"VACUUM {table.name}"))
+
+
+RUNNERS = {
+    "landing_copies": landing_copies,
+    "quarantine": quarantined_rows,
+    "staging": aged_staging,
+    "withdrawn": withdrawn,
+    "programme_end": programme_end,
+}
+
+
+def run_category(engine: Engine, config: Config, category: str, run_date: date, dry_run: bool) -> Outcome:
+    """Count, delete and re-count one category, and log it in the deletion log (counts only)."""
+    from tfp.warehouse import deletion_log
+
+    check_consistency(config)
+    outcome = RUNNERS[category](engine, config, run_date, dry_run)
+    with engine.begin() as conn:
+        conn.execute(deletion_log.insert().values(
+            run_date=run_date, category=category, cutoff=outcome.cutoff,
+            deleted=outcome.found if dry_run else outcome.deleted, unit=outcome.unit, dry_run=dry_run,
+            logged_at=datetime.now(UTC)))
+    log.info("retention %s: found %d, deleted %d (%s)%s", category, outcome.found, outcome.deleted,
+             outcome.unit, " dry run" if dry_run else "")
+    return outcome
+
+
+def write_retention_report(config: Config, run_date: date, dry_run: bool, outcomes: dict[str, dict]) -> str:
+    folder = config.reports_dir / run_date.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "retention_report.json"
+    body = {"run_date": run_date.isoformat(), "dry_run": dry_run,
+            "categories": {c: outcomes[c] for c in CATEGORIES if c in outcomes}}
+    tmp = path.with_name(".retention_report.json.tmp")
+    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return str(path)

@@ -21,7 +21,7 @@ CATEGORIES = {
 DOC = """
 ### tfp_retention
 
-Daily. Each task group deletes one category of personal data, then counts it again and **fails if
+Daily, for the run's **reference date** (its logical date, Europe/London). Each task group deletes one category of personal data, then counts it again and **fails if
 anything past its cutoff remains**. The deletion log (warehouse table `deletion_log`) and
 `work_dir/reports/<date>/retention_report.json` record counts only.
 

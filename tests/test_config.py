@@ -1,0 +1,81 @@
+"""Config: contract section 2. A bad config fails at load naming the key; keys are checked before work."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import yaml
+
+from helpers import write_config
+from tfp.config import ConfigError, load_config, load_keys
+
+
+def _edit(path, change):
+    raw = yaml.safe_load(path.read_text())
+    change(raw)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_example_config_loads_and_resolves_relative_paths():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "config" / "tfp.example.yaml"
+    config = load_config(example)
+    assert config.local_authority.code == "E09000031"
+    assert config.work_dir.is_absolute() and config.work_dir.name == "tfp"
+    assert config.warehouse_url.startswith("sqlite:////")
+    assert config.sources.police.path.is_absolute()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(surprise=1), "surprise: unknown key"),
+        (lambda r: r["quality"].pop("max_bad_row_fraction"), "quality.max_bad_row_fraction: missing required key"),
+        (lambda r: r["criteria"].update(min_problems="two"), "criteria.min_problems"),
+        (lambda r: r["sources"].pop("dwp"), "sources.dwp: missing required key"),
+        (lambda r: r["sources"]["police"].update(transport="ftp"), "sources.police"),
+        (lambda r: r["consent"].update(lawful_basis="legitimate_interest"), "consent.lawful_basis"),
+        (lambda r: r["delivery"].update(encryption="age"), "recipient"),
+        (lambda r: r["retention"].update(delete_all_after="soon"), "retention.delete_all_after"),
+        (lambda r: r["local_authority"].update(code="Camden"), "local_authority.code"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, change, message):
+    path = _edit(write_config(tmp_path, "sqlite:///w.db"), change)
+    with pytest.raises(ConfigError, match="invalid config") as info:
+        load_config(path)
+    assert message in str(info.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_keys_are_checked_and_never_shown(tmp_path, keys_env, monkeypatch):
+    config = load_config(write_config(tmp_path, "sqlite:///w.db"))
+    keys = load_keys(config)
+    assert len(keys.pseudonym) == 32 and len(keys.signing) == 32
+    assert keys_env["TFP_PSEUDONYM_KEY"] not in repr(keys)
+    monkeypatch.setenv("TFP_LINKAGE_KEY", "ab" * 16)  # 16 bytes: too short
+    with pytest.raises(ConfigError, match="TFP_LINKAGE_KEY is too short"):
+        load_keys(config)
+    monkeypatch.delenv("TFP_LINKAGE_KEY")
+    with pytest.raises(ConfigError, match="linkage key is missing.*TFP_LINKAGE_KEY"):
+        load_keys(config)
+    monkeypatch.setenv("TFP_LINKAGE_KEY", "zz" * 32)
+    with pytest.raises(ConfigError, match="not a hex string"):
+        load_keys(config)
+    monkeypatch.setenv("TFP_LINKAGE_KEY", keys_env["TFP_LINKAGE_KEY"])
+    short_signing = base64.b64encode(b"secret-signing-material-31bytes").decode()
+    monkeypatch.setenv("TFP_SIGNING_KEY", short_signing)
+    with pytest.raises(ConfigError, match="raw 32-byte Ed25519") as info:
+        load_keys(config)
+    assert short_signing not in str(info.value)

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+from tfp.notify import notify_failure
 
 SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 
@@ -32,6 +33,7 @@ default_args = {
     "owner": "tfp-data-team",
     "retries": 0,  # a broken file stays broken; tasks that can recover set their own retries
     "execution_timeout": timedelta(hours=2),
+    "on_failure_callback": notify_failure,
 }
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                    "max_retry_delay": timedelta(minutes=30)}

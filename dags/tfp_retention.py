@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+from tfp.notify import notify_failure
 
 CATEGORIES = {
     "landing_copies": "Encrypted landing copies older than `retention.landing_days`; each copy's key is "
@@ -48,7 +49,8 @@ with DAG(
     start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "tfp-data-team", "retries": 0, "execution_timeout": timedelta(hours=1)},
+    default_args={"owner": "tfp-data-team", "retries": 0, "execution_timeout": timedelta(hours=1),
+                  "on_failure_callback": notify_failure},
     tags=["tfp", "retention"],
     doc_md=DOC,
     params={

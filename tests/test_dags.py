@@ -35,6 +35,7 @@ def test_tags_owner_retries_and_docs(dagbag, dag_id):
     for task in dag.tasks:
         assert task.owner == "tfp-data-team", task.task_id
         assert task.execution_timeout is not None, task.task_id
+        assert task.on_failure_callback, task.task_id
         if task.task_id.endswith(".extract") or task.task_id == "deliver":
             assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
         if task.task_id.endswith((".validate", ".delete")):
@@ -53,7 +54,7 @@ def test_nightly_shape(dagbag):
 
 def test_parsing_imports_no_heavy_library():
     code = (
-        "import sys, json, runpy, glob\n"
+        f"import sys, json, runpy, glob; sys.path.insert(0, {str(DAGS)!r})\n"
         f"for path in sorted(glob.glob({str(DAGS)!r} + '/*.py')):\n"
         "    runpy.run_path(path)\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"

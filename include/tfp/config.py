@@ -148,6 +148,9 @@ class Config(_Strict):
 def _resolve(raw: dict, base: Path) -> dict:
     """Make the config's relative paths relative to the config file's folder."""
     raw = dict(raw)
+    if isinstance(raw.get("warehouse_url"), str):
+        # ${VAR} in the URL comes from the environment, so a database password never sits in the file
+        raw["warehouse_url"] = os.path.expandvars(raw["warehouse_url"])
     if isinstance(raw.get("work_dir"), str):
         raw["work_dir"] = str((base / raw["work_dir"]).resolve())
     url = raw.get("warehouse_url")

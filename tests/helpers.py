@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import yaml
+
 from tfp.config import Config, load_config
 from tfp.feeds import SOURCES
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from helpers import make_config, write_feed
 from sqlalchemy import delete, select
+
+from helpers import make_config, write_feed
 from tfp.extract import land_source, read_landing, select_files
 from tfp.landing import LandingTampered
 from tfp.warehouse import connect, landing_key, landing_log

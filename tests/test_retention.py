@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from helpers import make_config
 from sqlalchemy import func, insert, select, text
+
+from helpers import make_config
 from tfp.config import ConfigError
 from tfp.retention import RetentionIncomplete, months_before, run_category
 from tfp.warehouse import (

@@ -62,9 +62,9 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
         encrypt_to(landing_copy_path(config, row.id, b"validated", engine), buffer.getvalue().encode("utf-8"),
                    _key(engine, row.id), row.id, b"validated")
         quarantined = [
-            {"landing_id": row.id, "row_number": int(q._row), "rules": q.rules, "row_json": q.row_json,
+            {"landing_id": row.id, "row_number": int(q["_row"]), "rules": q["rules"], "row_json": q["row_json"],
              "quarantined_on": reference_date}
-            for q in result.quarantined.itertuples(index=False)
+            for q in result.quarantined.to_dict("records")
         ]
         with engine.begin() as conn:
             conn.execute(delete(quarantine).where(quarantine.c.landing_id == row.id))

@@ -1,0 +1,453 @@
+"""Stage 2: read a feed file and check it against its Great Expectations suite (contract section 3).
+
+Each dataset has one suite in ``expectations/<dataset>.json``, generated from ``tfp.feeds`` by
+``python -m tfp.validate --write-suites`` so that a rule is written down once. A row that breaks a
+row-level rule is quarantined with the rules it broke; a file that breaks a file-level rule raises
+``FileRejected`` and fails the run.
+
+Great Expectations does the checking. Checks that are not a single built-in expectation (a date that
+is a real calendar date, a UPN check letter) are computed vectorised in pandas as helper columns
+(``<column>__is_date`` and so on) that the suite's expectations then assert. Failing rows come back
+from GX as ``_row`` numbers only (``RESULT_FORMAT``: the frame is indexed by ``_row`` and
+``exclude_unexpected_values`` keeps values out of the results); only counts are kept
+(``ValidationResult.expectations``). Results are not stored in the GX context either: the suite runs
+through GX's validator directly, not ``ValidationDefinition.run``, which files every result in the
+context's results store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tfp import feeds, identifiers
+
+log = logging.getLogger(__name__)
+
+EXPECTATIONS_DIR = Path(os.environ.get("TFP_EXPECTATIONS_DIR") or Path(__file__).resolve().parents[2] / "expectations")
+ROW = "_row"
+BOM = b"\xef\xbb\xbf"
+DOB_FROM = 19000101  # dates of birth from 1900-01-01, as YYYYMMDD
+FILE_DATE_PARAMETER = "file_date"  # GX suite parameter: the file's date as YYYYMMDD
+
+INTEGER = r"^[0-9]+$"  # a non-negative integer
+DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+DATE_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+DATETIME_TAIL = r"^(?:[T ].+)?$"  # what may follow the date of an ISO 8601 datetime
+# feeds.TERM with its named groups made non-capturing (pandas warns about groups in str.contains).
+TERM_FORMAT = re.sub(r"\(\?P<\w+>", "(?:", feeds.TERM.pattern)
+DATE_SHAPE_RE = re.compile(DATE_SHAPE)
+DATETIME_TAIL_RE = re.compile(DATETIME_TAIL)
+
+# COMPLETE lists every failing row; with ``_row`` as the frame's named index and
+# exclude_unexpected_values, GX returns only row numbers ([{"_row": [...]}]) and never the values.
+RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": [ROW],
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 0,
+}
+
+
+class FileRejected(Exception):
+    """A file that breaks a file-level rule. The message names the file and the rule, never a value."""
+
+    def __init__(self, file_name: str, rule: str) -> None:
+        super().__init__(f"{file_name}: {rule}")
+        self.file_name = file_name
+        self.rule = rule
+
+
+@dataclass
+class ValidationResult:
+    """What validation made of one file: the clean rows, the quarantined rows and counts."""
+
+    clean: pd.DataFrame
+    quarantined: pd.DataFrame
+    rule_counts: dict[str, int]
+    rows_read: int
+    expectations: list[dict[str, Any]] = field(default_factory=list)  # per expectation: counts only
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_feed(data: bytes, file_name: str, dataset: str) -> pd.DataFrame:
+    """Parse a feed file's bytes into strings (empty = ""), the dataset's columns plus ``_row``.
+
+    RFC 4180 is enforced strictly: a row with too few or too many fields, or a quoted field that
+    never ends, makes the whole file unreadable rather than silently shifting values.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    columns = feeds.DATASETS[dataset].columns
+    body = data[len(BOM):] if data.startswith(BOM) else data
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FileRejected(file_name, "not readable as UTF-8") from None
+    if not body.strip():
+        return _with_row(pd.DataFrame({c: pd.Series([], dtype="str") for c in columns}))
+    if body.count(b'"') % 2:
+        raise FileRejected(file_name, "not readable as CSV (a quoted field is not closed)")
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(body),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in columns},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        # Arrow's message quotes the offending row; it must not reach a log.
+        raise FileRejected(file_name, "not readable as CSV (a row has the wrong number of fields)") from None
+    names = table.column_names
+    for column in columns:
+        if column not in names:
+            raise FileRejected(file_name, f"required column missing: {column}")
+        if names.count(column) > 1:
+            raise FileRejected(file_name, f"not readable as CSV (column repeated: {column})")
+    table = table.select(list(columns))
+    frame = table.to_pandas()
+    for column in columns:  # a header-only file gives Arrow no type to infer
+        frame[column] = frame[column].astype("str")
+    return _with_row(frame)
+
+
+def _with_row(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
+    frame[ROW] = pd.RangeIndex(1, len(frame) + 1, dtype="int64")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# The suites
+
+
+def _expectation(type_: str, rule: str, **kwargs: Any) -> dict[str, Any]:
+    return {"type": type_, "kwargs": kwargs, "meta": {"rule": rule}}
+
+
+def suite_dict(dataset: str) -> dict[str, Any]:
+    """The GX suite of one dataset, as stored in ``expectations/<dataset>.json``.
+
+    Columns named ``<column>__...`` are helper columns that ``validate_feed`` derives before GX runs.
+    """
+    d = feeds.DATASETS[dataset]
+    exps: list[dict[str, Any]] = []
+    for column in d.required:
+        exps.append(_expectation("expect_column_values_to_not_be_null", f"required:{column}", column=column))
+    for column in d.dates:
+        exps.append(_expectation("expect_column_values_to_be_in_set", f"date:{column}",
+                                 column=f"{column}__is_date", value_set=[True]))
+    for column in d.datetimes:
+        exps.append(_expectation("expect_column_values_to_be_in_set", f"datetime:{column}",
+                                 column=f"{column}__is_datetime", value_set=[True]))
+    if "date_of_birth" in d.dates:
+        exps.append(_expectation("expect_column_values_to_be_between", "date_of_birth_from_1900",
+                                 column="date_of_birth__yyyymmdd", min_value=DOB_FROM))
+    for column in d.not_after_file_date:
+        exps.append(_expectation("expect_column_values_to_be_between", f"not_after_file_date:{column}",
+                                 column=f"{column}__yyyymmdd", max_value={"$PARAMETER": FILE_DATE_PARAMETER}))
+    for column, codes in d.codes.items():
+        exps.append(_expectation("expect_column_values_to_be_in_set", f"code:{column}",
+                                 column=column, value_set=list(codes)))
+    if "nino" in d.columns:
+        exps.append(_expectation("expect_column_values_to_match_regex", "nino_format",
+                                 column="nino", regex=identifiers.NINO.pattern))
+    if "upn" in d.columns:
+        exps.append(_expectation("expect_column_values_to_be_in_set", "upn_check_letter",
+                                 column="upn__valid", value_set=[True]))
+    if "postcode" in d.columns:
+        exps.append(_expectation("expect_column_values_to_match_regex", "postcode_format",
+                                 column="postcode", regex=identifiers.POSTCODE.pattern))
+    for column in d.integers:
+        exps.append(_expectation("expect_column_values_to_match_regex", f"integer:{column}",
+                                 column=column, regex=INTEGER))
+    for column in d.decimals:
+        exps.append(_expectation("expect_column_values_to_match_regex", f"decimal:{column}",
+                                 column=column, regex=DECIMAL))
+    if {"sessions_missed", "sessions_possible"} <= set(d.columns):
+        exps.append(_expectation("expect_column_pair_values_a_to_be_greater_than_b",
+                                 "sessions_missed_within_possible",
+                                 column_A="sessions_possible__number", column_B="sessions_missed__number",
+                                 or_equal=True, ignore_row_if="either_value_is_missing"))
+    if "term" in d.columns:
+        exps.append(_expectation("expect_column_values_to_match_regex", "term_format",
+                                 column="term", regex=TERM_FORMAT))
+    # Every row of a duplicated record_id is unexpected: which of them is right cannot be known.
+    exps.append(_expectation("expect_column_values_to_be_unique", "record_id_unique", column="record_id"))
+    return {
+        "name": dataset,
+        "expectations": exps,
+        "meta": {"generated_by": "python -m tfp.validate --write-suites (from tfp.feeds); do not edit"},
+        "notes": f"Row-level rules of contract section 3 for the {d.source} {dataset} feed. "
+                 "meta.rule names the rule a failing row is quarantined with.",
+    }
+
+
+def suite_json(dataset: str) -> str:
+    return json.dumps(suite_dict(dataset), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_suites(directory: Path | None = None) -> list[Path]:
+    """(Re)write every dataset's suite JSON from ``tfp.feeds``."""
+    directory = Path(directory or EXPECTATIONS_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for dataset in feeds.DATASETS:
+        path = directory / f"{dataset}.json"
+        path.write_text(suite_json(dataset), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Great Expectations: one ephemeral context per process
+
+
+@cache
+def _context() -> Any:
+    """An in-memory GX context (writes nothing to disk), created once: GX is slow to import."""
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context.data_sources.add_pandas("tfp_feeds")
+    return context
+
+
+@cache
+def _suite_and_batch_definition(dataset: str) -> tuple[Any, Any]:
+    """Load the committed suite JSON of a dataset into the context, with a whole-frame batch definition."""
+    from great_expectations.core import ExpectationSuite
+
+    context = _context()
+    stored = json.loads((EXPECTATIONS_DIR / f"{dataset}.json").read_text(encoding="utf-8"))
+    suite = context.suites.add(ExpectationSuite(**stored))
+    if len(suite.expectations) != len(stored["expectations"]):  # GX drops invalid ones with a log line
+        raise RuntimeError(f"expectation suite {dataset}: some expectations are not valid")
+    asset = context.data_sources.get("tfp_feeds").add_dataframe_asset(dataset)
+    return suite, asset.add_batch_definition_whole_dataframe("whole_file")
+
+
+# --------------------------------------------------------------------------------------------------
+# Validating
+
+
+def _blank_to_null(s: pd.Series) -> pd.Series:
+    return s.where(s != "")
+
+
+def _map_distinct(s: pd.Series, fn: Callable[[str], Any], dtype: str) -> pd.Series:
+    """``s.map(fn)`` calling ``fn`` once per distinct value: identifiers repeat, regexes are slow."""
+    codes, distinct = pd.factorize(s)
+    return pd.Series(pd.array([fn(v) for v in distinct], dtype=dtype).take(codes), index=s.index)
+
+
+def _date_number(value: str) -> float:
+    """A ``YYYY-MM-DD`` calendar date as the number YYYYMMDD; NaN when it is not one (2023-02-30)."""
+    if not DATE_SHAPE_RE.match(value):
+        return math.nan
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return math.nan
+    return float(day.year * 10000 + day.month * 100 + day.day)
+
+
+def _datetime_date_number(value: str) -> float:
+    """An ISO 8601 datetime's date as YYYYMMDD (the date as written, not in UTC); NaN when not one."""
+    if not DATETIME_TAIL_RE.match(value[10:]):
+        return math.nan
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return math.nan
+    return _date_number(value[:10])
+
+
+def _parse(s: pd.Series, number: Callable[[str], float]) -> tuple[pd.Series, pd.Series]:
+    """(valid flag, NA when empty; the date as YYYYMMDD, NaN when empty or invalid), once per distinct value."""
+    yyyymmdd = _map_distinct(s, number, "float64")
+    return _present_flag(s, yyyymmdd.notna()), yyyymmdd
+
+
+def _present_flag(raw: pd.Series, ok: pd.Series) -> pd.Series:
+    """A nullable boolean: NA where the raw value is empty (GX skips nulls), else ``ok``."""
+    return ok.astype("boolean").where(raw != "", pd.NA)
+
+
+def _normalised(frame: pd.DataFrame, d: feeds.Dataset) -> pd.DataFrame:
+    """The dataset's columns stripped of surrounding spaces, identifiers normalised, empty sex as U."""
+    out = pd.DataFrame({c: frame[c].astype("str").str.strip() for c in d.columns})
+    if "postcode" in out:
+        out["postcode"] = _map_distinct(out["postcode"], identifiers.normalise_postcode, "str")
+    if "nino" in out:
+        out["nino"] = _map_distinct(out["nino"], identifiers.normalise_nino, "str")
+    if "upn" in out:
+        out["upn"] = out["upn"].str.upper()
+    if "sex" in out:
+        out["sex"] = out["sex"].where(out["sex"] != "", "U")
+    out[ROW] = frame[ROW].to_numpy()
+    return out
+
+
+@cache
+def _checked_columns(dataset: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(the columns the suite reads, those a regex reads): only these go into the GX frame."""
+    exps = suite_dict(dataset)["expectations"]
+    read = frozenset(e["kwargs"][k] for e in exps for k in ("column", "column_A", "column_B") if k in e["kwargs"])
+    matched = frozenset(e["kwargs"]["column"] for e in exps if e["type"] == "expect_column_values_to_match_regex")
+    return read, matched
+
+
+def _gx_frame(values: pd.DataFrame, d: feeds.Dataset) -> pd.DataFrame:
+    """The frame GX checks: empty values as nulls plus the helper columns the suite names.
+
+    ``record_id`` goes in as a number per distinct value (NaN when empty): presence and uniqueness
+    read the same, and GX fingerprints every batch by hashing it, which is slow on distinct strings.
+    The index is ``_row``, so that GX reports failing rows by number.
+    """
+    checked, matched = _checked_columns(d.name)
+    # Columns no regex reads go in as categoricals: GX filters the frame once per expectation,
+    # and taking rows of a categorical is far cheaper than of Arrow strings.
+    g = {c: _blank_to_null(values[c]) if c in matched else _blank_to_null(values[c]).astype("category")
+         for c in d.columns if c in checked and c != "record_id"}
+    codes, _ = pd.factorize(values["record_id"].where(values["record_id"] != ""))
+    g["record_id"] = pd.Series(codes, index=values.index).where(codes >= 0).astype("float64")
+    for column in d.dates:
+        g[f"{column}__is_date"], g[f"{column}__yyyymmdd"] = _parse(values[column], _date_number)
+    for column in d.datetimes:
+        g[f"{column}__is_datetime"], g[f"{column}__yyyymmdd"] = _parse(values[column], _datetime_date_number)
+    if "upn" in d.columns:
+        upn = values["upn"]
+        g["upn__valid"] = _present_flag(upn, _map_distinct(upn, identifiers.is_valid_upn, "bool"))
+    for column in d.integers:
+        g[f"{column}__number"] = pd.to_numeric(values[column].where(values[column].str.match(INTEGER)),
+                                               errors="coerce").astype("float64")
+    return pd.DataFrame(g).set_index(pd.Index(values[ROW].to_numpy(), name=ROW))
+
+
+def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name: str
+               ) -> tuple[list[tuple[str, set[int]]], list[dict[str, Any]]]:
+    """Run the dataset's suite; return (rule, failing _row numbers) per expectation and a counts summary."""
+    suite, batch_definition = _suite_and_batch_definition(dataset)
+    from great_expectations.validator.v1_validator import Validator
+
+    validator = Validator(batch_definition=batch_definition, result_format=RESULT_FORMAT,
+                          batch_parameters={"dataframe": gx_frame})
+    result = validator.validate_expectation_suite(
+        suite, expectation_parameters={FILE_DATE_PARAMETER: int(f"{file_date:%Y%m%d}")})
+    failures: list[tuple[str, set[int]]] = []
+    summary: list[dict[str, Any]] = []
+    order = {e.meta["rule"]: i for i, e in reversed(list(enumerate(suite.expectations)))}
+    # GX returns results in no fixed order; the suite's order keeps "rules" strings stable.
+    for r in sorted(result.results, key=lambda r: order[r.expectation_config.meta["rule"]]):
+        config = r.expectation_config
+        rule = config.meta["rule"]
+        if r.exception_info.get("raised_exception") or any(
+            isinstance(v, dict) and v.get("raised_exception") for v in r.exception_info.values()
+        ):
+            # GX's exception text may quote values: name the rule only.
+            raise RuntimeError(f"{file_name}: the expectation for rule {rule} could not be evaluated")
+        rows = {int(row) for entry in r.result.get("unexpected_index_list") or () for row in entry[ROW]}
+        failures.append((rule, rows))
+        summary.append({
+            "rule": rule,
+            "expectation_type": config.type,
+            "success": bool(r.success),
+            "element_count": int(r.result.get("element_count", 0)),
+            "unexpected_count": int(r.result.get("unexpected_count", 0)),
+        })
+    return failures, summary
+
+
+def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name: str,
+                  max_bad_row_fraction: float) -> ValidationResult:
+    """Split a read feed into clean and quarantined rows by its GX suite.
+
+    ``record_id_unique``: every row of a record_id that occurs more than once in the file is
+    quarantined, since which of them is right cannot be known.
+    Raises ``FileRejected`` when more than ``max_bad_row_fraction`` of the rows are quarantined.
+    """
+    d = feeds.DATASETS[dataset]
+    n = len(frame)
+    values = _normalised(frame, d)
+    failures, summary = _run_suite(_gx_frame(values, d), dataset, file_date, file_name)
+
+    row_numbers = frame[ROW].to_numpy()
+    broken: dict[str, pd.Series] = {}
+    rule_counts: dict[str, int] = {}
+    for rule, rows in failures:
+        if not rows:
+            continue
+        mask = pd.Series(row_numbers, index=frame.index).isin(rows)
+        broken[rule] = mask if rule not in broken else broken[rule] | mask
+    for rule, mask in broken.items():
+        rule_counts[rule] = int(mask.sum())
+
+    bad = pd.Series(False, index=frame.index)
+    for mask in broken.values():
+        bad |= mask
+    n_bad = int(bad.sum())
+    if n and n_bad / n > max_bad_row_fraction:
+        raise FileRejected(
+            file_name, f"more than {max_bad_row_fraction:.0%} of rows quarantined ({n_bad} of {n})")
+
+    bad_index = frame.index[bad.to_numpy()]
+    rules = pd.Series("", index=bad_index, dtype="str")
+    for rule, mask in broken.items():
+        hit = mask[bad_index]
+        rules = rules.where(~hit, rules.where(rules == "", rules + "; ") + rule)
+    raw = frame.loc[bad_index, list(d.columns)]
+    quarantined = pd.DataFrame({
+        ROW: frame.loc[bad_index, ROW].astype("int64"),
+        "record_id": raw["record_id"].astype("str"),
+        "rules": rules.astype("str"),
+        "row_json": [json.dumps(dict(zip(d.columns, r, strict=True)), ensure_ascii=False)
+                     for r in zip(*(raw[c].tolist() for c in d.columns), strict=True)],
+    }).reset_index(drop=True)
+    clean = values[~bad.to_numpy()].reset_index(drop=True)
+    log.info("%s: %d rows read, %d clean, %d quarantined", file_name, n, len(clean), len(quarantined))
+    return ValidationResult(clean=clean, quarantined=quarantined, rule_counts=rule_counts,
+                            rows_read=n, expectations=summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tfp.validate", description=__doc__.splitlines()[0])
+    parser.add_argument("--write-suites", action="store_true", help="regenerate expectations/*.json")
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: expectations/)")
+    args = parser.parse_args(argv)
+    if not args.write_suites:
+        parser.print_help()
+        return 2
+    for path in write_suites(args.dir):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+

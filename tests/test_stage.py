@@ -1,0 +1,142 @@
+"""Validate and stage over the warehouse: every row staged or quarantined, counts that add up, the
+as-of-R rules, re-sent files, file-level failures that name the file and rule, and idempotent re-runs.
+On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select
+
+from helpers import make_config, write_feed
+from tfp.current import current_rows
+from tfp.extract import land_source
+from tfp.generate import generate
+from tfp.report import current_files
+from tfp.stage import FilesRejected, stage_source, validate_source
+from tfp.warehouse import connect, landing_log, quarantine, staging
+
+SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
+R = date(2025, 3, 31)
+NEEDS = ["record_id", "person_ref", "need", "start_date", "end_date"]
+FAMILIES = ["record_id", "forename", "surname", "date_of_birth", "sex", "postcode", "family_ref", "person_ref",
+            "role", "upn", "nino", "uprn", "programme_status", "attached_date"]
+
+
+def _process(engine, config, reference_date, sources=SOURCES):
+    for source in sources:
+        land_source(engine, config, source, reference_date)
+        validate_source(engine, config, source, reference_date)
+        stage_source(engine, config, source, reference_date)
+
+
+def _table_counts(engine):
+    with engine.connect() as conn:
+        counts = {name: conn.execute(select(func.count()).select_from(t)).scalar_one() for name, t in staging.items()}
+        counts["quarantine"] = conn.execute(select(func.count()).select_from(quarantine)).scalar_one()
+        counts["landing_log"] = conn.execute(select(func.count()).select_from(landing_log)).scalar_one()
+    return counts
+
+
+def test_generated_borough_every_row_accounted_for(tmp_path, warehouse_url):
+    generate(tmp_path / "inbound", families=60, seed=11, on=R)
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    _process(engine, config, R)
+    files = current_files(engine, R)
+    assert len(files) == 8 and all(f["status"] == "staged" for f in files)
+    for f in files:
+        path = tmp_path / "inbound" / f["source"] / f["name"]
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            data_rows = sum(1 for _ in csv.reader(handle)) - 1
+        assert f["rows_read"] == data_rows, f["name"]
+        assert f["rows_read"] == f["rows_staged"] + f["rows_quarantined"], f["name"]
+    # exactly the rows the generator broke on purpose are quarantined
+    with (tmp_path / "inbound/truth/records.csv").open(encoding="utf-8") as handle:
+        truth = list(csv.DictReader(handle))
+    broken = {(r["dataset"], r["record_id"]) for r in truth if r["valid"] == "N"}
+    with engine.connect() as conn:
+        rows = conn.execute(select(landing_log.c.dataset, quarantine.c.row_json)
+                            .join(landing_log, landing_log.c.id == quarantine.c.landing_id)).all()
+    import json
+
+    quarantined = {(d, json.loads(j)["record_id"]) for d, j in rows}
+    partner = {q for q in quarantined if q[0] in {r["dataset"] for r in truth}}
+    assert partner == broken
+    # re-running the date changes nothing
+    before = _table_counts(engine)
+    _process(engine, config, R)
+    assert _table_counts(engine) == before
+
+
+def test_as_of_rules_newest_file_wins(tmp_path, warehouse_url):
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    write_feed(tmp_path, "children_services", "needs_20250101.csv", NEEDS,
+               [["n1", "P1", "early_help", "2024-12-01", ""], ["n2", "P2", "neet", "2024-12-01", ""]])
+    write_feed(tmp_path, "children_services", "needs_20250201.csv", NEEDS,
+               [["n1", "P1", "early_help", "2024-12-01", "2025-01-15"]])  # n1 re-sent with an end date
+    write_feed(tmp_path, "children_services", "needs_20250401.csv", NEEDS,
+               [["n3", "P3", "neet", "2025-03-01", ""]])  # after R: not read
+    person = ["Ann", "Lee", "1980-01-01", "F", "SW1A 1AA"]
+    write_feed(tmp_path, "children_services", "families_20250101.csv", FAMILIES,
+               [["A", *person, "F1", "A", "adult", "", "", "", "comparison", ""],
+                ["B", *person, "F1", "B", "adult", "", "", "", "comparison", ""]])
+    write_feed(tmp_path, "children_services", "families_20250301.csv", FAMILIES,
+               [["A", *person, "F1", "A", "adult", "", "", "", "intervention", "2025-02-01"]])
+    _process(engine, config, R, ["children_services"])
+    with engine.connect() as conn:
+        needs = current_rows(conn, "needs", R).set_index("record_id")
+        roster = current_rows(conn, "families", R)
+        early = current_rows(conn, "needs", date(2025, 1, 31)).set_index("record_id")
+    assert sorted(needs.index) == ["n1", "n2"]
+    assert needs.loc["n1", "end_date"] is not None  # the newer file's row
+    assert early.loc["n1", "end_date"] is None  # as of January only the first file counts
+    assert roster["person_ref"].tolist() == ["A"]  # only the newest snapshot
+    assert roster["programme_status"].tolist() == ["intervention"]
+
+
+def test_resent_file_with_corrections_supersedes_the_old_copy(tmp_path, warehouse_url):
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    write_feed(tmp_path, "children_services", "needs_20250101.csv", NEEDS,
+               [["n1", "P1", "early_help", "2024-12-01", ""], ["n2", "P2", "neet", "2024-12-01", ""]])
+    _process(engine, config, R, ["children_services"])
+    write_feed(tmp_path, "children_services", "needs_20250101.csv", NEEDS, [["n1", "P1", "early_help", "2024-12-01", ""]])
+    _process(engine, config, R, ["children_services"])
+    with engine.connect() as conn:
+        statuses = conn.execute(select(landing_log.c.status).order_by(landing_log.c.id)).scalars().all()
+        needs = current_rows(conn, "needs", R)
+    assert statuses == ["superseded", "staged"]
+    assert needs["record_id"].tolist() == ["n1"]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "rule"),
+    [
+        ("needs_20250101.csv", b"record_id,person_ref,need,start_date\nn1,P1,neet,2024-01-01\n",
+         "required column missing: end_date"),
+        ("needs_20250101.csv", "record_id,person_ref,need,start_date,end_date\nn1,P1,neet,2024-01-01,\n"
+         "n2,Zo\u00eb,neet,2024-01-01,\n".encode("latin-1"), "not readable as UTF-8"),
+        ("needs_20250101.csv", b"record_id,person_ref,need,start_date,end_date\n"
+         + b"".join(b"n%d,P%d,neet,2024-01-01,\n" % (i, i) for i in range(18))
+         + b"x1,P1,nonsense,2024-01-01,\nx2,P1,neet,2024-02-30,\n", "more than 5% of rows quarantined"),
+    ],
+)
+def test_broken_file_fails_naming_file_and_rule_and_keeps_failing(tmp_path, warehouse_url, name, body, rule):
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    (tmp_path / "inbound/children_services" / name).write_bytes(body)
+    land_source(engine, config, "children_services", R)
+    with pytest.raises(FilesRejected) as info:
+        validate_source(engine, config, "children_services", R)
+    assert f"file {name} rejected: {rule}" in str(info.value)
+    assert "Zo" not in str(info.value) and "P1" not in str(info.value)
+    with pytest.raises(FilesRejected, match=name):  # a re-run fails again until the partner re-sends
+        _process(engine, config, R, ["children_services"])
+    assert _table_counts(engine)["needs"] == 0
+    write_feed(tmp_path, "children_services", name, NEEDS, [["n1", "P1", "neet", "2024-01-01", ""]])
+    _process(engine, config, R, ["children_services"])
+    assert _table_counts(engine)["needs"] == 1

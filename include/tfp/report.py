@@ -34,6 +34,7 @@ def current_files(engine: Engine, reference_date: date) -> list[dict]:
             "rows_read": r.rows_read or 0, "rows_staged": r.rows_staged or 0,
             "rows_quarantined": r.rows_quarantined or 0,
             "quarantine_reasons": quarantine_reasons(engine, r.id),
+            "expectations": json.loads(r.expectation_results or "[]"),
             **({"rejection": r.rejection} if r.rejection else {}),
         })
     return files
@@ -95,6 +96,17 @@ def _html(report: dict) -> str:
         f"{e(' ' + f['rejection']) if f.get('rejection') else ''}</td></tr>"
         for f in report["files"]
     )
+    quality = "".join(
+        f"<h3>{e(f['source'])} / {e(f['name'])}</h3><table><tr><th>rule</th><th>expectation</th><th>result</th>"
+        "<th>rows checked</th><th>rows failing</th></tr>"
+        + "".join(
+            f"<tr><td>{e(str(x.get('rule')))}</td><td>{e(str(x.get('expectation_type')))}</td>"
+            f"<td>{'passed' if x.get('success') else 'FAILED'}</td><td>{x.get('element_count', '')}</td>"
+            f"<td>{x.get('unexpected_count', '')}</td></tr>"
+            for x in f.get("expectations", []))
+        + "</table>"
+        for f in report["files"]
+    )
     totals = "".join(
         f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in report.items() if isinstance(v, int)
     )
@@ -106,7 +118,8 @@ def _html(report: dict) -> str:
         f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>"
         f"<h2>Totals</h2><table>{totals}</table>"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
-        f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table></html>\n"
+        f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table>"
+        f"<h2>Data quality (Great Expectations, counts only)</h2>{quality}</html>\n"
     )
 
 

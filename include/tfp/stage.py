@@ -11,6 +11,7 @@ resumes where it stopped.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from datetime import date
 
@@ -71,7 +72,8 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
             if quarantined:
                 conn.execute(insert(quarantine), quarantined)
             conn.execute(update(landing_log).where(landing_log.c.id == row.id).values(
-                status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined)))
+                status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined),
+                expectation_results=json.dumps(result.expectations, sort_keys=True)))
         counts["files_validated"] += 1
         counts["rows_read"] += result.rows_read
         counts["rows_quarantined"] += len(quarantined)

@@ -54,6 +54,8 @@ landing_log = Table(
     Column("rows_read", Integer, nullable=True),
     Column("rows_staged", Integer, nullable=True),
     Column("rows_quarantined", Integer, nullable=True),
+    # Great Expectations' outcome per expectation (rule, type, success, counts): never a value
+    Column("expectation_results", Text, nullable=True),
     Column("destroyed_at", DateTime(timezone=True), nullable=True),
 )
 

@@ -1,0 +1,198 @@
+"""The whole night, for real: partner drops over SFTP, `tfp run` (the real DAG through dag.test()),
+age-encrypted delivery over SFTP to a recipient on loopback, `tfp verify-delivery` as the recipient,
+and the submission checked against what the generator's truth folder implies, with tokens and match
+keys recomputed here by an independent implementation of the recipes. Then a search of everything
+the run left behind for any personal value of the input."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+import unicodedata
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_keys
+from helpers import BASE
+from tfp.generate import generate
+from tfp.sftpserver import SftpServer
+
+pytestmark = pytest.mark.slow
+
+R = date(2025, 3, 31)
+LA = "E09000031"
+SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
+TFP = str(Path(sys.executable).with_name("tfp"))
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# -- an independent implementation of contract section 7's recipes -------------------------------
+
+def _h(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _name(value: str) -> str:
+    plain = "".join(c for c in unicodedata.normalize("NFKD", value) if unicodedata.category(c) != "Mn")
+    return "".join(c for c in plain.upper() if "A" <= c <= "Z")
+
+
+def _expected_keys(key: bytes, p: dict[str, str]) -> dict[str, str]:
+    fn, sn = _name(p["forename"]), _name(p["surname"])
+    dob = p["date_of_birth"].replace("-", "")
+    pc = p["postcode"].replace(" ", "").upper()
+    sex = p["sex"] or "U"
+
+    def mk(*parts: str) -> str:
+        return _h(key, "|".join(parts)) if all(parts) else ""
+
+    return {
+        "mk1": mk(fn, sn, dob, pc), "mk2": mk(fn[:1], sn, dob, pc), "mk3": mk(fn, sn, dob),
+        "mk4": mk(fn[:3], sn[:3], dob, sex), "mk5": mk(sn, dob, pc),
+        "mk_nino": _h(key, p["nino"].replace(" ", "").upper()) if p["nino"] else "",
+        "mk_upn": _h(key, p["upn"].upper()) if p["upn"] else "",
+    }
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    root = tmp_path_factory.mktemp("night")
+    partners, recipient = root / "partners", root / "recipient"
+    generate(partners, families=150, seed=2024, on=R)
+    truth = root / "truth"
+    (partners / "truth").rename(truth)
+    (recipient / "inbound" / LA).mkdir(parents=True)
+    import pyrage
+
+    identity = pyrage.x25519.Identity.generate()
+    (root / "age.key").write_text(str(identity) + "\n")
+    keys = make_keys()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    signing = Ed25519PrivateKey.from_private_bytes(base64.b64decode(keys["TFP_SIGNING_KEY"]))
+    (root / "signing.pub").write_text(base64.b64encode(
+        signing.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode())
+    with SftpServer(partners, password="p-secret") as partner_sftp, SftpServer(recipient, password="r-secret") as ons:
+        def conn(server, password):
+            return json.dumps({"conn_type": "sftp", "host": server.host, "port": server.port, "login": "tfp",
+                               "password": password,
+                               "extra": {"host_key": server.host_key, "no_host_key_check": False}})
+
+        config = {
+            **BASE,
+            "warehouse_url": "sqlite:///work/warehouse.db", "work_dir": "work",
+            "sources": {s: {"transport": "sftp", "conn_id": "sftp_partners", "path": f"/{s}"} for s in SOURCES},
+            "delivery": {"transport": "sftp", "conn_id": "sftp_ons", "path": f"/inbound/{LA}", "encryption": "age",
+                         "recipient": str(identity.to_public())},
+        }
+        (root / "tfp.yaml").write_text(yaml.safe_dump(config))
+        env = {**os.environ, **keys, "AIRFLOW_HOME": str(root / "airflow"),
+               "AIRFLOW_CONN_SFTP_PARTNERS": conn(partner_sftp, "p-secret"),
+               "AIRFLOW_CONN_SFTP_ONS": conn(ons, "r-secret")}
+        env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
+        first = subprocess.run([TFP, "run", "--config", str(root / "tfp.yaml"), "--date", R.isoformat()],
+                               env=env, capture_output=True, text=True, cwd=root, timeout=900)
+        delivered = recipient / "inbound" / LA
+        stamps = {p.name: p.stat().st_mtime_ns for p in delivered.iterdir()}
+        second = subprocess.run([TFP, "run", "--config", str(root / "tfp.yaml"), "--date", R.isoformat()],
+                                env=env, capture_output=True, text=True, cwd=root, timeout=900)
+    verify = subprocess.run([TFP, "verify-delivery", str(delivered), "--signing-public-key", str(root / "signing.pub"),
+                             "--age-identity", str(root / "age.key"), "--out", str(root / "received")],
+                            capture_output=True, text=True, timeout=300)
+    return {"root": root, "truth": truth, "partners": partners, "keys": keys, "first": first, "second": second,
+            "verify": verify, "delivered": delivered, "stamps": stamps}
+
+
+def test_the_run_succeeds_and_the_recipient_verifies_it(night):
+    assert night["first"].returncode == 0, night["first"].stdout[-3000:] + night["first"].stderr[-3000:]
+    assert "succeeded" in night["first"].stdout
+    assert night["verify"].returncode == 0, night["verify"].stdout + night["verify"].stderr
+    names = sorted(p.name for p in night["delivered"].iterdir())
+    d = R.strftime("%Y%m%d")
+    assert names == sorted([f"tfp_submission_{LA}_{d}.csv.age", f"tfp_summary_{LA}_{d}.csv.age",
+                            f"tfp_withdrawals_{LA}_{d}.csv.age", f"tfp_manifest_{LA}_{d}.json",
+                            f"tfp_manifest_{LA}_{d}.json.sig"])
+
+
+def test_a_rerun_uploads_nothing(night):
+    assert night["second"].returncode == 0, night["second"].stdout[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in night["delivered"].iterdir()} == night["stamps"]
+
+
+def test_submission_is_what_the_truth_implies(night):
+    truth, keys = night["truth"], night["keys"]
+    pseudonym, linkage = bytes.fromhex(keys["TFP_PSEUDONYM_KEY"]), bytes.fromhex(keys["TFP_LINKAGE_KEY"])
+    roster = {r["person_ref"]: r for r in _read(night["partners"] / "children_services" / f"families_{R:%Y%m%d}.csv")}
+    kept = {p["person_ref"] for p in _read(truth / "persons.csv") if p["consent_state"] == "given"}
+    families = {f["family_ref"]: f for f in _read(truth / "families_consent.csv")}
+    submitted = {ref for ref, f in families.items() if f["eligible"] == "1" or f["programme_status"] == "intervention"}
+    expected = {(_h(pseudonym, "family:" + p["family_ref"]), _h(pseudonym, "person:" + ref)): p
+                for ref, p in roster.items() if ref in kept and p["family_ref"] in submitted}
+    rows = _read(night["root"] / "received" / f"tfp_submission_{LA}_{R:%Y%m%d}.csv")
+    got = {(r["family_token"], r["person_token"]): r for r in rows}
+    assert set(got) == set(expected)
+    assert [(r["family_token"], r["person_token"]) for r in rows] == sorted(got)
+    flags = ("crime_asb", "school_attendance", "children_need_help", "worklessness", "domestic_abuse", "health",
+             "problem_count", "eligible")
+    for token, person in expected.items():
+        row = got[token]
+        assert {k: row[k] for k in _expected_keys(linkage, person)} == _expected_keys(linkage, person)
+        family = families[person["family_ref"]]
+        assert {f: row[f] for f in flags} == {f: family[f] for f in flags}, person["family_ref"]
+        assert row["role"] == person["role"] and row["programme_status"] == person["programme_status"]
+        assert row["reference_date"] == R.isoformat() and row["la_code"] == LA
+        year = person["date_of_birth"][:4]
+        assert row["year_of_birth"] == "*" or row["year_of_birth"] == year or (
+            "-" in row["year_of_birth"] and row["year_of_birth"][:4] <= year <= row["year_of_birth"][5:])
+    combos = Counter((r["year_of_birth"], r["postcode_district"], r["sex"]) for r in rows)
+    assert min(combos.values()) >= 5
+
+
+def _personal_values(night) -> set[str]:
+    values: set[str] = set()
+    for source in SOURCES:
+        for path in (night["partners"] / source).glob("*.csv"):
+            for row in _read(path):
+                for column in ("forename", "surname"):
+                    if len(row.get(column) or "") >= 5:
+                        values.add(row[column])
+                for column in ("postcode", "nino", "upn"):
+                    if len(row.get(column) or "") >= 6:
+                        values.add(row[column])
+                if row.get("date_of_birth"):
+                    values.add(row["date_of_birth"])
+    return values - {R.isoformat()}
+
+
+def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
+    values = _personal_values(night)
+    assert len(values) > 500
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)).encode("utf-8"))
+    root = night["root"]
+    places = [root / "airflow", root / "work" / "reports", night["delivered"]]
+    found = []
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file():
+                hit = pattern.search(path.read_bytes())
+                if hit:
+                    found.append(f"{path.relative_to(root)}: {hit.group(0)[:3]!r}...")
+    assert found == []
+    output = (night["first"].stdout + night["first"].stderr).encode()
+    assert not pattern.search(output)

@@ -1,0 +1,277 @@
+"""The true answer for a synthetic borough: contract sections 5 and 6 written plainly in pandas.
+
+This is deliberately a second, independent reading of the contract (the pipeline's criteria live
+in SQL under ``include/sql``): the generator uses it to write ``truth/`` and the tests compare
+the warehouse's flags against it. It takes the TRUE person of every record, so it says what a
+perfect linkage would give.
+
+Month arithmetic (``add_months``): the same day number in the target month, clamped to that
+month's last day, so 2024-02-29 - 12 months = 2023-02-28 and 2023-03-31 + 11 months =
+2024-02-29. The window of section 5 is then (R - lookback_months, R].
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Mapping
+from datetime import date
+
+import pandas as pd
+
+from tfp.feeds import term_end
+from tfp.warehouse import FLAGS
+
+CHILD_NEEDS = ("child_in_need", "child_protection_plan", "early_help", "young_carer")
+COMMUNITY_ORDERS = ("licence", "community_order", "suspended_sentence")
+HOUSING_ASB = ("asb_warning", "asb_injunction")
+HOUSING_WORKLESS = ("rent_arrears", "notice_seeking_possession", "eviction")
+HEALTH_NEEDS = ("mental_health", "substance_misuse")
+CONSENT_STATES = ("given", "refused", "withdrawn", "none")
+FAMILY_COLUMNS = ("family_ref", "programme_status", *FLAGS, "problem_count", "eligible")
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` moved by ``months`` (negative for earlier) on the same day number, clamped to month end."""
+    year, month = divmod(day.year * 12 + day.month - 1 + months, 12)
+    month += 1
+    if day.day <= 28:
+        return date(year, month, day.day)
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def last_terms_ended(reference_date: date, count: int = 3) -> list[str]:
+    """The ``count`` most recent term codes whose term ended on or before R, oldest first."""
+    terms = [f"{y}-{t}" for y in range(reference_date.year - 3, reference_date.year + 1)
+             for t in ("AUT", "SPR", "SUM")]
+    ended = sorted((t for t in terms if term_end(t) <= reference_date), key=term_end)
+    return ended[-count:]
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    """YYYY-MM-DD strings (or blanks) as timestamps; blanks and anything unparseable become NaT."""
+    return pd.to_datetime(values, format="%Y-%m-%d", errors="coerce")
+
+
+def _ints(values: pd.Series) -> pd.Series:
+    return pd.to_numeric(values, errors="coerce").fillna(0).astype("int64")
+
+
+def age_on(dob: pd.Series, when: pd.Series | pd.Timestamp) -> pd.Series:
+    """Completed years; someone born on 29 February gets a year older on 1 March in common years."""
+    if isinstance(when, pd.Timestamp):
+        when = pd.Series(when, index=dob.index)
+    before_birthday = (when.dt.month * 100 + when.dt.day) < (dob.dt.month * 100 + dob.dt.day)
+    return when.dt.year - dob.dt.year - before_birthday.astype("int64")
+
+
+def consent_states(consent: pd.DataFrame, roster: pd.DataFrame, reference_date: date) -> pd.DataFrame:
+    """Section 6: each roster person's latest ``tfp_evaluation`` status recorded on or before R.
+
+    On a tie of ``recorded_at`` refused or withdrawn wins over given. Returns
+    ``person_ref, family_ref, consent_state, consent_state_on`` (state ``none`` and an empty date
+    when there is no event).
+    """
+    people = roster[["person_ref", "family_ref"]].drop_duplicates("person_ref")
+    events = consent[consent["purpose"] == "tfp_evaluation"].copy()
+    events["at"] = pd.to_datetime(events["recorded_at"], format="ISO8601", errors="coerce")
+    events = events[events["at"].notna() & (events["at"].dt.normalize() <= pd.Timestamp(reference_date))]
+    events = events[events["status"].isin(("given", "refused", "withdrawn"))]
+    events["wins_tie"] = (events["status"] != "given").astype(int)
+    latest = (events.sort_values(["person_ref", "at", "wins_tie", "status"])
+              .drop_duplicates("person_ref", keep="last"))
+    out = people.merge(latest[["person_ref", "status", "at"]], on="person_ref", how="left")
+    out["consent_state"] = out["status"].fillna("none")
+    out["consent_state_on"] = out["at"].dt.strftime("%Y-%m-%d").fillna("")
+    return out[["person_ref", "family_ref", "consent_state", "consent_state_on"]].reset_index(drop=True)
+
+
+def kept_persons(states: pd.DataFrame, lawful_basis: str) -> set[str]:
+    """Section 6: under ``consent`` only ``given``; under ``public_task`` all but refused/withdrawn."""
+    if lawful_basis == "consent":
+        keep = states["consent_state"] == "given"
+    elif lawful_basis == "public_task":
+        keep = ~states["consent_state"].isin(("refused", "withdrawn"))
+    else:
+        raise ValueError("lawful_basis must be consent or public_task")
+    return set(states.loc[keep, "person_ref"])
+
+
+def truth_flags(
+    roster: pd.DataFrame,
+    needs: pd.DataFrame,
+    records: Mapping[str, pd.DataFrame],
+    reference_date: date,
+    *,
+    kept: Iterable[str] | None = None,
+    min_problems: int = 2,
+    lookback_months: int = 12,
+    persistent_absence_rate: float = 0.10,
+    fixed_term_exclusions: int = 3,
+) -> pd.DataFrame:
+    """Section 5 flags per family as of R, counting only the people in ``kept`` (all when None).
+
+    ``roster`` is the families snapshot, ``needs`` the needs rows, ``records`` maps each partner
+    dataset (incidents, cases, tenancy_events, benefits, attendance) to its rows as read from the
+    feed (strings) plus a ``person_ref`` column naming the person each record counts for (blank
+    or NA: nobody). Pass only the rows that should count (valid ones). Returns one row per family
+    with at least one counted member, columns ``FAMILY_COLUMNS``, flags as 0/1, sorted by family.
+    """
+    hits = person_flags(roster, needs, records, reference_date, lookback_months=lookback_months,
+                        persistent_absence_rate=persistent_absence_rate,
+                        fixed_term_exclusions=fixed_term_exclusions)
+    return family_flags(roster, hits, kept=kept, min_problems=min_problems)
+
+
+def family_flags(roster: pd.DataFrame, hits: Mapping[str, set[str]], *, kept: Iterable[str] | None = None,
+                 min_problems: int = 2) -> pd.DataFrame:
+    """A family has a flag when one of its counted members has it (see ``truth_flags``)."""
+    people = roster[["person_ref", "family_ref", "programme_status"]].drop_duplicates("person_ref")
+    if kept is not None:
+        people = people[people["person_ref"].isin(list(set(kept)))]
+    people = people.assign(**{flag: people["person_ref"].isin(list(hits[flag])).astype(int) for flag in FLAGS})
+    families = (people.groupby("family_ref", sort=True)
+                .agg(programme_status=("programme_status", "first"), **{f: (f, "max") for f in FLAGS})
+                .reset_index())
+    families["problem_count"] = families[list(FLAGS)].sum(axis=1).astype(int)
+    families["eligible"] = (families["problem_count"] >= min_problems).astype(int)
+    return families[list(FAMILY_COLUMNS)].reset_index(drop=True)
+
+
+def person_flags(
+    roster: pd.DataFrame,
+    needs: pd.DataFrame,
+    records: Mapping[str, pd.DataFrame],
+    reference_date: date,
+    *,
+    lookback_months: int = 12,
+    persistent_absence_rate: float = 0.10,
+    fixed_term_exclusions: int = 3,
+) -> dict[str, set[str]]:
+    """For each flag, the roster people who have it themselves (independent of who else is kept)."""
+    r = pd.Timestamp(reference_date)
+    window_start = pd.Timestamp(add_months(reference_date, -lookback_months))  # excluded
+    release_limit = pd.Timestamp(add_months(reference_date, 12))
+
+    people = roster[["person_ref", "date_of_birth"]].drop_duplicates("person_ref")
+    people = people.assign(dob=_dates(people["date_of_birth"]))
+    counted = people.assign(age_r=age_on(people["dob"], r))[["person_ref", "dob", "age_r"]]
+
+    def of_counted(frame: pd.DataFrame | None) -> pd.DataFrame:
+        if frame is None or frame.empty:
+            return pd.DataFrame(columns=[*(frame.columns if frame is not None else []), "dob", "age_r"])
+        frame = frame[frame["person_ref"].fillna("") != ""]
+        return frame.merge(counted, on="person_ref", how="inner")
+
+    def in_window(when: pd.Series) -> pd.Series:
+        return (when > window_start) & (when <= r)
+
+    def active_in_window(start: pd.Series, end: pd.Series) -> pd.Series:
+        return (start <= r) & (end.isna() | (end > window_start))
+
+    def active_at_r(start: pd.Series, end: pd.Series) -> pd.Series:
+        return (start <= r) & (end.isna() | (end >= r))
+
+    hits: dict[str, set[str]] = {flag: set() for flag in FLAGS}
+
+    def mark(flag: str, frame: pd.DataFrame, mask: pd.Series) -> None:
+        hits[flag].update(frame.loc[mask, "person_ref"])
+
+    inc = of_counted(records.get("incidents"))
+    if not inc.empty:
+        when = _dates(inc["incident_date"])
+        inw = in_window(when)
+        age_then = age_on(inc["dob"], when)
+        offender = ((inc["category"] == "offence") & (inc["proven"] == "Y") & (inc["role"] == "offender")
+                    & (age_then >= 10) & (age_then <= 17))
+        mark("crime_asb", inc, inw & (offender | (inc["category"] == "asb")))
+        mark("domestic_abuse", inc, inw & (inc["category"] == "domestic_abuse"))
+
+    ten = of_counted(records.get("tenancy_events"))
+    if not ten.empty:
+        inw = in_window(_dates(ten["event_date"]))
+        mark("crime_asb", ten, inw & ten["event"].isin(HOUSING_ASB))
+        mark("worklessness", ten, inw & ten["event"].isin(HOUSING_WORKLESS))
+
+    cases = of_counted(records.get("cases"))
+    if not cases.empty:
+        start, end, release = _dates(cases["start_date"]), _dates(cases["end_date"]), _dates(cases["release_date"])
+        parent = (cases["age_r"] >= 18) & (cases["parenting_responsibility"] == "Y")
+        order = cases["order_type"].isin(COMMUNITY_ORDERS) & active_at_r(start, end)
+        custody = ((cases["order_type"] == "custody") & (start <= r)
+                   & (release > r) & (release <= release_limit))
+        mark("crime_asb", cases, parent & (order | custody))
+
+    ben = of_counted(records.get("benefits"))
+    if not ben.empty:
+        active = active_at_r(_dates(ben["claim_start"]), _dates(ben["claim_end"]))
+        mark("worklessness", ben, (ben["age_r"] >= 18) & (ben["out_of_work"] == "Y") & active)
+
+    att = of_counted(records.get("attendance"))
+    if not att.empty:
+        att = att[att["term"].isin(last_terms_ended(reference_date)) & (att["age_r"] < 18)]
+        if not att.empty:
+            per_child = pd.DataFrame({
+                "person_ref": att["person_ref"],
+                "possible": _ints(att["sessions_possible"]),
+                "missed": _ints(att["sessions_missed"]),
+                "fte": _ints(att["fixed_term_exclusions"]),
+                "serious": ((att["permanent_exclusion"] == "Y") | (att["alternative_provision"] == "Y")).astype(int),
+            }).groupby("person_ref").sum()
+            rate = per_child["missed"] / per_child["possible"].where(per_child["possible"] > 0)
+            persistent = rate.fillna(0) >= persistent_absence_rate
+            flagged = persistent | (per_child["fte"] >= fixed_term_exclusions) | (per_child["serious"] > 0)
+            hits["school_attendance"].update(per_child.index[flagged])
+
+    nd = of_counted(needs)
+    if not nd.empty:
+        active = active_in_window(_dates(nd["start_date"]), _dates(nd["end_date"]))
+        mark("children_need_help", nd, active & (nd["age_r"] < 18) & nd["need"].isin(CHILD_NEEDS))
+        mark("worklessness", nd, active & (nd["need"] == "neet") & (nd["age_r"] >= 16) & (nd["age_r"] <= 24))
+        mark("domestic_abuse", nd, active & (nd["need"] == "domestic_abuse"))
+        mark("health", nd, active & nd["need"].isin(HEALTH_NEEDS))
+
+    return hits
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=object, keep_default_na=False, encoding="utf-8-sig")
+
+
+def write_truth(out, on: date) -> dict[str, int]:
+    """Read the feeds dated ``on`` and ``truth/records.csv`` under ``out``; write the other truth files.
+
+    ``records.csv`` lists each partner file's rows in file order. Only rows marked valid count, each
+    for its true person. Writes persons.csv, families.csv (everyone counted), families_consent.csv
+    and families_public_task.csv (only the people each lawful basis keeps). Returns rows per file.
+    """
+    from pathlib import Path
+
+    from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
+
+    out = Path(out)
+    truth_dir = out / "truth"
+
+    def feed(dataset: str) -> pd.DataFrame:
+        return _read(out / DATASETS[dataset].source / file_name(dataset, on))
+
+    roster, needs, consent = feed("families"), feed("needs"), feed("consent")
+    truth = _read(truth_dir / "records.csv")
+    records: dict[str, pd.DataFrame] = {}
+    for dataset in PARTNER_DATASETS:
+        rows = feed(dataset)
+        if len(rows) != int((truth["dataset"] == dataset).sum()):
+            raise ValueError(f"truth/records.csv does not list every row of {dataset}")
+        rows["person_ref"] = truth.loc[truth["dataset"] == dataset, "person_ref"].to_numpy()
+        valid = truth.loc[truth["dataset"] == dataset, "valid"].to_numpy() == "Y"
+        records[dataset] = rows[valid & (rows["person_ref"] != "")]
+
+    states = consent_states(consent, roster, on)
+    written = {"truth/persons.csv": len(states)}
+    states.to_csv(truth_dir / "persons.csv", index=False, lineterminator="\n")
+    hits = person_flags(roster, needs, records, on)
+    for name, kept in (("families", None), ("families_consent", kept_persons(states, "consent")),
+                       ("families_public_task", kept_persons(states, "public_task"))):
+        flags = family_flags(roster, hits, kept=kept)
+        flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")
+        written[f"truth/{name}.csv"] = len(flags)
+    return written

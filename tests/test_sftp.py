@@ -1,0 +1,188 @@
+"""The SFTP client against a real asyncssh server on loopback: pinning, atomic uploads, faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from tfp.sftp import (
+    HostKeyRefused,
+    SftpClient,
+    SftpEndpoint,
+    SftpError,
+    _endpoint_from_env,
+    endpoint_from_connection,
+)
+from tfp.sftpserver import SftpServer
+
+
+@pytest.fixture
+def server(tmp_path):
+    with SftpServer(tmp_path / "root") as s:
+        (s.root / "inbound").mkdir()
+        yield s
+
+
+@pytest.fixture
+def endpoint(server) -> SftpEndpoint:
+    return SftpEndpoint(host=server.host, port=server.port, username=server.username,
+                        password=server.password, private_key=None, host_key=server.host_key)
+
+
+def _other_key(algorithm: str = "ssh-ed25519") -> str:
+    key = asyncssh.generate_private_key(algorithm)
+    return " ".join(key.export_public_key("openssh").decode().split()[:2])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".part-" in p.name)
+
+
+def test_list_read_and_upload(server, endpoint):
+    inbound = server.root / "inbound"
+    (inbound / "police_20250101.csv").write_bytes(b"a,b\n1,2\n")
+    (inbound / "housing_20250101.csv").write_bytes(b"x\n")
+    (inbound / "archive").mkdir()  # folders are not files
+    with SftpClient(endpoint, timeout=5) as client:
+        assert client.list_files("/inbound") == [("housing_20250101.csv", 2), ("police_20250101.csv", 8)]
+        assert client.read_bytes("/inbound/police_20250101.csv") == b"a,b\n1,2\n"
+        data = bytes(range(256)) * 1000
+        client.upload_atomic(data, "/inbound", "out.bin")
+        client.remove("/inbound/housing_20250101.csv")
+    assert (inbound / "out.bin").read_bytes() == data
+    assert not (inbound / "housing_20250101.csv").exists()
+    assert _leftovers(inbound) == []
+
+
+def test_chroot_keeps_client_inside_root(server, endpoint, tmp_path):
+    (tmp_path / "secret.txt").write_text("outside")
+    with SftpClient(endpoint, timeout=5) as client:
+        assert "secret.txt" not in [n for n, _ in client.list_files("/..")]
+        with pytest.raises(OSError):
+            client.read_bytes("/../secret.txt")
+
+
+def test_changed_host_key_is_refused_naming_the_host(endpoint):
+    pinned = _other_key()
+    with pytest.raises(HostKeyRefused) as e:
+        SftpClient(replace(endpoint, host_key=pinned), timeout=5).open()
+    assert f"{endpoint.host}:{endpoint.port}" in str(e.value)
+    assert pinned.split()[1] not in str(e.value)
+
+
+def test_pinned_key_of_another_type_is_refused(endpoint):
+    # Only an ECDSA key is pinned; the server offers Ed25519 only.
+    with pytest.raises(HostKeyRefused, match="does not match the pinned key"):
+        SftpClient(replace(endpoint, host_key=_other_key("ecdsa-sha2-nistp256")), timeout=5).open()
+
+
+def test_wrong_password_is_refused(endpoint):
+    with pytest.raises(SftpError, match="authentication"):
+        SftpClient(replace(endpoint, password="wrong"), timeout=5).open()
+
+
+def test_interrupted_upload_leaves_no_file_and_retry_succeeds(server, endpoint):
+    inbound = server.root / "inbound"
+    data = b"0123456789abcdef" * 64 * 1024  # 1 MiB
+    server.faults.fail_after_bytes = 200_000
+    with pytest.raises(SftpError, match="connection lost"), SftpClient(endpoint, timeout=5) as client:
+        client.upload_atomic(data, "/inbound", "tfp_submission.csv")
+    assert not (inbound / "tfp_submission.csv").exists()
+    assert server.faults.bytes_seen > 200_000
+    with SftpClient(endpoint, timeout=5) as client:
+        client.upload_atomic(data, "/inbound", "tfp_submission.csv")
+    assert (inbound / "tfp_submission.csv").read_bytes() == data
+    assert _leftovers(inbound) == []  # the retry removed the interrupted temporary file
+
+
+def test_interrupted_read_raises(server, endpoint):
+    (server.root / "inbound" / "big.csv").write_bytes(b"x" * 500_000)
+    server.faults.fail_after_bytes = 100_000
+    with pytest.raises(SftpError, match="connection lost"), SftpClient(endpoint, timeout=5) as client:
+        client.read_bytes("/inbound/big.csv")
+
+
+def test_upload_replaces_existing_file(server, endpoint):
+    target = server.root / "inbound" / "tfp_summary.csv"
+    target.write_bytes(b"old contents that are longer than the new\n")
+    with SftpClient(endpoint, timeout=5) as client:
+        client.upload_atomic(b"new\n", "/inbound", "tfp_summary.csv")
+    assert target.read_bytes() == b"new\n"
+
+
+def test_without_posix_rename_remove_then_rename(server, endpoint):
+    target = server.root / "inbound" / "tfp_summary.csv"
+    target.write_bytes(b"old\n")
+    server.faults.no_posix_rename = True
+    with SftpClient(endpoint, timeout=5) as client:
+        client.upload_atomic(b"new\n", "/inbound", "tfp_summary.csv")
+    assert target.read_bytes() == b"new\n"
+    assert _leftovers(server.root / "inbound") == []
+
+
+def test_refused_rename_keeps_final_name_untouched(server, endpoint):
+    inbound = server.root / "inbound"
+    (inbound / "tfp_summary.csv").write_bytes(b"old\n")
+    server.faults.refuse_rename = True
+    with SftpClient(endpoint, timeout=5) as client, pytest.raises(PermissionError):
+        client.upload_atomic(b"new\n", "/inbound", "tfp_summary.csv")
+    assert (inbound / "tfp_summary.csv").read_bytes() == b"old\n"
+    assert _leftovers(inbound) == []
+
+
+def test_hanging_server_times_out(server, endpoint):
+    server.faults.hang_seconds = 5
+    started = time.monotonic()
+    with pytest.raises(SftpError, match="timed out"), SftpClient(endpoint, timeout=0.5) as client:
+        client.upload_atomic(b"data", "/inbound", "x.csv")
+    assert time.monotonic() - started < 3
+
+
+def test_host_key_file_is_created_then_reused(tmp_path):
+    key_path = tmp_path / "keys" / "host_ed25519"
+    with SftpServer(tmp_path / "a", host_key_path=key_path) as first:
+        pinned = first.host_key
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    with SftpServer(tmp_path / "b", host_key_path=key_path, password="pw") as second:
+        assert second.host_key == pinned
+        assert second.password == "pw"
+
+
+CONN = {"conn_type": "sftp", "host": "sftp.example.org", "port": 2222, "login": "tfp", "password": "s3cret-pass",
+        "extra": {"no_host_key_check": False}}
+
+
+def test_endpoint_from_connection_env_json(monkeypatch):
+    key = _other_key()
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps({**CONN, "extra": {**CONN["extra"], "host_key": key}}))
+    for ep in (endpoint_from_connection("sftp_ons"), _endpoint_from_env("sftp_ons")):
+        assert ep == SftpEndpoint(host="sftp.example.org", port=2222, username="tfp", password="s3cret-pass",
+                                  private_key=None, host_key=key)
+        assert ep.known_hosts_name == "[sftp.example.org]:2222"
+        assert "s3cret" not in repr(ep)
+
+
+def test_connection_without_host_key_is_refused(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps(CONN))
+    with pytest.raises(SftpError, match="sftp_ons: no host_key"):
+        _endpoint_from_env("sftp_ons")
+    with pytest.raises(SftpError, match="host_key"):
+        endpoint_from_connection("sftp_ons")
+
+
+def test_connection_with_host_key_check_off_is_refused(monkeypatch):
+    extra = {"host_key": _other_key(), "no_host_key_check": True}
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps({**CONN, "extra": extra}))
+    with pytest.raises(SftpError, match="no_host_key_check"):
+        _endpoint_from_env("sftp_ons")
+
+
+def test_undefined_connection_is_refused(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_SFTP_NOWHERE", raising=False)
+    with pytest.raises(SftpError, match="sftp_nowhere"):
+        _endpoint_from_env("sftp_nowhere")

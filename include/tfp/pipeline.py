@@ -18,8 +18,12 @@ LONDON = ZoneInfo("Europe/London")
 
 
 def reference_date_of(logical_date: datetime) -> date:
-    """A run's reference date: its logical date's calendar date in Europe/London."""
-    return logical_date.astimezone(LONDON).date()
+    """A run's reference date: its logical date's calendar date in Europe/London.
+
+    A plain ``datetime.date``: Airflow hands over pendulum objects, which database drivers do not bind.
+    """
+    local = logical_date.astimezone(LONDON)
+    return date(local.year, local.month, local.day)
 
 
 def _open(config_path: str | Path):

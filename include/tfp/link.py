@@ -1,0 +1,478 @@
+"""Stage 4: link partner records to roster persons (contract section 4).
+
+A record is linked to at most one roster person: first by an exact NINO or UPN, otherwise by
+Splink (DuckDB, in memory) on forename, surname, date of birth, postcode and sex, with the model
+versioned in ``models/linkage_model.json`` and never re-estimated from a night's data.
+
+Calibration. The model's m and u values come from labelled synthetic data (``tfp.link_training``).
+Its prior is replaced at inference by the roster size: the prior odds that a record belongs to a
+given one of the N roster persons are 1/N (a record has at most one true person among N, and we are
+agnostic about whether it has one at all). Because a record has at most one true person, the
+probability reported for a candidate is its posterior odds against every competing candidate and
+against "nobody": p_i = odds_i / (1 + sum_j odds_j). Two near-identical candidates (twins) therefore
+share the probability instead of both looking certain.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import re
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, normalise_postcode
+
+MODEL_PATH = Path(__file__).resolve().parent / "models" / "linkage_model.json"
+PROBABILITY_DECIMALS = 6
+RESULT_COLUMNS = ["record_id", "person_ref", "match_probability", "method"]
+# Candidate pairs whose match weight is below this cannot matter to any decision; dropping them in
+# DuckDB keeps the frame handed to pandas small.
+MIN_MATCH_WEIGHT = -40.0
+
+# Full forenames and their common English short forms. A name's variants are itself and every full
+# name it may stand for; overlapping variants are a comparison level of their own, so that "Bob" and
+# "Robert" agree without being treated as identical. Splink ships no nickname list.
+_NICKNAME_GROUPS: dict[str, tuple[str, ...]] = {
+    "ALEXANDER": ("ALEX", "ALEC", "SANDY", "XANDER"),
+    "ALEXANDRA": ("ALEXA", "LEXI", "LEXIE", "SASHA"),
+    "ANDREW": ("ANDY", "DREW"),
+    "ANTHONY": ("TONY", "ANT"),
+    "BENJAMIN": ("BEN", "BENNY", "BENJI"),
+    "CATHERINE": ("CATH", "CATHY", "CATE", "KATE", "KATIE", "KATHERINE", "KATHRYN", "KATHY", "KAT",
+                  "KATY", "KITTY"),
+    "CHARLES": ("CHARLIE", "CHAS", "CHUCK"),
+    "CHARLOTTE": ("LOTTIE", "CHARLIE", "LOTTE"),
+    "CHRISTOPHER": ("CHRIS", "KIT"),
+    "CHRISTINE": ("CHRIS", "CHRISSIE", "TINA", "CHRISTINA"),
+    "DANIEL": ("DAN", "DANNY"),
+    "DAVID": ("DAVE", "DAVY", "DAI"),
+    "EDWARD": ("ED", "EDDIE", "EDDY", "TED", "TEDDY", "NED"),
+    "ELIZABETH": ("LIZ", "LIZZIE", "LIZZY", "BETH", "BETTY", "ELIZA", "LIBBY", "BESS", "BESSIE", "ELSIE",
+                  "LISA", "ELISE"),
+    "ELEANOR": ("ELLIE", "NELL", "NELLIE", "ELLA", "NORA"),
+    "FREDERICK": ("FRED", "FREDDIE", "FREDDY"),
+    "GEORGE": ("GEORDIE",),
+    "HARRY": ("HARRISON", "HAL"),
+    "HENRY": ("HARRY", "HANK", "HAL"),
+    "ISABELLA": ("ISABEL", "ISABELLE", "IZZY", "BELLA", "ISSY"),
+    "JACOB": ("JAKE",),
+    "JAMES": ("JIM", "JIMMY", "JAMIE", "JIMMIE"),
+    "JENNIFER": ("JEN", "JENNY", "JENNI"),
+    "JESSICA": ("JESS", "JESSIE"),
+    "JOHN": ("JACK", "JOHNNY", "JON", "JONNY"),
+    "JONATHAN": ("JON", "JONNY", "JONNO"),
+    "JOSEPH": ("JOE", "JOEY", "JOE"),
+    "JOSHUA": ("JOSH",),
+    "LEONARD": ("LEN", "LENNY", "LEO"),
+    "MARGARET": ("MAGGIE", "MAG", "MEG", "PEGGY", "MADGE", "MARGIE", "MAISIE", "GRETA", "RITA"),
+    "MATTHEW": ("MATT", "MATTY"),
+    "MICHAEL": ("MIKE", "MICK", "MICKY", "MIKEY", "MICKEY"),
+    "NATHAN": ("NATE", "NAT"),
+    "NATHANIEL": ("NAT", "NATE", "NATHAN"),
+    "NICHOLAS": ("NICK", "NICKY", "NICO"),
+    "OLIVER": ("OLLIE", "OLLY"),
+    "OLIVIA": ("LIVVY", "LIV", "LIVIA", "OLLIE"),
+    "PATRICK": ("PAT", "PADDY"),
+    "PATRICIA": ("PAT", "PATSY", "PATTY", "TRISH", "TRICIA"),
+    "PETER": ("PETE",),
+    "PHILIP": ("PHIL", "PHILLIP", "PIP"),
+    "REBECCA": ("BECKY", "BECKIE", "BECCA", "BEX"),
+    "RICHARD": ("RICH", "RICHIE", "RICK", "RICKY", "DICK"),
+    "ROBERT": ("ROB", "ROBBIE", "BOB", "BOBBY", "BERT", "ROBBY"),
+    "SAMUEL": ("SAM", "SAMMY"),
+    "SAMANTHA": ("SAM", "SAMMY", "SAMMIE"),
+    "SARAH": ("SARA", "SALLY", "SAL", "SADIE"),
+    "STEPHEN": ("STEVE", "STEVIE", "STEVEN", "STEPH"),
+    "STEPHANIE": ("STEPH", "STEFF", "STEFFI"),
+    "SUSAN": ("SUE", "SUSIE", "SUZY", "SUZIE", "SUZANNE"),
+    "THOMAS": ("TOM", "TOMMY", "THOM"),
+    "TIMOTHY": ("TIM", "TIMMY"),
+    "VICTORIA": ("VICKY", "VICKIE", "VIC", "TORI", "TORY"),
+    "WILLIAM": ("BILL", "BILLY", "WILL", "WILLIE", "LIAM", "WILLY"),
+    "ZACHARY": ("ZACH", "ZACK", "ZAK"),
+    "DEBORAH": ("DEBBIE", "DEB", "DEBBY"),
+    "ABIGAIL": ("ABBY", "ABBIE", "ABI"),
+    "AMELIA": ("MILLIE", "MILLY", "AMY"),
+    "GARETH": ("GAZ",),
+    "GARY": ("GAZ",),
+    "KIMBERLEY": ("KIM", "KIMBERLY"),
+    "GREGORY": ("GREG",),
+    "LESLIE": ("LES",),
+    "TERENCE": ("TERRY", "TEL"),
+    "LAWRENCE": ("LARRY", "LAURIE"),
+    "RAYMOND": ("RAY",),
+    "RONALD": ("RON", "RONNIE"),
+    "DONALD": ("DON", "DONNY"),
+    "KENNETH": ("KEN", "KENNY"),
+    "GEOFFREY": ("GEOFF", "JEFF"),
+    "JOSEPHINE": ("JO", "JOSIE"),
+    "JOANNE": ("JO", "JOANNA"),
+    "NATALIE": ("NAT", "TALLY"),
+    "JACQUELINE": ("JACKIE", "JACKY"),
+    "GILLIAN": ("GILL", "JILL"),
+    "DOROTHY": ("DOT", "DOTTIE", "DOLLY"),
+    "HANNAH": ("HANNA",),
+    "MILLICENT": ("MILLIE",),
+    "ALFRED": ("ALF", "ALFIE"),
+    "ARCHIBALD": ("ARCHIE",),
+    "THEODORE": ("THEO", "TED", "TEDDY"),
+    "SOPHIA": ("SOPHIE",),
+    "EMILY": ("EMMY", "EM"),
+    "EMMA": ("EM",),
+    "ANNE": ("ANNIE", "ANN", "NAN"),
+    "MARY": ("MOLLY", "POLLY", "MAY", "MAMIE"),
+    "HELEN": ("NELL", "NELLIE"),
+    "DOUGLAS": ("DOUG",),
+    "GERALD": ("GERRY",),
+    "BERNARD": ("BERNIE",),
+    "NORMAN": ("NORM",),
+    "VINCENT": ("VINCE", "VINNY"),
+}
+
+
+def _nickname_table() -> dict[str, tuple[str, ...]]:
+    """Each name -> itself and every full name it may stand for (CHRIS -> CHRIS, CHRISTOPHER, CHRISTINE)."""
+    table: dict[str, set[str]] = {}
+    for canonical, short_forms in _NICKNAME_GROUPS.items():
+        for name in short_forms:
+            table.setdefault(name, {name}).add(canonical)
+    return {name: tuple(sorted(forms)) for name, forms in table.items()}
+
+
+NICKNAMES: dict[str, tuple[str, ...]] = _nickname_table()
+_TOKEN_SPLIT = re.compile(r"[\s\-]+")
+
+
+def quiet_splink() -> None:
+    """Splink logs SQL and, at INFO, can echo values: keep it at WARNING so no record reaches a log."""
+    for name in ("splink", "duckdb"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation: what both sides look like before Splink compares them
+
+
+def _missing(value: Any) -> bool:
+    """None, NaN, NaT or pd.NA."""
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: Any) -> str | None:
+    if _missing(value):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def name_tokens(value: Any) -> list[str]:
+    """The normalised parts of a name split at spaces and hyphens: "Smith-Jones" -> [SMITH, JONES]."""
+    text = _text(value)
+    if not text:
+        return []
+    return [t for t in (normalise_name(part) for part in _TOKEN_SPLIT.split(text)) if t]
+
+
+def parse_dob(value: Any) -> date | None:
+    """A date from a date, datetime or ISO string; None for anything unreadable or impossible."""
+    if _missing(value):
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def _dob_swapped(d: date | None) -> str | None:
+    """The same date with day and month exchanged, when that is a different, real date."""
+    if d is None or d.day > 12 or d.day == d.month:
+        return None
+    return date(d.year, d.day, d.month).isoformat()
+
+
+def _postcode(value: Any) -> str | None:
+    text = _text(value)
+    if not text or not is_valid_postcode(text):
+        return None
+    return normalise_postcode(text)
+
+
+def _sex(value: Any) -> str | None:
+    text = (_text(value) or "").upper()
+    return text if text in ("M", "F") else None
+
+
+def _identifier(value: Any) -> str | None:
+    return normalise_nino(_text(value)) or None
+
+
+def comparison_frame(frame: pd.DataFrame, id_column: str):
+    """The columns the model compares, as an Arrow table with fixed types (all-empty columns too).
+
+    Normalisation: names NFKD, no accents, upper case A-Z, split into tokens at spaces and hyphens;
+    the forename's first token and the full names it may be short for; dates as ISO strings plus the
+    day/month-swapped date; postcodes with one space, foreign or invalid ones missing; sex M/F only.
+    """
+    import pyarrow as pa
+
+    n = len(frame)
+
+    def column(name: str, fn) -> list:
+        # Values repeat a lot (a child has a row per term): normalise each distinct value once.
+        values = frame[name].tolist() if name in frame else [None] * n
+        cache: dict[Any, Any] = {}
+        out = []
+        for v in values:
+            key = None if _missing(v) else (type(v), v)
+            if key not in cache:
+                cache[key] = fn(v)
+            out.append(cache[key])
+        return out
+
+    forename_tokens = column("forename", name_tokens)
+    surname_tokens = column("surname", name_tokens)
+    dobs = column("date_of_birth", parse_dob)
+    first = [t[0] if t else None for t in forename_tokens]
+    columns = {
+        "unique_id": [str(v) for v in frame[id_column].tolist()],
+        "forename": ["".join(t) or None for t in forename_tokens],
+        "forename_first": first,
+        "forename_names": [list(NICKNAMES.get(f, (f,))) if f else None for f in first],
+        "surname": ["".join(t) or None for t in surname_tokens],
+        "surname_tokens": [t or None for t in surname_tokens],
+        "dob": [d.isoformat() if d else None for d in dobs],
+        "dob_swap": [_dob_swapped(d) for d in dobs],
+        "yob": [d.year if d else None for d in dobs],
+        "postcode": column("postcode", _postcode),
+        "sex": column("sex", _sex),
+    }
+    schema = pa.schema([
+        ("unique_id", pa.string()), ("forename", pa.string()), ("forename_first", pa.string()),
+        ("forename_names", pa.list_(pa.string())), ("surname", pa.string()), ("surname_tokens", pa.list_(pa.string())),
+        ("dob", pa.string()), ("dob_swap", pa.string()), ("yob", pa.int32()), ("postcode", pa.string()),
+        ("sex", pa.string()),
+    ])
+    return pa.table(columns, schema=schema)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+
+
+def load_model(path: Path = MODEL_PATH) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def settings_for_roster(model: dict[str, Any], roster_size: int) -> dict[str, Any]:
+    """The versioned model with its prior set from the roster size: prior odds 1/N per person."""
+    settings = json.loads(json.dumps(model))
+    settings["probability_two_random_records_match"] = 1.0 / (max(roster_size, 1) + 1.0)
+    settings["linker_uid"] = None
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _candidate_pairs(roster_table, records_table, settings: dict[str, Any]) -> pd.DataFrame:
+    """Every blocked (record, person) pair with its Splink match weight."""
+    from splink import DuckDBAPI, Linker
+
+    quiet_splink()
+    db_api = DuckDBAPI(":memory:")
+    try:
+        db_api.duckdb_con.execute("SET enable_progress_bar = false")
+        roster_sdf = db_api.register(roster_table, table_name="roster")
+        records_sdf = db_api.register(records_table, table_name="records")
+        linker = Linker([roster_sdf, records_sdf], settings, validate_settings=False, log_level=None)
+        predictions = linker.inference.predict(threshold_match_weight=MIN_MATCH_WEIGHT, warning_mode="never")
+        pairs = db_api.duckdb_con.execute(
+            f"""
+            SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_key,
+                   CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
+                   match_weight
+            FROM {predictions.physical_name}
+            """
+        ).df()
+    finally:
+        db_api.duckdb_con.close()
+    return pairs
+
+
+def best_candidates(pairs: pd.DataFrame) -> pd.DataFrame:
+    """One row per record: its best person and that person's probability against all the others.
+
+    p_i = odds_i / (1 + sum_j odds_j), computed in log space; ties go to the smallest person_ref.
+    """
+    if pairs.empty:
+        return pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": []})
+    pairs = pairs.copy()
+    pairs["match_weight"] = pairs["match_weight"].astype(float).clip(-1000, 1000)
+    pairs = pairs.sort_values(["record_key", "match_weight", "person_ref"], ascending=[True, False, True],
+                              kind="mergesort")
+    best = pairs.drop_duplicates("record_key", keep="first").set_index("record_key")
+    top = best["match_weight"].reindex(pairs["record_key"]).to_numpy()
+    relative = pd.Series(2.0 ** (pairs["match_weight"].to_numpy() - top), index=pairs["record_key"].to_numpy())
+    others = relative.groupby(level=0).sum()  # includes the best itself (2**0 == 1)
+    top_w = best["match_weight"]
+    denominator = others.reindex(best.index) + 2.0 ** (-top_w)
+    best["match_probability"] = 1.0 / denominator
+    return best.reset_index()[["record_key", "person_ref", "match_probability"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Public interface
+
+
+def _exact_links(roster: pd.DataFrame, records: pd.DataFrame, column: str) -> dict[str, str]:
+    """record_id -> person_ref where the normalised identifier agrees (smallest person_ref on a tie)."""
+    if column not in roster or column not in records:
+        return {}
+    owners: dict[str, str] = {}
+    for ref, value in zip(roster["person_ref"].tolist(), roster[column].tolist(), strict=True):
+        key = _identifier(value)
+        if key and (key not in owners or ref < owners[key]):
+            owners[key] = ref
+    found = {}
+    for record_id, value in zip(records["record_id"].tolist(), records[column].tolist(), strict=True):
+        if _missing(value):  # most records carry no identifier
+            continue
+        key = _identifier(value)
+        if key and key in owners:
+            found[record_id] = owners[key]
+    return found
+
+
+def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.95,
+                 model: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Link each record to at most one roster person; see the module docstring for the method.
+
+    Returns one row per record: record_id, person_ref (None when unlinked), match_probability (1.0
+    for an identifier link; otherwise the best candidate's probability even below the threshold, or
+    None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked).
+    """
+    roster = roster[roster["person_ref"].map(_text).notna()].copy()
+    roster["person_ref"] = roster["person_ref"].map(str)
+    roster = roster.drop_duplicates("person_ref")
+    records = records.copy()
+    records["record_id"] = records["record_id"].map(str)
+    if records["record_id"].duplicated().any():
+        raise ValueError("record_id must be unique within the records to link")
+
+    by_nino = _exact_links(roster, records, "nino")
+    by_upn = {k: v for k, v in _exact_links(roster, records, "upn").items() if k not in by_nino}
+    rest = records[~records["record_id"].isin(by_nino.keys() | by_upn.keys())]
+
+    best = pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": []})
+    if len(rest) and len(roster):
+        settings = settings_for_roster(model or load_model(), len(roster))
+        pairs = _candidate_pairs(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
+                                 settings)
+        best = best_candidates(pairs)
+    best_person = dict(zip(best["record_key"].tolist(), best["person_ref"].tolist(), strict=True))
+    best_probability = dict(zip(best["record_key"].tolist(), best["match_probability"].tolist(), strict=True))
+
+    rows = []
+    for record_id in records["record_id"].tolist():
+        if record_id in by_nino:
+            rows.append((record_id, by_nino[record_id], 1.0, "nino"))
+        elif record_id in by_upn:
+            rows.append((record_id, by_upn[record_id], 1.0, "upn"))
+        elif record_id in best_person:
+            person, probability = best_person[record_id], float(best_probability[record_id])
+            if probability >= threshold:
+                rows.append((record_id, person, probability, "probabilistic"))
+            else:
+                rows.append((record_id, None, probability, "unlinked"))
+        else:
+            rows.append((record_id, None, None, "unlinked"))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    return frame.replace({"": None})
+
+
+def link_files(roster_path: Path, records_path: Path, out_path: Path, threshold: float = 0.95) -> dict[str, int]:
+    """`tfp link`: link a records CSV to a roster CSV (the ``families`` format) and write the result.
+
+    Writes ``record_id,person_ref,match_probability`` for every record, sorted by record_id, with
+    ``person_ref`` empty when unlinked and the probability to six decimals (empty when no candidate).
+    """
+    roster = _read_csv(Path(roster_path))
+    records = _read_csv(Path(records_path))
+    for column in ("forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"):
+        for frame in (roster, records):
+            if column not in frame:
+                frame[column] = None
+    result = link_records(roster, records, threshold=threshold).sort_values("record_id", kind="mergesort")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with out_path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["record_id", "person_ref", "match_probability"])
+        for row in result.itertuples(index=False):
+            probability = "" if row.match_probability is None else f"{row.match_probability:.{PROBABILITY_DECIMALS}f}"
+            writer.writerow([row.record_id, row.person_ref or "", probability])
+    return {"records": int(len(result)), "linked": int(result["person_ref"].notna().sum())}
+
+
+def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dict[str, int]]:
+    """The pipeline stage: link the current rows of every partner dataset to the current roster and
+    replace that reference date's ``links`` rows in one transaction (re-running gives the same rows)."""
+    from sqlalchemy import delete
+
+    from tfp.current import current_rows
+    from tfp.feeds import PARTNER_DATASETS
+    from tfp.warehouse import links
+
+    person_columns = ["forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"]
+    with engine.connect() as conn:
+        roster = current_rows(conn, "families", reference_date)
+        parts = []
+        for dataset in PARTNER_DATASETS:
+            frame = current_rows(conn, dataset, reference_date)
+            part = pd.DataFrame({"dataset": dataset, "source_record_id": frame["record_id"].astype(str)})
+            for column in person_columns:
+                part[column] = frame[column].to_numpy() if column in frame else None
+            parts.append(part)
+    records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    # One Splink run over every dataset: the dataset name makes the record id unique.
+    records["record_id"] = records["dataset"] + "|" + records["source_record_id"]
+    for column in person_columns:
+        if column not in roster:
+            roster[column] = None
+
+    result = link_records(roster, records, threshold=threshold) if len(records) else \
+        pd.DataFrame(columns=RESULT_COLUMNS)
+    result = result.merge(records[["record_id", "dataset", "source_record_id"]], on="record_id")
+
+    rows = [
+        {"reference_date": reference_date, "dataset": r.dataset, "record_id": r.source_record_id,
+         "person_ref": r.person_ref, "method": r.method,
+         "match_probability": None if r.match_probability is None else round(float(r.match_probability),
+                                                                             PROBABILITY_DECIMALS)}
+        for r in result.itertuples(index=False)
+    ]
+    with engine.begin() as conn:
+        conn.execute(delete(links).where(links.c.reference_date == reference_date))
+        if rows:
+            conn.execute(links.insert(), rows)
+
+    counts: dict[str, dict[str, int]] = {}
+    for dataset in PARTNER_DATASETS:
+        mine = result[result["dataset"] == dataset]
+        linked = int(mine["person_ref"].notna().sum())
+        counts[dataset] = {"linked": linked, "unlinked": int(len(mine) - linked)}
+    return counts

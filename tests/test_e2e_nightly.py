@@ -177,13 +177,20 @@ def _personal_values(night) -> set[str]:
                         values.add(row[column])
                 if row.get("date_of_birth"):
                     values.add(row["date_of_birth"])
-    return values - {R.isoformat()}
+    # the run's own dates appear in Airflow's logs as timestamps; they are not anyone's birthday here
+    return values - {R.isoformat(), date(R.year, R.month, R.day - 1).isoformat()}
+
+
+def leak_pattern(values: set[str]) -> re.Pattern[bytes]:
+    """Any of the values as a whole word: "Field" in "RenderedTaskInstanceFields" is not a leak of a surname."""
+    alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
+    return re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])".encode())
 
 
 def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
     values = _personal_values(night)
     assert len(values) > 500
-    pattern = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)).encode("utf-8"))
+    pattern = leak_pattern(values)
     root = night["root"]
     places = [root / "airflow", root / "work" / "reports", night["delivered"]]
     found = []

@@ -102,7 +102,7 @@ def night(tmp_path_factory):
                          "recipient": str(identity.to_public())},
         }
         (root / "tfp.yaml").write_text(yaml.safe_dump(config))
-        env = {**os.environ, **keys, "AIRFLOW_HOME": str(root / "airflow"),
+        env = {**os.environ, **keys, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                "AIRFLOW_CONN_SFTP_PARTNERS": conn(partner_sftp, "p-secret"),
                "AIRFLOW_CONN_SFTP_ONS": conn(ons, "r-secret")}
         env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)

@@ -32,6 +32,9 @@ def prepare_airflow(work_dir: Path) -> Path:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("SCARF_ANALYTICS", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A short summary on the console: Airflow's own INFO chatter only when asked for
+    # (AIRFLOW__LOGGING__LOGGING_LEVEL=INFO); warnings and task failures always show.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     from airflow.utils import db
 
     marker = home / ".tfp-migrated"
@@ -39,6 +42,13 @@ def prepare_airflow(work_dir: Path) -> Path:
         db.upgradedb()
         marker.write_text("metadata database migrated by tfp\n")
     return home
+
+
+def _quiet_known_noise() -> None:
+    import warnings
+
+    # dag.test() runs the execution API through starlette's test client, which warns about httpx.
+    warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")
 
 
 def _get_dag(dag_id: str):
@@ -56,6 +66,7 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
     prepare_airflow(config.work_dir)
+    _quiet_known_noise()
     import pendulum
 
     dag = _get_dag(dag_id)
@@ -80,7 +91,7 @@ def run_nightly(config_path: Path, reference_date: date) -> int:
     report = work_dir / "reports" / reference_date.isoformat() / "run_report.json"
     ok = state.endswith("success")
     print(f"tfp_nightly {reference_date}: {'succeeded' if ok else 'FAILED'}")
-    summary = _summary(report, ("records_linked", "records_unlinked", "families_assessed", "families_eligible",
+    summary = _summary(report, ("rows_read", "rows_staged", "rows_quarantined", "records_linked", "records_unlinked", "families_assessed", "families_eligible",
                                 "persons_submitted", "persons_excluded_by_consent"))
     if summary and ok:
         print(f"  {summary}")

@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import subprocess
 import sys
 import unicodedata
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from conftest import make_keys
-from helpers import BASE
+from helpers import BASE, leak_pattern, personal_values
 from tfp.generate import generate
 from tfp.sftpserver import SftpServer
 
@@ -164,31 +163,8 @@ def test_submission_is_what_the_truth_implies(night):
     assert min(combos.values()) >= 5
 
 
-def _personal_values(night) -> set[str]:
-    values: set[str] = set()
-    for source in SOURCES:
-        for path in (night["partners"] / source).glob("*.csv"):
-            for row in _read(path):
-                for column in ("forename", "surname"):
-                    if len(row.get(column) or "") >= 5:
-                        values.add(row[column])
-                for column in ("postcode", "nino", "upn"):
-                    if len(row.get(column) or "") >= 6:
-                        values.add(row[column])
-                if row.get("date_of_birth"):
-                    values.add(row["date_of_birth"])
-    # the run's own dates appear in Airflow's logs as timestamps; they are not anyone's birthday here
-    return values - {R.isoformat(), date(R.year, R.month, R.day - 1).isoformat()}
-
-
-def leak_pattern(values: set[str]) -> re.Pattern[bytes]:
-    """Any of the values as a whole word: "Field" in "RenderedTaskInstanceFields" is not a leak of a surname."""
-    alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
-    return re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])".encode())
-
-
 def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
-    values = _personal_values(night)
+    values = personal_values(night["partners"], R)
     assert len(values) > 500
     pattern = leak_pattern(values)
     root = night["root"]
@@ -203,3 +179,18 @@ def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
     assert found == []
     output = (night["first"].stdout + night["first"].stderr).encode()
     assert not pattern.search(output)
+
+
+def test_every_family_has_its_true_flags(night):
+    """Scope `all` (every roster person counted, Splink's links) against the truth for every family."""
+    import sqlite3
+
+    flags = ("crime_asb", "school_attendance", "children_need_help", "worklessness", "domestic_abuse", "health",
+             "problem_count", "eligible")
+    truth = {f["family_ref"]: {k: int(f[k]) for k in flags} for f in _read(night["truth"] / "families.csv")}
+    with sqlite3.connect(night["root"] / "work" / "warehouse.db") as db:
+        rows = db.execute(f"SELECT family_ref, {', '.join(flags)} FROM family_flags "
+                          "WHERE scope = 'all' AND reference_date = ?", (R.isoformat(),)).fetchall()
+    got = {ref: dict(zip(flags, values, strict=True)) for ref, *values in rows}
+    assert set(got) == set(truth)
+    assert {ref: v for ref, v in got.items() if v != truth[ref]} == {}

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+
 from tfp.notify import notify_failure
 
 CATEGORIES = {

@@ -1,0 +1,45 @@
+-- crime_asb (contract section 5): families with a counted member who has
+--   a proven offence as offender, aged 10-17 on the incident date, in the window; or
+--   any asb incident in the window; or
+--   a housing asb_warning or asb_injunction in the window; or
+--   as an adult (18+ at R) with parenting responsibility, a licence, community order or suspended
+--   sentence active at R, or a custody with its release date in (R, R + 12 months].
+-- A release on R itself does not count: "within 12 months after R" starts the day after R.
+-- Parameters: reference_date, window_start, release_window_end, reference_yyyymmdd.
+SELECT DISTINCT f.family_ref
+FROM cur_incidents i
+JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'incidents' AND k.record_id = i.record_id
+JOIN counted_persons c ON c.person_ref = k.person_ref
+JOIN cur_families f ON f.person_ref = c.person_ref
+WHERE i.incident_date > :window_start
+  AND i.incident_date <= :reference_date
+  AND (
+        i.category = 'asb'
+     OR (i.category = 'offence' AND i.proven = TRUE AND i.role = 'offender'
+         AND (tfp_yyyymmdd(i.incident_date) - tfp_yyyymmdd(f.date_of_birth)) / 10000 BETWEEN 10 AND 17)
+  )
+UNION
+SELECT DISTINCT f.family_ref
+FROM cur_tenancy_events t
+JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'tenancy_events' AND k.record_id = t.record_id
+JOIN counted_persons c ON c.person_ref = k.person_ref
+JOIN cur_families f ON f.person_ref = c.person_ref
+WHERE t.event IN ('asb_warning', 'asb_injunction')
+  AND t.event_date > :window_start
+  AND t.event_date <= :reference_date
+UNION
+SELECT DISTINCT f.family_ref
+FROM cur_cases p
+JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'cases' AND k.record_id = p.record_id
+JOIN counted_persons c ON c.person_ref = k.person_ref
+JOIN cur_families f ON f.person_ref = c.person_ref
+WHERE (CAST(:reference_yyyymmdd AS INTEGER) - tfp_yyyymmdd(f.date_of_birth)) / 10000 >= 18
+  AND p.parenting_responsibility = TRUE
+  AND p.start_date <= :reference_date
+  AND (
+        (p.order_type IN ('licence', 'community_order', 'suspended_sentence')
+         AND (p.end_date IS NULL OR p.end_date >= :reference_date))
+     OR (p.order_type = 'custody'
+         AND p.release_date > :reference_date
+         AND p.release_date <= :release_window_end)
+  )

@@ -1,0 +1,19 @@
+-- domestic_abuse (contract section 5): families with a counted member who has an incident in the
+-- window with category domestic_abuse (any role), or a need domestic_abuse active in the window.
+-- Parameters: reference_date, window_start.
+SELECT DISTINCT f.family_ref
+FROM cur_incidents i
+JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'incidents' AND k.record_id = i.record_id
+JOIN counted_persons c ON c.person_ref = k.person_ref
+JOIN cur_families f ON f.person_ref = c.person_ref
+WHERE i.category = 'domestic_abuse'
+  AND i.incident_date > :window_start
+  AND i.incident_date <= :reference_date
+UNION
+SELECT DISTINCT f.family_ref
+FROM cur_needs n
+JOIN counted_persons c ON c.person_ref = n.person_ref
+JOIN cur_families f ON f.person_ref = c.person_ref
+WHERE n.need = 'domestic_abuse'
+  AND n.start_date <= :reference_date
+  AND (n.end_date IS NULL OR n.end_date > :window_start)

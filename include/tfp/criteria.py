@@ -1,0 +1,180 @@
+"""Stage 5: which of the six headline problems each roster family has as of the reference date.
+
+The rules (contract section 5) live in one SQL file per flag under ``include/sql/criteria``; each
+returns the ``family_ref`` of every family that has its flag. They read the "as of R" rows of each
+dataset (``cur_<dataset>``, see :mod:`tfp.current`), the ``links`` of R that tie partner records to
+roster persons, and ``counted_persons``, the people whose records may count. Window bounds, the
+last three ended school terms and the release window are worked out here in Python and passed as
+bind parameters, so the SQL stays portable between SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date
+from fractions import Fraction
+
+from sqlalchemy import Connection, Date, Engine, bindparam, delete, insert, text
+
+from tfp.config import Criteria
+from tfp.current import create_current_tables, sql_file
+from tfp.feeds import term_end
+from tfp.warehouse import FLAGS, family_flags
+
+SCOPES: tuple[str, ...] = ("all", "kept")
+RELEASE_WINDOW_MONTHS = 12
+# The datasets the rules read; consent is settled by the consent stage (table person_consent).
+CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases", "tenancy_events", "benefits",
+                                      "attendance")
+DATE_PARAMETERS: tuple[str, ...] = ("reference_date", "window_start", "release_window_end")
+
+_COUNT_EVERY_ROSTER_PERSON = """
+INSERT INTO counted_persons (person_ref)
+SELECT DISTINCT f.person_ref FROM cur_families f WHERE f.person_ref IS NOT NULL
+"""
+# "Only the people kept by section 6 count": kept as the consent stage decided it for this R.
+_COUNT_KEPT_PERSONS = """
+INSERT INTO counted_persons (person_ref)
+SELECT DISTINCT f.person_ref
+FROM cur_families f
+JOIN person_consent pc ON pc.reference_date = :reference_date AND pc.person_ref = f.person_ref
+WHERE pc.kept = TRUE
+"""
+
+
+def add_months(day: date, months: int) -> date:
+    """``day`` moved by whole calendar months, clamped to the month's end (29 Feb 2024 - 12 -> 28 Feb 2023)."""
+    years, month_index = divmod(day.month - 1 + months, 12)
+    year, month = day.year + years, month_index + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def window_start(reference_date: date, months: int) -> date:
+    """The exclusive lower bound of the look-back window: an event is in it when start < date <= R."""
+    return add_months(reference_date, -months)
+
+
+def last_ended_terms(reference_date: date, n: int = 3) -> list[str]:
+    """The ``n`` school terms that ended most recently on or before R, newest first."""
+    first_year = reference_date.year - (n // 3 + 2)
+    candidates = [f"{year}-{term}" for year in range(first_year, reference_date.year + 1)
+                  for term in ("AUT", "SPR", "SUM")]
+    ended = [t for t in candidates if term_end(t) <= reference_date]
+    return sorted(ended, key=term_end, reverse=True)[:n]
+
+
+def criteria_parameters(reference_date: date, criteria: Criteria) -> dict[str, object]:
+    """The bind parameters of the criteria SQL for R."""
+    terms = last_ended_terms(reference_date, 3)
+    # The rate as an exact fraction of the value written in the config: 3 of 30 sessions at 0.10
+    # must count, and 0.1 * 30 in floating point is 3.0000000000000004.
+    rate = Fraction(repr(float(criteria.persistent_absence_rate)))
+    return {
+        "reference_date": reference_date,
+        "reference_yyyymmdd": int(reference_date.strftime("%Y%m%d")),
+        "window_start": window_start(reference_date, criteria.lookback_months),
+        "release_window_end": add_months(reference_date, RELEASE_WINDOW_MONTHS),
+        "term_1": terms[0],
+        "term_2": terms[1],
+        "term_3": terms[2],
+        "rate_numerator": rate.numerator,
+        "rate_denominator": rate.denominator,
+        "fixed_term_exclusions": criteria.fixed_term_exclusions,
+    }
+
+
+def _statement(sql: str):
+    """A text() statement with its date parameters typed, so each driver binds a real date."""
+    dates = [bindparam(name, type_=Date) for name in DATE_PARAMETERS if f":{name}" in sql]
+    return text(sql).bindparams(*dates)
+
+
+def flag_sql(flag: str) -> str:
+    """The SQL of one flag: a SELECT of the DISTINCT family_refs that have it."""
+    if flag not in FLAGS:
+        raise ValueError(f"unknown flag {flag!r}")
+    return sql_file(f"criteria/{flag}.sql")
+
+
+def _create_counted_persons(conn: Connection, reference_date: date, scope: str) -> None:
+    conn.execute(text("DROP TABLE IF EXISTS counted_persons"))
+    conn.execute(text("CREATE TEMPORARY TABLE counted_persons (person_ref VARCHAR(100) PRIMARY KEY)"))
+    if scope == "all":
+        conn.execute(text(_COUNT_EVERY_ROSTER_PERSON))
+    else:
+        conn.execute(_statement(_COUNT_KEPT_PERSONS), {"reference_date": reference_date})
+
+
+def _analyze(conn: Connection) -> None:
+    """Give PostgreSQL's planner real row counts before the joins.
+
+    Autovacuum never analyses temporary tables, and the links of R were usually written minutes
+    ago, so without this the planner guesses one row each and picks nested loops that take minutes
+    on a real borough. SQLite plans these joins well without statistics.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for table in ("links", "person_consent", "counted_persons", *(f"cur_{d}" for d in CRITERIA_DATASETS)):
+        conn.execute(text(f"ANALYZE {table}"))
+
+
+def _drop_temporary_tables(conn: Connection) -> None:
+    """Leave no copy of personal rows behind in a pooled session."""
+    for table in ("counted_persons", *(f"cur_{d}" for d in CRITERIA_DATASETS)):
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+
+
+def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteria,
+                         scope: str = "all") -> dict[str, int]:
+    """Work out the six flags of every assessed family for R and store them in ``family_flags``.
+
+    Scope ``all`` counts every roster person; scope ``kept`` assesses only families with at least
+    one person kept by the consent stage, and only kept people count. The rows for (R, scope) are
+    replaced in one transaction, so re-running a date changes nothing. Returns counts only.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    params = criteria_parameters(reference_date, criteria)
+    with engine.begin() as conn:
+        create_current_tables(conn, reference_date, CRITERIA_DATASETS)
+        _create_counted_persons(conn, reference_date, scope)
+        _analyze(conn)
+
+        roster = conn.execute(text(
+            "SELECT f.family_ref, f.programme_status, "
+            "CASE WHEN c.person_ref IS NULL THEN 0 ELSE 1 END AS counted "
+            "FROM cur_families f LEFT JOIN counted_persons c ON c.person_ref = f.person_ref"
+        )).all()
+        status: dict[str, str] = {}
+        for family_ref, programme_status, counted in roster:
+            if not counted:
+                continue
+            # Members should agree; if they do not, the family is treated as intervention.
+            if status.get(family_ref) != "intervention":
+                status[family_ref] = programme_status
+
+        flagged = {
+            flag: set(conn.execute(_statement(flag_sql(flag)), params).scalars()) & status.keys()
+            for flag in FLAGS
+        }
+        rows = []
+        for family_ref in sorted(status):
+            flags = {flag: int(family_ref in flagged[flag]) for flag in FLAGS}
+            problems = sum(flags.values())
+            rows.append({
+                "reference_date": reference_date, "scope": scope, "family_ref": family_ref,
+                "programme_status": status[family_ref], **flags, "problem_count": problems,
+                "eligible": int(problems >= criteria.min_problems),
+            })
+
+        conn.execute(delete(family_flags).where(family_flags.c.reference_date == reference_date,
+                                                family_flags.c.scope == scope))
+        if rows:
+            conn.execute(insert(family_flags), rows)
+        _drop_temporary_tables(conn)
+
+    return {
+        "families_assessed": len(rows),
+        "families_eligible": sum(r["eligible"] for r in rows),
+        **{flag: len(flagged[flag]) for flag in FLAGS},
+    }

@@ -1,0 +1,61 @@
+"""health (contract section 5): a need mental_health or substance_misuse active in the window."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from criteria_helpers import CRITERIA, R, Warehouse
+from tfp.config import Criteria
+
+WINDOW_START = date(2023, 6, 30)
+
+
+def test_health_needs_at_any_age(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.need(w.adult("mental_health", "a"), "mental_health", date(2024, 1, 1))
+    w.need(w.child("substance_misuse_child", "b", age=15), "substance_misuse", date(2024, 1, 1))
+    w.need(w.adult("other_need", "c"), "domestic_abuse", date(2024, 1, 1))
+    assert w.families_with("health") == {"mental_health", "substance_misuse_child"}
+
+
+def test_active_in_the_window(warehouse_url):
+    w = Warehouse(warehouse_url)
+    spells = {
+        "open": (date(2010, 1, 1), None),
+        "ended_on_window_start": (date(2022, 1, 1), WINDOW_START),
+        "ended_day_after_window_start": (date(2022, 1, 1), date(2023, 7, 1)),
+        "ends_after_R": (date(2024, 1, 1), date(2025, 1, 1)),
+        "starts_on_R": (R, None),
+        "starts_after_R": (date(2024, 7, 1), None),
+    }
+    for family, (start, end) in spells.items():
+        w.need(w.adult(family, f"{family}-p"), "mental_health", start, end)
+    assert w.families_with("health") == {"open", "ended_day_after_window_start", "ends_after_R", "starts_on_R"}
+
+
+def test_lookback_comes_from_the_config(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.need(w.adult("ended_18_months_ago", "a"), "substance_misuse", date(2020, 1, 1), date(2022, 12, 31))
+    w.need(w.adult("ended_8_months_ago", "b"), "substance_misuse", date(2020, 1, 1), date(2023, 10, 31))
+    six_months = Criteria(**{**CRITERIA.model_dump(), "lookback_months": 6})
+    assert w.families_with("health", criteria=six_months) == set()
+    two_years = Criteria(**{**CRITERIA.model_dump(), "lookback_months": 24})
+    assert w.families_with("health", criteria=two_years) == {"ended_18_months_ago", "ended_8_months_ago"}
+
+
+def test_needs_of_people_not_on_the_roster_count_for_nobody(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.adult("family", "on-roster")
+    w.need("someone-else", "mental_health", date(2024, 1, 1))
+    assert w.families_with("health") == set()
+
+
+def test_scope_kept_ignores_a_member_who_is_not_kept(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.consent(w.adult("mixed", "kept-p"), True)
+    w.consent(w.adult("mixed", "withdrawn-p"), False)
+    w.need("withdrawn-p", "mental_health", date(2024, 1, 1))
+    w.consent(w.adult("kept", "k"), True)
+    w.need("k", "substance_misuse", date(2024, 1, 1))
+    assert w.families_with("health") == {"mixed", "kept"}
+    assert w.families_with("health", scope="kept") == {"kept"}

@@ -129,7 +129,7 @@ def test_refused_rename_keeps_final_name_untouched(server, endpoint):
     inbound = server.root / "inbound"
     (inbound / "tfp_summary.csv").write_bytes(b"old\n")
     server.faults.refuse_rename = True
-    with SftpClient(endpoint, timeout=5) as client, pytest.raises(PermissionError):
+    with SftpClient(endpoint, timeout=5) as client, pytest.raises(SftpError, match="rename refused"):
         client.upload_atomic(b"new\n", "/inbound", "tfp_summary.csv")
     assert (inbound / "tfp_summary.csv").read_bytes() == b"old\n"
     assert _leftovers(inbound) == []

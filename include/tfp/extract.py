@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Protocol
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select, text
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
@@ -106,35 +106,50 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
     return counts
 
 
+def source_lock(conn: Connection, source: str) -> None:
+    """Serialise the landing-log changes of one source across concurrent runs (a backfill of several
+    dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
+
+
 def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, reference_date: date) -> str:
-    """Land one file's bytes; returns "landed", "already_landed" or "duplicates"."""
+    """Land one file's bytes; returns "landed", "already_landed" or "duplicates".
+
+    The check for earlier landings and the new landing row share one transaction under the
+    source's lock, so two runs landing the same file at the same time land it once.
+    """
     digest = hashlib.sha256(data).hexdigest()
     with engine.begin() as conn:
+        source_lock(conn, feed.source)
         earlier = conn.execute(
             select(landing_log.c.id, landing_log.c.source, landing_log.c.file_name, landing_log.c.status)
             .where(landing_log.c.sha256 == digest).order_by(landing_log.c.id)
         ).all()
-    if any(row.source == feed.source and row.file_name == feed.name for row in earlier):
-        return "already_landed"
-    record = {
-        "source": feed.source, "dataset": feed.dataset, "file_name": feed.name, "file_date": feed.file_date,
-        "sha256": digest, "bytes": len(data), "landed_at": datetime.now(UTC), "landed_by_run": reference_date,
-    }
-    if earlier:
-        original = next((r for r in earlier if r.status != "duplicate"), earlier[0])
-        with engine.begin() as conn:
+        if any(row.source == feed.source and row.file_name == feed.name for row in earlier):
+            return "already_landed"
+        record = {
+            "source": feed.source, "dataset": feed.dataset, "file_name": feed.name, "file_date": feed.file_date,
+            "sha256": digest, "bytes": len(data), "landed_at": datetime.now(UTC), "landed_by_run": reference_date,
+        }
+        if earlier:
+            original = next((r for r in earlier if r.status != "duplicate"), earlier[0])
             conn.execute(insert(landing_log).values(**record, status="duplicate", duplicate_of=original.id))
-        log.warning("file %s of %s repeats the bytes of landing %s: not counted again",
-                    feed.name, feed.source, original.id)
-        return "duplicates"
-    key = landing.new_key()
-    with engine.begin() as conn:
+            log.warning("file %s of %s repeats the bytes of landing %s: not counted again",
+                        feed.name, feed.source, original.id)
+            return "duplicates"
+        key = landing.new_key()
         landing_id = conn.execute(insert(landing_log).values(**record, status="landing")).inserted_primary_key[0]
         relative = Path("landing") / feed.source / f"{landing_id}.raw.bin"
-        landing.encrypt_to(config.work_dir / relative, data, key, landing_id)
-        conn.execute(insert(landing_key).values(landing_id=landing_id, key=key))
-        conn.execute(landing_log.update().where(landing_log.c.id == landing_id)
-                     .values(status="landed", landing_path=str(relative)))
+        try:
+            landing.encrypt_to(config.work_dir / relative, data, key, landing_id)
+            conn.execute(insert(landing_key).values(landing_id=landing_id, key=key))
+            conn.execute(landing_log.update().where(landing_log.c.id == landing_id)
+                         .values(status="landed", landing_path=str(relative)))
+        except BaseException:
+            # the landing row is rolled back: its copy must not outlive it under a final name
+            (config.work_dir / relative).unlink(missing_ok=True)
+            raise
     return "landed"
 
 

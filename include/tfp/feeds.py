@@ -145,7 +145,7 @@ def datasets_of(source: str) -> list[Dataset]:
 
 def parse_file_name(name: str) -> tuple[str, date] | None:
     """``incidents_20250131.csv`` -> ("incidents", 2025-01-31); None for a name that is not a feed file."""
-    m = FILE_NAME.match(name)
+    m = FILE_NAME.fullmatch(name)  # not match: "$" also matches before a trailing newline
     if not m or m["dataset"] not in DATASETS:
         return None
     try:

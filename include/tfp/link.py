@@ -435,7 +435,7 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
 
     from tfp.current import current_rows
     from tfp.feeds import PARTNER_DATASETS
-    from tfp.warehouse import links
+    from tfp.warehouse import insert_rows, links
 
     person_columns = ["forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"]
     with engine.connect() as conn:
@@ -458,17 +458,18 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
         pd.DataFrame(columns=RESULT_COLUMNS)
     result = result.merge(records[["record_id", "dataset", "source_record_id"]], on="record_id")
 
-    rows = [
-        {"reference_date": reference_date, "dataset": r.dataset, "record_id": r.source_record_id,
-         "person_ref": r.person_ref, "method": r.method,
-         "match_probability": None if r.match_probability is None else round(float(r.match_probability),
-                                                                             PROBABILITY_DECIMALS)}
-        for r in result.itertuples(index=False)
-    ]
+    rows = {
+        "reference_date": [reference_date] * len(result),
+        "dataset": result["dataset"].tolist(),
+        "record_id": result["source_record_id"].tolist(),
+        "person_ref": result["person_ref"].tolist(),
+        "method": result["method"].tolist(),
+        "match_probability": [None if p is None else round(float(p), PROBABILITY_DECIMALS)
+                              for p in result["match_probability"].tolist()],
+    }
     with engine.begin() as conn:
         conn.execute(delete(links).where(links.c.reference_date == reference_date))
-        if rows:
-            conn.execute(links.insert(), rows)
+        insert_rows(conn, links, rows)
 
     counts: dict[str, dict[str, int]] = {}
     for dataset in PARTNER_DATASETS:

@@ -265,5 +265,9 @@ class SftpClient:
                 pass
             if self._dropped(e):
                 raise self._lost(f"upload of {name}", e) from e
+            if isinstance(e, OSError):  # an SFTP status: permission denied, no such folder, disk full...
+                ep = self.endpoint
+                raise SftpError(f"upload of {name} to {ep.host}:{ep.port} failed: "
+                                f"{e.strerror or type(e).__name__}") from e
             raise
         log.info("uploaded %s (%d bytes) to %s:%d", name, len(data), self.endpoint.host, self.endpoint.port)

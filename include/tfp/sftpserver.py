@@ -31,6 +31,7 @@ class Faults:
     refuse_rename: bool = False  # rename and posix-rename answer "permission denied"
     hang_seconds: float = 0.0  # every open() stalls this long before answering
     no_posix_rename: bool = False  # behave like a server without the posix-rename@openssh.com extension
+    drop_on_rename: bool = False  # drop the connection when a rename arrives (upload complete, not renamed); one-shot
     bytes_seen: int = 0  # counter behind fail_after_bytes
 
 
@@ -64,12 +65,21 @@ class _Sftp(asyncssh.SFTPServer):
         self._count(len(data))
         return super().write(file_obj, offset, data)
 
+    def _drop_on_rename(self) -> None:
+        if self._faults.drop_on_rename:
+            self._faults.drop_on_rename = False
+            log.info("fault injected: connection dropped before a rename")
+            self.connection.abort()
+            raise asyncssh.SFTPConnectionLost("connection dropped by fault injection")
+
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._drop_on_rename()
         if self._faults.refuse_rename:
             raise asyncssh.SFTPPermissionDenied("rename refused by fault injection")
         return super().rename(oldpath, newpath)
 
     def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        self._drop_on_rename()
         if self._faults.no_posix_rename:
             raise asyncssh.SFTPOpUnsupported("Operation unsupported")
         if self._faults.refuse_rename:

@@ -19,10 +19,10 @@ import pandas as pd
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from tfp.config import Config
-from tfp.extract import landing_copy_path, read_landing
+from tfp.extract import landing_copy_path, read_landing, source_lock
 from tfp.feeds import DATASETS, Dataset
 from tfp.landing import encrypt_to
-from tfp.warehouse import landing_key, landing_log, quarantine, staging
+from tfp.warehouse import insert_rows, landing_key, landing_log, quarantine, staging
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
                                    config.quality.max_bad_row_fraction)
         except FileRejected as rejected:
             with engine.begin() as conn:
-                conn.execute(update(landing_log).where(landing_log.c.id == row.id)
+                source_lock(conn, source)
+                conn.execute(update(landing_log).where(landing_log.c.id == row.id, landing_log.c.status == "landed")
                              .values(status="rejected", rejection=rejected.rule))
             counts["files_rejected"] += 1
             continue
@@ -68,6 +69,8 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
             for q in result.quarantined.to_dict("records")
         ]
         with engine.begin() as conn:
+            if not _still(conn, source, row.id, "landed"):  # a concurrent run (backfill) got there first
+                continue
             conn.execute(delete(quarantine).where(quarantine.c.landing_id == row.id))
             if quarantined:
                 conn.execute(insert(quarantine), quarantined)
@@ -81,6 +84,12 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
     if failures:
         raise FilesRejected("; ".join(f"file {name} rejected: {rule}" for name, rule in failures))
     return counts
+
+
+def _still(conn, source: str, landing_id: int, status: str) -> bool:
+    """Take the source's lock and check that the landing is still in ``status``."""
+    source_lock(conn, source)
+    return conn.execute(select(landing_log.c.status).where(landing_log.c.id == landing_id)).scalar_one() == status
 
 
 def rejected_files(engine: Engine, source: str, reference_date: date) -> list[tuple[str, str]]:
@@ -143,9 +152,11 @@ def stage_source(engine: Engine, config: Config, source: str, reference_date: da
         rows.insert(2, "file_date", row.file_date)
         table = staging[row.dataset]
         with engine.begin() as conn:
+            if not _still(conn, source, row.id, "validated"):  # a concurrent run (backfill) got there first
+                continue
             conn.execute(delete(table).where(table.c.landing_id == row.id))
             if len(rows):
-                conn.execute(insert(table), rows.to_dict("records"))
+                insert_rows(conn, table, {c: rows[c].tolist() for c in rows.columns})
             conn.execute(update(landing_log).where(landing_log.c.id == row.id)
                          .values(status="staged", rows_staged=len(rows)))
             superseded = conn.execute(

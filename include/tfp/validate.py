@@ -42,13 +42,14 @@ BOM = b"\xef\xbb\xbf"
 DOB_FROM = 19000101  # dates of birth from 1900-01-01, as YYYYMMDD
 FILE_DATE_PARAMETER = "file_date"  # GX suite parameter: the file's date as YYYYMMDD
 
-INTEGER = r"^[0-9]+$"  # a non-negative integer
+INTEGER = r"^[0-9]{1,9}$"  # a non-negative integer that fits the warehouse's INTEGER columns
 DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
 DATE_SHAPE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 DATETIME_TAIL = r"^(?:[T ].+)?$"  # what may follow the date of an ISO 8601 datetime
 # feeds.TERM with its named groups made non-capturing (pandas warns about groups in str.contains).
 TERM_FORMAT = re.sub(r"\(\?P<\w+>", "(?:", feeds.TERM.pattern)
 DATE_SHAPE_RE = re.compile(DATE_SHAPE)
+FITS = "_values__fit"  # helper column: every value of the row fits its warehouse column
 DATETIME_TAIL_RE = re.compile(DATETIME_TAIL)
 
 # COMPLETE lists every failing row; with ``_row`` as the frame's named index and
@@ -103,11 +104,17 @@ def read_feed(data: bytes, file_name: str, dataset: str) -> pd.DataFrame:
         raise FileRejected(file_name, "not readable as UTF-8") from None
     if not body.strip():
         return _with_row(pd.DataFrame({c: pd.Series([], dtype="str") for c in columns}))
+    if b"\x00" in body:  # UTF-16 or a damaged file; PostgreSQL text cannot hold NUL either
+        raise FileRejected(file_name, "not readable as CSV (it contains NUL bytes)")
     if body.count(b'"') % 2:
         raise FileRejected(file_name, "not readable as CSV (a quoted field is not closed)")
-    try:
-        table = pacsv.read_csv(
+    if not body.endswith((b"\n", b"\r")):
+        body += b"\n"  # Arrow cannot read a header-only file without its line end
+
+    def parse(block_size: int | None) -> Any:
+        return pacsv.read_csv(
             io.BytesIO(body),
+            read_options=pacsv.ReadOptions(block_size=block_size) if block_size else None,
             parse_options=pacsv.ParseOptions(newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in columns},
@@ -115,6 +122,14 @@ def read_feed(data: bytes, file_name: str, dataset: str) -> pd.DataFrame:
                 quoted_strings_can_be_null=False,
             ),
         )
+
+    try:
+        try:
+            table = parse(None)
+        except pa.ArrowInvalid:
+            # A row longer than Arrow's 1 MiB block fails to parse as if it were broken: try once
+            # with the whole file as one block before calling the file unreadable.
+            table = parse(len(body) + 1)
     except pa.ArrowInvalid:
         # Arrow's message quotes the offending row; it must not reach a log.
         raise FileRejected(file_name, "not readable as CSV (a row has the wrong number of fields)") from None
@@ -192,6 +207,8 @@ def suite_dict(dataset: str) -> dict[str, Any]:
     if "term" in d.columns:
         exps.append(_expectation("expect_column_values_to_match_regex", "term_format",
                                  column="term", regex=TERM_FORMAT))
+    exps.append(_expectation("expect_column_values_to_be_in_set", "value_too_long",
+                             column=FITS, value_set=[True]))
     # Every row of a duplicated record_id is unexpected: which of them is right cannot be known.
     exps.append(_expectation("expect_column_values_to_be_unique", "record_id_unique", column="record_id"))
     return {
@@ -342,10 +359,28 @@ def _gx_frame(values: pd.DataFrame, d: feeds.Dataset) -> pd.DataFrame:
     if "upn" in d.columns:
         upn = values["upn"]
         g["upn__valid"] = _present_flag(upn, _map_distinct(upn, identifiers.is_valid_upn, "bool"))
+    g[FITS] = _values_fit(values, d)
     for column in d.integers:
         g[f"{column}__number"] = pd.to_numeric(values[column].where(values[column].str.match(INTEGER)),
                                                errors="coerce").astype("float64")
     return pd.DataFrame(g).set_index(pd.Index(values[ROW].to_numpy(), name=ROW))
+
+
+@cache
+def _max_lengths(dataset: str) -> dict[str, int]:
+    """The length limit of each text column of the dataset's staging table (record_id included)."""
+    from tfp.warehouse import staging
+
+    return {c.name: c.type.length for c in staging[dataset].columns
+            if c.name in feeds.DATASETS[dataset].columns and getattr(c.type, "length", None)}
+
+
+def _values_fit(values: pd.DataFrame, d: feeds.Dataset) -> pd.Series:
+    """False for a row with a value longer than its staging column holds (PostgreSQL would refuse it)."""
+    fits = pd.Series(True, index=values.index)
+    for column, limit in _max_lengths(d.name).items():
+        fits &= values[column].str.len().fillna(0).to_numpy() <= limit
+    return fits
 
 
 def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name: str

@@ -208,3 +208,33 @@ def connect(url: str) -> Engine:
     engine = get_engine(url)
     create_schema(engine)
     return engine
+
+
+def insert_rows(conn, table: Table, columns: dict[str, list], chunk_rows: int = 50_000) -> int:
+    """Insert rows given column by column (plain Python values, None for unknown); returns the count.
+
+    The same values SQLAlchemy would bind (each column type's bind processor, applied per column),
+    but sent with the driver's own ``executemany`` in chunks: building and binding a dict per row
+    through ``insert()`` costs several times what the database does with them.
+    """
+    names = list(columns)
+    count = len(columns[names[0]]) if names else 0
+    if not count:
+        return 0
+    dialect = conn.dialect
+    if dialect.paramstyle not in ("qmark", "format", "pyformat"):
+        conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)])
+        return count
+    prepared = []
+    for name in names:
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        values = columns[name]
+        prepared.append([process(v) for v in values] if process else values)
+    quote = dialect.identifier_preparer
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = (f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)}) "
+           f"VALUES ({', '.join([marker] * len(names))})")
+    rows = list(zip(*prepared, strict=True))
+    for start in range(0, count, chunk_rows):
+        conn.exec_driver_sql(sql, rows[start:start + chunk_rows])
+    return count

@@ -1,0 +1,106 @@
+"""A failed night e-mails the on-call engineer, and the e-mail names the file and the rule and nothing personal.
+
+A real SMTP server (aiosmtpd) listens on loopback; the `tfp_alerts` Connection points at it; `tfp run`
+runs the real DAG on a police feed that lacks a required column and is full of personal values.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+import subprocess
+import time
+from datetime import date
+from email.message import Message
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from conftest import make_keys
+from helpers import write_config, write_feed
+from ops_helpers import TFP, clean_env
+from tfp.feeds import DATASETS
+
+pytestmark = pytest.mark.slow  # one real `tfp run`: about a minute and a half with Airflow's first migration
+
+R = date(2025, 3, 31)
+BROKEN_FILE = "incidents_20250330.csv"
+# What a person looks like in the broken file; none of it may reach the alert.
+PERSONAL = {"record_id": "INC-77123", "forename": "Zebedee", "surname": "Quintrell-Okafor",
+            "date_of_birth": "1984-07-13", "sex": "M", "postcode": "E17 4AB", "pnc_id": "84/123456X",
+            "category": "offence", "role": "offender", "proven": "Y"}
+
+
+class _Inbox:
+    """aiosmtpd handler keeping every message it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.raw: list[bytes] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        self.raw.append(envelope.original_content or envelope.content)
+        self.messages.append(email.message_from_bytes(envelope.original_content or envelope.content))
+        return "250 Message accepted for delivery"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _text(message: Message) -> str:
+    """Subject and every decoded text part of a message."""
+    parts = [str(email.header.make_header(email.header.decode_header(message["Subject"] or "")))]
+    for part in message.walk():
+        if part.get_content_maintype() == "text":
+            parts.append(part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8"))
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def smtp_inbox():
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        yield inbox, controller.port
+    finally:
+        controller.stop()
+
+
+def test_failure_alert_names_file_and_rule_and_nothing_personal(tmp_path, smtp_inbox):
+    inbox, port = smtp_inbox
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}")
+    header = [c for c in DATASETS["incidents"].columns if c != "incident_date"]
+    write_feed(tmp_path, "police", BROKEN_FILE, header, [[PERSONAL[c] for c in header]])
+    alerts = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+              "extra": {"from_email": "tfp@council.example", "to": "oncall@council.example",
+                        "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0}}
+    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+                     "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
+
+    run = subprocess.run([TFP, "run", "--config", str(config), "--date", R.isoformat()], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+    assert run.returncode != 0, run.stdout[-2000:] + run.stderr[-4000:]
+    deadline = time.monotonic() + 10
+    while not inbox.messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert inbox.messages, "no alert reached the SMTP server:\n" + run.stderr[-4000:]
+    alerts_about_validate = [m for m in inbox.messages if "police.validate" in _text(m)]
+    assert len(alerts_about_validate) == 1, [m["Subject"] for m in inbox.messages]
+    message = alerts_about_validate[0]
+    assert message["To"] == "oncall@council.example"
+    assert message["From"] == "tfp@council.example"
+    body = _text(message)
+    assert "tfp_nightly" in body and R.isoformat() in body
+    assert BROKEN_FILE in body
+    assert "required column missing: incident_date" in body
+    everything = "\n".join(_text(m) for m in inbox.messages) + "\n" + b"\n".join(inbox.raw).decode("utf-8", "replace")
+    for column, value in PERSONAL.items():
+        if column in {"sex", "category", "role", "proven"}:
+            continue  # codes, not personal
+        assert value not in everything, f"the alert holds the {column} of the broken file"

@@ -106,7 +106,7 @@ def test_backfill_through_the_scheduler_matches_tfp_run_and_a_rerun_changes_noth
         rows_before = _row_counts(scheduled / "warehouse.db")
         rerun = next(r for r in runs if _reference_date(r) == DATES[1])
         stack.airflow("tasks", "clear", "tfp_nightly", "--start-date", DATES[1].isoformat(),
-                      "--end-date", f"{DATES[1]}T23:59:59", "--yes")  # as docs/operations.md says
+                      "--end-date", f"{DATES[1]}T23:59:59", "--yes")  # as the README's operations section says
 
         def rerun_finished():
             run = stack.api("GET", f"/dags/tfp_nightly/dagRuns/{rerun['dag_run_id']}", admin)

@@ -35,12 +35,15 @@ def prepare_airflow(work_dir: Path) -> Path:
     # A short summary on the console: Airflow's own INFO chatter only when asked for
     # (AIRFLOW__LOGGING__LOGGING_LEVEL=INFO); warnings and task failures always show.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    import airflow
     from airflow.utils import db
 
+    # Migrating takes seconds even when nothing changes: do it once per home and Airflow version.
     marker = home / ".tfp-migrated"
-    if not marker.exists():
+    stamp = f"airflow {airflow.__version__} {os.environ.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'sqlite')}\n"
+    if not marker.exists() or marker.read_text() != stamp:
         db.upgradedb()
-        marker.write_text("metadata database migrated by tfp\n")
+        marker.write_text(stamp)
     return home
 
 

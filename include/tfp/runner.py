@@ -7,6 +7,7 @@ otherwise ``<work_dir>/airflow``; the DAGs folder of this checkout; no example D
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -40,7 +41,8 @@ def prepare_airflow(work_dir: Path) -> Path:
 
     # Migrating takes seconds even when nothing changes: do it once per home and Airflow version.
     marker = home / ".tfp-migrated"
-    stamp = f"airflow {airflow.__version__} {os.environ.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'sqlite')}\n"
+    database = hashlib.sha256(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").encode()).hexdigest()[:16]
+    stamp = f"airflow {airflow.__version__} database {database}\n"
     if not marker.exists() or marker.read_text() != stamp:
         db.upgradedb()
         marker.write_text(stamp)

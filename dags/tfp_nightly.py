@@ -36,7 +36,8 @@ default_args = {
     "execution_timeout": timedelta(hours=2),
     "on_failure_callback": notify_failure,
 }
-NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
+SFTP_POOL = "tfp_sftp"  # bounds concurrent SFTP sessions to partners and the recipient (created by tfp run / set-up)
+NETWORK_RETRIES = {"pool": SFTP_POOL, "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                    "max_retry_delay": timedelta(minutes=30)}
 
 

@@ -38,6 +38,7 @@ def test_tags_owner_retries_and_docs(dagbag, dag_id):
         assert task.on_failure_callback, task.task_id
         if task.task_id.endswith(".extract") or task.task_id == "deliver":
             assert task.retries >= 1 and task.retry_exponential_backoff, task.task_id
+            assert task.pool == "tfp_sftp", task.task_id
         if task.task_id.endswith((".validate", ".delete")):
             assert task.retries == 0, "a broken file does not mend itself: no retries"
 

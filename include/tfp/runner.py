@@ -20,6 +20,7 @@ from tfp.config import ConfigError, load_config, load_keys
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 LONDON = "Europe/London"
+SFTP_POOL = "tfp_sftp"
 
 
 def prepare_airflow(work_dir: Path) -> Path:
@@ -46,7 +47,16 @@ def prepare_airflow(work_dir: Path) -> Path:
     if not marker.exists() or marker.read_text() != stamp:
         db.upgradedb()
         marker.write_text(stamp)
+    _ensure_pool(SFTP_POOL, 4, "SFTP transfers to and from partners and the recipient")
     return home
+
+
+def _ensure_pool(name: str, slots: int, description: str) -> None:
+    """Create the pool the DAGs use if it is missing; an operator's own slot count is left alone."""
+    from airflow.models.pool import Pool
+
+    if Pool.get_pool(name) is None:
+        Pool.create_or_update_pool(name, slots, description, include_deferred=False)
 
 
 def _quiet_known_noise() -> None:
@@ -70,8 +80,8 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
-    prepare_airflow(config.work_dir)
     _quiet_known_noise()
+    prepare_airflow(config.work_dir)
     import pendulum
 
     dag = _get_dag(dag_id)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo train-linkage bench clean
+.PHONY: install test test-fast lint demo train-linkage bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ train-linkage: install
 
 bench: install
 	$(BIN)/python -m tfp.bench
+
+# What CI runs: one 2,000-family night with both peers, to show the benchmark works (no timing is checked).
+bench-smoke: install
+	$(BIN)/python -m tfp.bench --sizes 2000 --repeats 1 --out var/bench-smoke
 
 clean:
 	rm -rf $(VENV) var demo .pytest_cache

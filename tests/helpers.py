@@ -10,24 +10,15 @@ from pathlib import Path
 
 import yaml
 
-from tfp.config import Config, load_config
+from tfp.config import Config, example_settings, load_config
 from tfp.feeds import SOURCES
 
-BASE = {
-    "local_authority": {"code": "E09000031", "name": "Test Borough"},
-    "quality": {"max_bad_row_fraction": 0.05},
-    "linkage": {"match_probability_threshold": 0.95},
-    "criteria": {"min_problems": 2, "lookback_months": 12, "persistent_absence_rate": 0.10,
-                 "fixed_term_exclusions": 3},
-    "consent": {"lawful_basis": "consent"},
-    "anonymisation": {"k": 5},
-    "disclosure": {"suppress_below": 10, "round_to": 5},
-    "delivery": {"transport": "directory", "path": "delivered", "encryption": "none"},
-    "retention": {"landing_days": 30, "quarantine_days": 30, "staging_months": 15,
-                  "delete_all_after": "2030-03-31"},
-    "keys": {"pseudonym_key_env": "TFP_PSEUDONYM_KEY", "linkage_key_env": "TFP_LINKAGE_KEY",
-             "signing_key_env": "TFP_SIGNING_KEY"},
-}
+# The example config's settings (its criteria, quality, disclosure, keys ...) with a test borough's name.
+BASE = example_settings(local_authority={"code": "E09000031", "name": "Test Borough"},
+                        delivery={"transport": "directory", "path": "delivered", "encryption": "none"})
+for _key in ("warehouse_url", "work_dir", "sources"):
+    BASE.pop(_key)
+BASE["retention"] = {**BASE["retention"], "delete_all_after": "2030-03-31"}
 
 
 def _merge(base: dict, overrides: dict) -> dict:

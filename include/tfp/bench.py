@@ -283,24 +283,15 @@ def write_config(run_dir: Path, feeds: Path, recipient: str) -> Path:
     """A config reading the generated feeds from folders and delivering age-encrypted files to a folder."""
     import yaml
 
-    config = {
-        "local_authority": {"code": LA, "name": "Benchmark Borough"},
-        "warehouse_url": "sqlite:///work/warehouse.db",
-        "work_dir": "work",
-        "sources": {s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
-        "quality": {"max_bad_row_fraction": 0.05},
-        "linkage": {"match_probability_threshold": 0.95},
-        "criteria": {"min_problems": 2, "lookback_months": 12, "persistent_absence_rate": 0.10,
-                     "fixed_term_exclusions": 3},
-        "consent": {"lawful_basis": "consent"},
-        "anonymisation": {"k": 5},
-        "disclosure": {"suppress_below": 10, "round_to": 5},
-        "delivery": {"transport": "directory", "path": "delivered", "encryption": "age", "recipient": recipient},
-        "retention": {"landing_days": 30, "quarantine_days": 30, "staging_months": 15,
-                      "delete_all_after": "2030-03-31"},
-        "keys": {"pseudonym_key_env": "TFP_PSEUDONYM_KEY", "linkage_key_env": "TFP_LINKAGE_KEY",
-                 "signing_key_env": "TFP_SIGNING_KEY"},
-    }
+    from tfp.config import example_settings
+
+    config = example_settings(
+        local_authority={"code": LA, "name": "Benchmark Borough"},
+        warehouse_url="sqlite:///work/warehouse.db",
+        work_dir="work",
+        sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
+        delivery={"transport": "directory", "path": "delivered", "encryption": "age", "recipient": recipient},
+    )
     path = run_dir / "tfp.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from tfp.config import example_settings
 from tfp.feeds import SOURCES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,10 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         generate(feeds, families=args.families, seed=args.seed, on=ON)
     run = Path(tempfile.mkdtemp(prefix="tfp-bench-link-"))
     try:
-        example = yaml.safe_load((REPO / "config" / "tfp.example.yaml").read_text())
-        example.update(warehouse_url=f"sqlite:///{run / 'warehouse.db'}", work_dir=str(run / "work"),
-                       sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
-                       delivery={"transport": "directory", "path": str(run / "out"), "encryption": "none"})
+        example = example_settings(
+            warehouse_url=f"sqlite:///{run / 'warehouse.db'}", work_dir=str(run / "work"),
+            sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
+            delivery={"transport": "directory", "path": str(run / "out"), "encryption": "none"})
         config = run / "tfp.yaml"
         config.write_text(yaml.safe_dump(example))
         for name in ("TFP_PSEUDONYM_KEY", "TFP_LINKAGE_KEY"):

@@ -181,6 +181,20 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "tfp.example.yaml"
+
+
+def example_settings(**overrides: object) -> dict:
+    """The example config's settings as a dict with some top-level keys replaced.
+
+    The one base for every config tfp writes itself (the demo, the benchmarks, the tests), so the
+    defaults live in ``config/tfp.example.yaml`` only.
+    """
+    raw = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    raw.update(overrides)
+    return raw
+
+
 def parse_config(raw: object, base: Path) -> Config:
     if not isinstance(raw, dict):
         raise ConfigError("the config file must be a YAML mapping of keys to values")

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import yaml
 
+from tfp.config import example_settings
+from tfp.feeds import SOURCES
+
 DEMO_DATE = date(2025, 3, 31)
 FAMILIES = 400
 LA_CODE = "E09000031"
@@ -56,26 +59,14 @@ def run_demo(root: Path | None = None) -> int:
               "(host keys pinned)")
         os.environ["AIRFLOW_CONN_SFTP_PARTNERS"] = _connection(partner_server, "partner-demo")
         os.environ["AIRFLOW_CONN_SFTP_ONS"] = _connection(ons_server, "ons-demo")
-        config = {
-            "local_authority": {"code": LA_CODE, "name": "Demo Borough"},
-            "warehouse_url": "sqlite:///var/warehouse.db",
-            "work_dir": "var",
-            "sources": {s: {"transport": "sftp", "conn_id": "sftp_partners", "path": f"/{s}"}
-                        for s in ("police", "probation", "housing", "dwp", "schools", "children_services")},
-            "quality": {"max_bad_row_fraction": 0.05},
-            "linkage": {"match_probability_threshold": 0.95},
-            "criteria": {"min_problems": 2, "lookback_months": 12, "persistent_absence_rate": 0.10,
-                         "fixed_term_exclusions": 3},
-            "consent": {"lawful_basis": "consent"},
-            "anonymisation": {"k": 5},
-            "disclosure": {"suppress_below": 10, "round_to": 5},
-            "delivery": {"transport": "sftp", "conn_id": "sftp_ons", "path": f"/inbound/{LA_CODE}",
-                         "encryption": "age", "recipient": (keys_dir / "age.pub").read_text().strip()},
-            "retention": {"landing_days": 30, "quarantine_days": 30, "staging_months": 15,
-                          "delete_all_after": "2027-03-31"},
-            "keys": {"pseudonym_key_env": "TFP_PSEUDONYM_KEY", "linkage_key_env": "TFP_LINKAGE_KEY",
-                     "signing_key_env": "TFP_SIGNING_KEY"},
-        }
+        config = example_settings(
+            local_authority={"code": LA_CODE, "name": "Demo Borough"},
+            warehouse_url="sqlite:///var/warehouse.db",
+            work_dir="var",
+            sources={s: {"transport": "sftp", "conn_id": "sftp_partners", "path": f"/{s}"} for s in SOURCES},
+            delivery={"transport": "sftp", "conn_id": "sftp_ons", "path": f"/inbound/{LA_CODE}",
+                      "encryption": "age", "recipient": (keys_dir / "age.pub").read_text().strip()},
+        )
         config_path = root / "tfp.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         print(f"4/5 running tfp_nightly for {DEMO_DATE} through Airflow (dag.test) ...")

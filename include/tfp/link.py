@@ -219,6 +219,34 @@ def _identifier(value: Any) -> str | None:
     return normalise_nino(_text(value)) or None
 
 
+def _distinct(series: pd.Series | None, n: int) -> tuple[Any, list[Any]]:
+    """(codes, values): each row's index into its column's distinct values, missing values last.
+
+    Names, dates and postcodes repeat a lot (a child has a row per term), so everything derived from
+    them is computed once per distinct value. Factorising is exact only when all values share a kind
+    (1 == 1.0 would merge otherwise); other columns fall back to a per-row cache keyed by type.
+    """
+    import numpy as np
+
+    if series is None:
+        return np.zeros(n, dtype=np.intp), [None]
+    if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty", "date"):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        values = list(uniques) + [None]
+        codes = np.where(codes < 0, len(values) - 1, codes)
+        return codes, values
+    index: dict[Any, int] = {}
+    values = []
+    codes = np.empty(n, dtype=np.intp)
+    for i, v in enumerate(series.tolist()):
+        key = None if _missing(v) else (type(v), v)
+        if key not in index:
+            index[key] = len(values)
+            values.append(v)
+        codes[i] = index[key]
+    return codes, values
+
+
 def comparison_frame(frame: pd.DataFrame, id_column: str):
     """The columns the model compares, as an Arrow table with fixed types (all-empty columns too).
 
@@ -230,34 +258,37 @@ def comparison_frame(frame: pd.DataFrame, id_column: str):
 
     n = len(frame)
 
-    def column(name: str, fn) -> list:
-        # Values repeat a lot (a child has a row per term): normalise each distinct value once.
-        values = frame[name].tolist() if name in frame else [None] * n
-        cache: dict[Any, Any] = {}
-        out = []
-        for v in values:
-            key = None if _missing(v) else (type(v), v)
-            if key not in cache:
-                cache[key] = fn(v)
-            out.append(cache[key])
-        return out
+    def derived(name: str, fn, fields: dict[str, Any]) -> dict[str, Any]:
+        # fn gives a distinct value's fields as a tuple; Arrow's take spreads them to the rows.
+        codes, values = _distinct(frame[name] if name in frame else None, n)
+        indices = pa.array(codes, type=pa.int64())
+        per_value = list(zip(*(fn(v) for v in values), strict=True))
+        return {field: pa.array(list(per_value[i]), type=kind).take(indices)
+                for i, (field, kind) in enumerate(fields.items())}
 
-    forename_tokens = column("forename", name_tokens)
-    surname_tokens = column("surname", name_tokens)
-    dobs = column("date_of_birth", parse_dob)
-    first = [t[0] if t else None for t in forename_tokens]
+    def forename_fields(v: Any) -> tuple[str | None, str | None, list[str] | None]:
+        tokens = name_tokens(v)
+        first = tokens[0] if tokens else None
+        return "".join(tokens) or None, first, list(NICKNAMES.get(first, (first,))) if first else None
+
+    def surname_fields(v: Any) -> tuple[str | None, list[str] | None]:
+        tokens = name_tokens(v)
+        return "".join(tokens) or None, tokens or None
+
+    def dob_fields(v: Any) -> tuple[str | None, str | None, int | None]:
+        d = parse_dob(v)
+        return (d.isoformat() if d else None), _dob_swapped(d), (d.year if d else None)
+
+    text, names = pa.string(), pa.list_(pa.string())
+    forename = derived("forename", forename_fields,
+                       {"forename": text, "forename_first": text, "forename_names": names})
+    surname = derived("surname", surname_fields, {"surname": text, "surname_tokens": names})
+    dob = derived("date_of_birth", dob_fields, {"dob": text, "dob_swap": text, "yob": pa.int32()})
     columns = {
-        "unique_id": [str(v) for v in frame[id_column].tolist()],
-        "forename": ["".join(t) or None for t in forename_tokens],
-        "forename_first": first,
-        "forename_names": [list(NICKNAMES.get(f, (f,))) if f else None for f in first],
-        "surname": ["".join(t) or None for t in surname_tokens],
-        "surname_tokens": [t or None for t in surname_tokens],
-        "dob": [d.isoformat() if d else None for d in dobs],
-        "dob_swap": [_dob_swapped(d) for d in dobs],
-        "yob": [d.year if d else None for d in dobs],
-        "postcode": column("postcode", _postcode),
-        "sex": column("sex", _sex),
+        "unique_id": pa.array([str(v) for v in frame[id_column].tolist()], type=text),
+        **forename, **surname, **dob,
+        **derived("postcode", lambda v: (_postcode(v),), {"postcode": text}),
+        **derived("sex", lambda v: (_sex(v),), {"sex": text}),
     }
     schema = pa.schema([
         ("unique_id", pa.string()), ("forename", pa.string()), ("forename_first", pa.string()),
@@ -265,7 +296,7 @@ def comparison_frame(frame: pd.DataFrame, id_column: str):
         ("dob", pa.string()), ("dob_swap", pa.string()), ("yob", pa.int32()), ("postcode", pa.string()),
         ("sex", pa.string()),
     ])
-    return pa.table(columns, schema=schema)
+    return pa.table([columns[f.name] for f in schema], schema=schema)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,23 +365,28 @@ def best_candidates(pairs: pd.DataFrame) -> pd.DataFrame:
 # Public interface
 
 
-def _exact_links(roster: pd.DataFrame, records: pd.DataFrame, column: str) -> dict[str, str]:
-    """record_id -> person_ref where the normalised identifier agrees (smallest person_ref on a tie)."""
+def _identifier_keys(frame: pd.DataFrame, column: str) -> Any:
+    """Each row's normalised identifier (None when missing), normalised once per distinct value."""
+    import numpy as np
+
+    codes, values = _distinct(frame[column], len(frame))
+    return np.array([_identifier(v) for v in values] + [None], dtype=object)[:-1][codes]
+
+
+def _exact_links(roster: pd.DataFrame, records: pd.DataFrame, column: str) -> Any:
+    """Each record's person_ref where the normalised identifier agrees (smallest person_ref on a tie),
+    None elsewhere, as an object array in the records' order."""
+    import numpy as np
+
     if column not in roster or column not in records:
-        return {}
+        return np.full(len(records), None, dtype=object)
     owners: dict[str, str] = {}
-    for ref, value in zip(roster["person_ref"].tolist(), roster[column].tolist(), strict=True):
-        key = _identifier(value)
+    for ref, key in zip(roster["person_ref"].tolist(), _identifier_keys(roster, column).tolist(), strict=True):
         if key and (key not in owners or ref < owners[key]):
             owners[key] = ref
-    found = {}
-    for record_id, value in zip(records["record_id"].tolist(), records[column].tolist(), strict=True):
-        if _missing(value):  # most records carry no identifier
-            continue
-        key = _identifier(value)
-        if key and key in owners:
-            found[record_id] = owners[key]
-    return found
+    codes, values = _distinct(records[column], len(records))
+    owner_of_value = [owners.get(k) if k else None for k in (_identifier(v) for v in values)]
+    return np.array(owner_of_value + [None], dtype=object)[:-1][codes]
 
 
 def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.95,
@@ -361,6 +397,8 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     for an identifier link; otherwise the best candidate's probability even below the threshold, or
     None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked).
     """
+    import numpy as np
+
     roster = roster[roster["person_ref"].map(_text).notna()].copy()
     roster["person_ref"] = roster["person_ref"].map(str)
     roster = roster.drop_duplicates("person_ref")
@@ -370,8 +408,10 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
         raise ValueError("record_id must be unique within the records to link")
 
     by_nino = _exact_links(roster, records, "nino")
-    by_upn = {k: v for k, v in _exact_links(roster, records, "upn").items() if k not in by_nino}
-    rest = records[~records["record_id"].isin(by_nino.keys() | by_upn.keys())]
+    by_upn = _exact_links(roster, records, "upn")
+    has_nino = np.array([p is not None for p in by_nino.tolist()], dtype=bool)
+    has_upn = np.array([p is not None for p in by_upn.tolist()], dtype=bool) & ~has_nino
+    rest = records[~(has_nino | has_upn)]
 
     best = pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": []})
     if len(rest) and len(roster):
@@ -379,24 +419,33 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
         pairs = _candidate_pairs(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
                                  settings)
         best = best_candidates(pairs)
-    best_person = dict(zip(best["record_key"].tolist(), best["person_ref"].tolist(), strict=True))
-    best_probability = dict(zip(best["record_key"].tolist(), best["match_probability"].tolist(), strict=True))
 
-    rows = []
-    for record_id in records["record_id"].tolist():
-        if record_id in by_nino:
-            rows.append((record_id, by_nino[record_id], 1.0, "nino"))
-        elif record_id in by_upn:
-            rows.append((record_id, by_upn[record_id], 1.0, "upn"))
-        elif record_id in best_person:
-            person, probability = best_person[record_id], float(best_probability[record_id])
-            if probability >= threshold:
-                rows.append((record_id, person, probability, "probabilistic"))
-            else:
-                rows.append((record_id, None, probability, "unlinked"))
-        else:
-            rows.append((record_id, None, None, "unlinked"))
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS, dtype=object)
+    record_ids = records["record_id"].tolist()
+    n = len(record_ids)
+    # Each record's row in ``best`` (-1: no candidate); identifier links never reach Splink.
+    position = pd.Index(best["record_key"].tolist(), dtype=object).get_indexer(pd.Index(record_ids, dtype=object))
+    candidate = position >= 0
+    best_person = np.array(best["person_ref"].tolist() + [None], dtype=object)[position]
+    best_probability = np.array([float(p) for p in best["match_probability"].tolist()] + [None], dtype=object)
+    best_probability = best_probability[position]
+    above = np.zeros(n, dtype=bool)
+    above[candidate] = np.array([p >= threshold for p in best_probability[candidate].tolist()], dtype=bool)
+    probabilistic = candidate & above & ~has_nino & ~has_upn
+
+    person_ref = np.full(n, None, dtype=object)
+    person_ref[probabilistic] = best_person[probabilistic]
+    person_ref[has_upn] = by_upn[has_upn]
+    person_ref[has_nino] = by_nino[has_nino]
+    probability = np.full(n, None, dtype=object)
+    probability[candidate] = best_probability[candidate]
+    probability[has_upn | has_nino] = 1.0
+    method = np.full(n, "unlinked", dtype=object)
+    method[probabilistic] = "probabilistic"
+    method[has_upn] = "upn"
+    method[has_nino] = "nino"
+    return pd.DataFrame({"record_id": record_ids, "person_ref": person_ref.tolist(),
+                         "match_probability": probability.tolist(), "method": method.tolist()},
+                        columns=RESULT_COLUMNS, dtype=object)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -701,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-peers", action="store_true", help="skip the Splink and pandas peers")
     parser.add_argument("--note", action="append", default=[], help="a line for the table (e.g. what else ran)")
     args = parser.parse_args(argv)
+    args.out, args.work = args.out.resolve(), args.work.resolve()  # each night runs in its own folder
     command = "python -m tfp.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = benchmark(args.sizes, args.repeats, args.out, args.work, args.seed, not args.no_peers, command.strip(),
                     notes=args.note)

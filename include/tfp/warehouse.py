@@ -196,10 +196,12 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
 
 def create_schema(engine: Engine) -> None:
     """Create every table (and the portable SQL functions) that does not exist yet."""
-    metadata.create_all(engine)
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # runs starting at once (a backfill) would race to create the same tables: one at a time
             conn.execute(text("SELECT pg_advisory_xact_lock(7423001)"))
+        metadata.create_all(conn)
+        if engine.dialect.name == "postgresql":
             conn.execute(text(PG_FUNCTIONS))
 
 

@@ -185,3 +185,18 @@ def test_interrupted_sftp_delivery_is_completed_by_a_rerun(sqlite_url, tmp_path,
     assert _run(files, engine, "/inbound/E09000031", transport="sftp", conn_id=None, endpoint=ep) == {
         "uploaded": 5, "skipped": 0}
     assert sorted(os.listdir(remote)) == sorted(NAMES)
+
+
+def test_temporary_files_of_a_killed_delivery_are_swept(sqlite_url, tmp_path):
+    """A delivery killed before its rename leaves `.<name>.part-*` at the destination; the next delivery
+    of that date removes them even when every file is already there, and leaves other dates' alone."""
+    engine = connect(sqlite_url)
+    dest = tmp_path / "ons"
+    files = _outbox(tmp_path)
+    _run(files, engine, dest, transport="directory", conn_id=None)
+    stale = [f".{NAMES[0]}.part-abc123", f".{NAMES[3]}.part-def456"]
+    other = ".tfp_submission_E09000031_20250330.csv.part-0a0b0c"
+    for name in [*stale, other]:
+        (dest / name).write_bytes(b"half a fi")
+    assert _run(files, engine, dest, transport="directory", conn_id=None) == {"uploaded": 0, "skipped": 5}
+    assert sorted(os.listdir(dest)) == sorted([*NAMES, other])

@@ -84,3 +84,30 @@ def test_a_missing_source_folder_fails_naming_it(tmp_path, sqlite_url):
     (tmp_path / "inbound/police").rmdir()
     with pytest.raises(FileNotFoundError, match="inbound/police"):
         land_source(connect(sqlite_url), config, "police", date(2025, 1, 31))
+
+
+def test_a_killed_runs_leftovers_are_swept_and_live_copies_kept(tmp_path, warehouse_url):
+    """A run killed mid-landing leaves a copy whose landing row never committed (so it has no key) or a
+    temporary copy; the next extract of that source removes them and touches nothing live."""
+    import os
+    import socket
+    import subprocess
+
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    write_feed(tmp_path, "children_services", "needs_20250101.csv", HEADER, [["r1", "P1", "early_help", "2024-12-01", ""]])
+    land_source(engine, config, "children_services", date(2025, 1, 31))
+    folder = config.work_dir / "landing" / "children_services"
+    live = sorted(p.name for p in folder.iterdir())
+    gone_pid = subprocess.Popen(["true"])  # a writer that has exited
+    gone_pid.wait()
+    host = socket.gethostname()
+    leftovers = ["99.raw.bin", "99.validated.bin", f".99.raw.bin.part-{host}-{gone_pid.pid}-0123abcd"]
+    running = f".98.validated.bin.part-{host}-{os.getpid()}-0123abcd"  # a live writer: ours
+    foreign = ".97.raw.bin.part-another-host-1-0123abcd"  # another host's, and fresh
+    for name in [*leftovers, running, foreign, "notes.txt"]:
+        (folder / name).write_bytes(b"x")
+    counts = land_source(engine, config, "children_services", date(2025, 1, 31))
+    assert counts["orphans_removed"] == 3
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*live, running, foreign, "notes.txt"])
+    assert read_landing(engine, config, _logged(engine)[0].id).startswith(b"record_id")

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import posixpath
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class _Directory:
     def sizes(self) -> dict[str, int]:
         return {p.name: p.stat().st_size for p in self.folder.iterdir() if p.is_file()}
 
+    def remove(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
     def upload(self, data: bytes, name: str) -> None:
         fd, temp = tempfile.mkstemp(prefix=f".{name}.part-", dir=self.folder)
         try:
@@ -76,6 +80,9 @@ class _Sftp:
 
     def sizes(self) -> dict[str, int]:
         return dict(self.client.list_files(self.path))
+
+    def remove(self, name: str) -> None:
+        self.client.remove(posixpath.join(self.path, name))
 
     def upload(self, data: bytes, name: str) -> None:
         self.client.upload_atomic(data, self.path, name)
@@ -120,6 +127,10 @@ def deliver(files: list[DeliveryFile], *, transport: str, path: str, conn_id: st
     uploaded = skipped = 0
     with _destination(transport, path, conn_id, endpoint) as dest:
         present = dest.sizes()
+        # An upload killed before its rename leaves `.<name>.part-*`; only this date's names are ours to sweep.
+        for stale in [n for n in present if any(n.startswith(f".{f.name}.part-") for f in files)]:
+            dest.remove(stale)
+            del present[stale]
         for f in files:
             last = _last_delivered(engine, reference_date, f.name, dest.destination)
             if last is not None and last.plaintext_sha256 == f.plaintext_sha256 and present.get(f.name) == last.bytes:

@@ -92,7 +92,8 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
 
 def land_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
     """Land the new files of one source for R; returns counts only."""
-    counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0}
+    counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0,
+              "orphans_removed": remove_orphans(engine, config, source)}
     with open_source(config, source) as reader:
         names = reader.list_names()
         files = select_files(source, names, reference_date)
@@ -111,6 +112,18 @@ def source_lock(conn: Connection, source: str) -> None:
     dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
+
+
+def remove_orphans(engine: Engine, config: Config, source: str) -> int:
+    """Sweep the source's landing folder of what an interrupted (killed) run left behind."""
+    with engine.begin() as conn:
+        source_lock(conn, source)
+        live = conn.execute(select(landing_key.c.landing_id).join(landing_log, landing_log.c.id == landing_key.c.landing_id)
+                            .where(landing_log.c.source == source)).scalars().all()
+        removed = landing.sweep_orphans(config.work_dir / "landing" / source, live)
+    if removed:
+        log.warning("source %s: removed %d landing file(s) left by an interrupted run", source, removed)
+    return removed
 
 
 def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, reference_date: date) -> str:

@@ -9,8 +9,12 @@ the warehouse's ``landing_key`` table; deleting that row makes the copy unreadab
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
 import struct
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -18,6 +22,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 MAGIC = b"TFPLAND1"
 SEGMENT = 16 * 1024 * 1024
+COPY = re.compile(r"^(?P<id>\d+)\.(?:raw|validated)\.bin$")
+# A temporary copy names its writer, so that a sweep can tell a dead writer's leftovers from a live one's.
+PART = re.compile(r"^\.\d+\.(?:raw|validated)\.bin\.part-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+FOREIGN_PART_AGE = 6 * 3600  # seconds: a temporary copy from another host is left alone until then
 
 
 class LandingTampered(RuntimeError):
@@ -38,7 +46,7 @@ def encrypt_to(path: Path, data: bytes, key: bytes, landing_id: int, purpose: by
     prefix = secrets.token_bytes(8)
     segments = [data[i:i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         with open(tmp, "wb") as out:
             out.write(MAGIC + prefix + struct.pack(">I", len(segments)))
@@ -77,3 +85,39 @@ def decrypt_from(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw
     if offset != len(blob):
         raise LandingTampered(problem)
     return b"".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans(folder: Path, live_ids: Iterable[int]) -> int:
+    """Remove what a killed run left in one source's landing folder; returns how many files went.
+
+    An orphan is a copy whose landing has no key (its landing row was rolled back, or retention
+    destroyed the key and died before the file: unreadable either way), or a temporary copy whose
+    writer is dead (same host) or that is hours old (another host). The caller holds the source's
+    lock, so no landing of this source is being written meanwhile.
+    """
+    if not folder.is_dir():
+        return 0
+    live, removed, host = set(live_ids), 0, socket.gethostname()
+    for path in folder.iterdir():
+        copy, part = COPY.match(path.name), PART.match(path.name)
+        if copy:
+            orphan = int(copy["id"]) not in live
+        elif part:
+            orphan = (not _alive(int(part["pid"])) if part["host"] == host
+                      else time.time() - path.stat().st_mtime > FOREIGN_PART_AGE)
+        else:
+            continue
+        if orphan:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed

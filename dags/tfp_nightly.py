@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+from airflow.sdk import (
+    DAG,
+    CronDataIntervalTimetable,
+    Param,
+    TaskGroup,
+    TriggerRule,
+    get_current_context,
+    task,
+)
+from airflow.sdk.exceptions import AirflowSkipException
 
 from tfp.notify import notify_failure
 
@@ -28,6 +37,11 @@ date reproduces what that night produced.
 
 **When a `validate` task fails** a file broke a file-level rule: the log names the file and the rule.
 Ask the partner to re-send it, then clear the run. Nothing is delivered from a failed run.
+
+**Manual runs** take params: `reference_date` picks the night (a date that already has a run can be
+run again this way); `dry_run` does everything but deliver; `sources` limits which partners' feeds
+are pulled and validated (a partner re-sent a file: pick that partner). The other sources' groups
+show as *skipped* and the night uses what they staged before.
 """
 
 default_args = {
@@ -46,9 +60,12 @@ def _run() -> tuple[str, object]:
     from tfp.pipeline import reference_date_of
 
     context = get_current_context()
-    config = context["params"]["config"]
+    params = context["params"]
+    config = params["config"]
     if not config:
         raise ValueError("no config: set the TFP_CONFIG environment variable or the run's `config` param")
+    if params.get("reference_date"):
+        return config, date.fromisoformat(params["reference_date"])
     return config, reference_date_of(context["logical_date"])
 
 
@@ -65,7 +82,13 @@ with DAG(
     params={
         "config": Param(os.environ.get("TFP_CONFIG", ""), type="string",
                         description="Path of the tfp config file (defaults to $TFP_CONFIG)"),
+        "reference_date": Param(None, type=["null", "string"], format="date",
+                                description="For a manual run: the night to run (YYYY-MM-DD). Empty: the run's "
+                                            "logical date in Europe/London, as scheduled runs and backfills do"),
         "dry_run": Param(False, type="boolean", description="Run everything but deliver nothing"),
+        "sources": Param(list(SOURCES), type="array", items={"type": "string", "enum": list(SOURCES)},
+                         description="Partners whose feeds this run pulls and validates; the others are skipped "
+                                     "and their earlier staged rows are used"),
     },
 ) as dag:
 
@@ -86,6 +109,8 @@ with DAG(
             def extract(source: str = source) -> dict:
                 from tfp import pipeline
 
+                if source not in get_current_context()["params"]["sources"]:
+                    raise AirflowSkipException(f"{source} is not among this run's sources")
                 return pipeline.extract(*_run(), source)
 
             @task(task_id="validate")
@@ -106,7 +131,7 @@ with DAG(
             setup >> extracted >> validated >> loaded
         staged.append(group)
 
-    @task
+    @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
     def link() -> dict:
         from tfp import pipeline
 

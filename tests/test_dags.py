@@ -62,3 +62,13 @@ def test_parsing_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_manual_run_params_are_described_and_a_skipped_source_does_not_stop_the_night(dagbag):
+    dag = dagbag.dags["tfp_nightly"]
+    params = dag.params
+    for name in ("config", "reference_date", "dry_run", "sources"):
+        assert params.get_param(name).description, name
+    assert params["sources"] == ["police", "probation", "housing", "dwp", "schools", "children_services"]
+    assert params["dry_run"] is False and params["reference_date"] is None
+    assert dag.get_task("link").trigger_rule == "none_failed"

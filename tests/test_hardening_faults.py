@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -262,16 +263,19 @@ def test_disk_full_while_landing_then_space_freed(tmp_path, sqlite_url, small_di
 
 # -- the run process killed, then re-run --------------------------------------------------------------
 
-def _task_state(home: Path, task_id: str) -> str | None:
-    import sqlite3
+STAGES = ("extract", "validate", "stage", "link", "consent", "criteria", "package", "deliver", "report")
+# Each stage boundary (the stage's task has started, nothing done yet: the stage before it is finished
+# and recorded) and each stage's middle, in the order the night reaches them. tests/pause_harness.py
+# stops the run there and says so; the test then kills it.
+KILL_POINTS = tuple(f"{when}:{stage}" for stage in STAGES for when in ("before", "inside"))
+HARNESS = Path(__file__).with_name("pause_harness.py")
 
-    db = home / "airflow.db"
-    if not db.exists():
-        return None
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-        row = conn.execute("SELECT state FROM task_instance WHERE task_id = ? ORDER BY start_date DESC LIMIT 1",
-                           (task_id,)).fetchone()
-    return row[0] if row else None
+
+def _start_paused(config: Path, env: dict[str, str], point: str, marker: Path) -> subprocess.Popen:
+    out = open(config.parent / f"run-{R}.log", "ab")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen([sys.executable, str(HARNESS), "run", "--config", str(config), "--date", R.isoformat()],
+                            env={**env, "TFP_PAUSE": point, "TFP_PAUSE_MARKER": str(marker)}, stdout=out,
+                            stderr=subprocess.STDOUT, cwd=config.parent, start_new_session=True)
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -280,36 +284,43 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 @pytest.mark.slow
-def test_run_killed_mid_stage_and_at_a_boundary_then_rerun_equals_an_undisturbed_run(tmp_path_factory):
-    """One undisturbed run, and beside it a run killed while a validate task runs, its re-run killed
-    right after `package` finished (before `deliver`), and a last re-run: the same delivery, byte for
-    byte, and nothing half-written or left behind in the landing zone or the warehouse."""
+def test_run_killed_at_every_stage_boundary_and_mid_stage_then_rerun_equals_an_undisturbed_run(
+        tmp_path_factory):
+    """Beside one undisturbed run, a run is killed (SIGKILL, its whole process group) at each point of
+    KILL_POINTS in turn, each time re-run from the start, and then run to the end. After every kill,
+    whatever sits under a final name at the destination is complete; at the end the delivery equals
+    the undisturbed one byte for byte, and nothing is half-written or orphaned in the landing zone,
+    the destination or the warehouse."""
     borough = make_borough(tmp_path_factory.mktemp("borough"))
     keys = make_keys()
     calm_root, hit_root = tmp_path_factory.mktemp("calm"), tmp_path_factory.mktemp("killed")
     calm_config, hit_config = night_root(calm_root, borough), night_root(hit_root, borough)
     calm = start_run(calm_config, run_env(calm_root, keys))
     hit_env = run_env(hit_root, keys)
-    home = hit_root / "airflow"
+    log, marker = hit_root / f"run-{R}.log", hit_root / "paused"
+    seen_at_destination: list[dict[str, bytes]] = []
     try:
-        first = start_run(hit_config, hit_env)
-        assert wait_for(lambda: _task_state(home, "police.validate") == "running", 600, first), \
-            (hit_root / f"run-{R}.log").read_text()[-3000:]
-        _kill(first)
-        second = start_run(hit_config, hit_env)
-        assert wait_for(lambda: _task_state(home, "package") == "success", 900, second), \
-            (hit_root / f"run-{R}.log").read_text()[-3000:]
-        _kill(second)
-        assert not (hit_root / "delivered").exists() or files_bytes(hit_root / "delivered") == {}
+        for point in KILL_POINTS:
+            marker.unlink(missing_ok=True)
+            proc = _start_paused(hit_config, hit_env, point, marker)
+            stopped = wait_for(marker.exists, 600, proc)
+            assert stopped and proc.poll() is None, f"never stopped at {point}:\n{log.read_text()[-3000:]}"
+            _kill(proc)
+            seen_at_destination.append(files_bytes(hit_root / "delivered") if (hit_root / "delivered").exists()
+                                       else {})
         last = tfp_run(hit_config, hit_env)
         assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
         assert calm.wait(timeout=900) == 0, (calm_root / f"run-{R}.log").read_text()[-3000:]
     finally:
-        for proc in (calm,):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        if calm.poll() is None:
+            os.killpg(calm.pid, signal.SIGKILL)
     expected = files_bytes(calm_root / "delivered")
     assert len(expected) == 5
+    for point, seen in zip(KILL_POINTS, seen_at_destination, strict=True):
+        complete = {name: body for name, body in seen.items() if ".part-" not in name}
+        assert all(expected[name] == body for name, body in complete.items()), f"killed at {point}"
+    assert len(seen_at_destination[KILL_POINTS.index("inside:deliver")]) >= 1  # killed mid-delivery
+    assert seen_at_destination[KILL_POINTS.index("before:report")] == expected
     assert files_bytes(hit_root / "delivered") == expected
     assert half_written(hit_root / "work", hit_root / "delivered") == []
     engine = connect(f"sqlite:///{hit_root / 'work' / 'warehouse.db'}")

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo train-linkage bench bench-smoke clean
+.PHONY: install test test-fast lint demo train-linkage bench bench-smoke profile clean
 
 install: $(STAMP)
 
@@ -40,6 +40,11 @@ bench: install
 # What CI runs: one 2,000-family night with both peers, to show the benchmark works (no timing is checked).
 bench-smoke: install
 	$(BIN)/python -m tfp.bench --sizes 2000 --repeats 1 --out var/bench-smoke
+
+# Where a 50,000-family night's time goes: one run under py-spy (installed here, not a runtime dependency).
+profile: install
+	$(BIN)/pip install --quiet py-spy
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tfp.bench_profile --families 50000
 
 clean:
 	rm -rf $(VENV) var demo .pytest_cache

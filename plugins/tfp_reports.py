@@ -1,8 +1,8 @@
 """Airflow UI plugin: tfp's run reports and data-quality pages, one click from the Airflow menu.
 
 Serves the HTML pages the nightly run writes under ``work_dir/reports`` (counts only, nothing
-personal) to signed-in Airflow users, at ``/tfp-reports/``, and adds "tfp reports" to the
-Browse menu. The config is found through ``TFP_CONFIG``, as the DAGs find it.
+personal), and each night's Great Expectations Data Docs site (built without values), to signed-in
+Airflow users, at ``/tfp-reports/``, and adds "tfp reports" to the Browse menu. The config is found through ``TFP_CONFIG``, as the DAGs find it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def index() -> str:
         if folder.exists() else []
     items = "".join(
         f'<li>{day}: <a href="{day}/run_report.html">run report</a>'
+        + (f' · <a href="{day}/data_docs/index.html">Data Docs</a>'
+           if (folder / day / "data_docs" / "index.html").exists() else "")
         + (f' · <a href="{day}/retention_report.json">retention report</a>'
            if (folder / day / "retention_report.json").exists() else "")
         + "</li>"
@@ -62,6 +64,18 @@ def page(day: str, page: str) -> FileResponse:
     if not path.is_file():
         raise HTTPException(404, "no such report")
     return FileResponse(path)
+
+
+@app.get("/{day}/data_docs/{path:path}")
+def data_docs(day: str, path: str) -> FileResponse:
+    """A file of the night's Great Expectations Data Docs site (built without values), nothing outside it."""
+    if not DAY.match(day):
+        raise HTTPException(404, "no such report")
+    site = (_reports_dir() / day / "data_docs").resolve()
+    target = (site / path).resolve()
+    if not target.is_relative_to(site) or not target.is_file():
+        raise HTTPException(404, "no such page")
+    return FileResponse(target)
 
 
 class TfpReportsPlugin(AirflowPlugin):

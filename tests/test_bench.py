@@ -124,3 +124,26 @@ def test_a_small_benchmark_runs_end_to_end(tmp_path):
     assert s["f1_tfp"]["median"] > 0.9 and s["f1_splink"]["median"] > 0.5
     assert "| 300 |" in (out / "results.md").read_text()
     assert (out / "time_per_stage.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_summary_counts_inclusive_self_and_package_samples(tmp_path):
+    """py-spy's raw stacks (frames root first, then the sample count) summarised by tfp function,
+    by the function that held the sample, and by package."""
+    from tfp.bench_profile import render, summarise
+
+    site = "/w/.venv/lib/python3.11/site-packages"
+    raw = tmp_path / "profile.txt"
+    raw.write_text(
+        'process 1:"tfp run";main (/w/include/tfp/cli.py:60);link (/w/include/tfp/pipeline.py:70);'
+        f"predict ({site}/splink/linker.py:10) 30\n"
+        'process 1:"tfp run";main (/w/include/tfp/cli.py:60);validate (/w/include/tfp/pipeline.py:50);'
+        f"validate ({site}/great_expectations/validator.py:5) 10\n"
+        'process 1:"tfp run" 5\n'
+        "not a sample line\n", encoding="utf-8")
+    total, inclusive, own, packages = summarise(raw)
+    assert total == 45
+    assert inclusive["main (tfp.cli)"] == 40 and inclusive["link (tfp.pipeline)"] == 30
+    assert own["predict (splink.linker)"] == 30 and own["(no Python frame)"] == 5
+    assert packages["splink"] == 30 and packages["tfp"] == 40 and packages["great_expectations"] == 10
+    page = render(2000, 12.0, total, inclusive, own, packages)
+    assert "| link (tfp.pipeline) | 66.7% |" in page and "45 samples" in page

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import unicodedata
@@ -194,3 +195,37 @@ def test_every_family_has_its_true_flags(night):
     got = {ref: dict(zip(flags, values, strict=True)) for ref, *values in rows}
     assert set(got) == set(truth)
     assert {ref: v for ref, v in got.items() if v != truth[ref]} == {}
+
+
+def test_run_report_shows_eligibility_as_the_summary_publishes_it(night):
+    """The run report's eligibility counts follow the summary's disclosure rules: what an engineer reads
+    in the report is what the recipient received, never a raw small count."""
+    report_dir = night["root"] / "work" / "reports" / R.isoformat()
+    report = json.loads((report_dir / "run_report.json").read_text())
+    summary = _read(night["root"] / "received" / f"tfp_summary_{LA}_{R:%Y%m%d}.csv")
+    published = {(r["measure"], r["programme_status"]): r["count"] for r in summary}
+    assert {(m, s): c for m, by in report["eligibility"].items() for s, c in by.items()} == published
+    assert report["families_assessed"] == published[("families_assessed", "all")]
+    assert report["families_eligible"] == published[("families_eligible", "all")]
+    for value in (report["families_assessed"], report["families_eligible"], report["families_assessed_all_persons"]):
+        assert value in ("0", "[c]") or int(value) % 5 == 0
+    page = (report_dir / "run_report.html").read_text()
+    assert "Eligibility (as published)" in page
+    for (measure, _status), count in published.items():
+        assert f"<th>{measure}</th>" in page and f"<td>{count}</td>" in page
+
+
+def test_great_expectations_data_docs_are_built_for_every_file_without_values(night):
+    """GX's own Data Docs of the night, linked from the run report: a validation page per file that
+    shows its expectations and counts. (The leak search above covers these pages too.)"""
+    report_dir = night["root"] / "work" / "reports" / R.isoformat()
+    report = json.loads((report_dir / "run_report.json").read_text())
+    assert report["data_docs"] == "data_docs/index.html" and (report_dir / report["data_docs"]).is_file()
+    page = (report_dir / "run_report.html").read_text()
+    assert f'href="{report["data_docs"]}"' in page
+    for f in report["files"]:
+        docs = report_dir / f["data_docs"]
+        assert docs.is_file() and f'href="{f["data_docs"]}"' in page, f["name"]
+        text = docs.read_text(encoding="utf-8")
+        assert f["name"].replace(".csv", "") in text and "Evaluated Expectations" in text
+        assert f"Evaluated Expectations {len(f['expectations'])}" in " ".join(re.sub(r"<[^>]+>", " ", text).split())

@@ -166,6 +166,11 @@ def test_run_report_page_in_chromium(borough, tmp_path):
             text = browser.open(page_url)
             html = browser.evaluate("document.documentElement.outerHTML")
             shot = browser.send("Page.captureScreenshot", {"format": "png"})["data"]
+            # the first file's Great Expectations Data Docs page, through the report's own link
+            first = report["files"][0]
+            docs_text = browser.open(f"{stack.url}/tfp-reports/{R.isoformat()}/{first['data_docs']}")
+            docs_html = browser.evaluate("document.documentElement.outerHTML")
+            escape = browser.open(f"{stack.url}/tfp-reports/{R.isoformat()}/data_docs/..%2F..%2Ftfp.yaml")
         finally:
             browser.close()
 
@@ -189,3 +194,7 @@ def test_run_report_page_in_chromium(borough, tmp_path):
     assert len(shot) > 1000
     leaked = sorted(v for v in _personal_values(root / "feeds") if v in html)
     assert not leaked, f"{len(leaked)} personal values on the report page"
+    assert "Data Docs" in text
+    assert first["name"] in docs_text and "Evaluated Expectations" in " ".join(docs_text.split())
+    assert not sorted(v for v in _personal_values(root / "feeds") if v in docs_html)
+    assert "no such page" in escape or "Not Found" in escape

@@ -202,7 +202,8 @@ def disclose(count: int, suppress_below: int, round_to: int) -> str:
 @dataclass(frozen=True)
 class Outputs:
     """The three CSV texts of a submission and their data rows (header excluded); ``counts`` are the
-    unrounded totals for the run report (counts only, nothing personal)."""
+    unrounded totals (counts only, nothing personal); ``published`` is the summary as delivered,
+    measure -> programme_status -> count after the disclosure rules, for the run report."""
 
     submission: str
     summary: str
@@ -211,6 +212,7 @@ class Outputs:
     summary_rows: int
     withdrawal_rows: int
     counts: dict[str, int] = field(default_factory=dict)
+    published: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _csv(header: tuple[str, ...], rows: list[list[str]]) -> str:
@@ -338,4 +340,5 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
         summary_rows=len(summary_rows),
         withdrawal_rows=len(withdrawal_rows),
         counts=counts,
+        published={m: {status: c for measure, status, c in summary_rows if measure == m} for m in SUMMARY_MEASURES},
     )

@@ -350,8 +350,9 @@ def _seconds_between(first: str, last: str) -> float:
     return (parse(last) - parse(first)).total_seconds()
 
 
-def run_night(feeds: Path, run_dir: Path, template: Path) -> dict[str, Any]:
-    """One ``tfp run`` of the nightly DAG on a fresh warehouse; times, memory and counts."""
+def run_night(feeds: Path, run_dir: Path, template: Path, wrap: Sequence[str] = ()) -> dict[str, Any]:
+    """One ``tfp run`` of the nightly DAG on a fresh warehouse; times, memory and counts. ``wrap`` is a
+    command to run it under (a profiler)."""
     import pyrage
 
     if run_dir.exists():
@@ -366,7 +367,7 @@ def run_night(feeds: Path, run_dir: Path, template: Path) -> dict[str, Any]:
     env = _clean_env({**new_keys(), "AIRFLOW_HOME": str(run_dir / "airflow")})
     with (run_dir / "tfp-run.log").open("wb") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen([TFP, "run", "--config", str(config), "--date", REFERENCE_DATE.isoformat()],
+        proc = subprocess.Popen([*wrap, TFP, "run", "--config", str(config), "--date", REFERENCE_DATE.isoformat()],
                                 cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
         with PeakRss(proc.pid) as rss:
             returncode = proc.wait()

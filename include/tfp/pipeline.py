@@ -100,7 +100,8 @@ def package(config_path: str, reference_date: date) -> dict:
     files = write_package(outputs, config.outbox_dir, config.local_authority.code, reference_date,
                           config.delivery.encryption, config.delivery.recipient, keys.signing, __version__)
     return {"outbox": str(files[0].path.parent), "files": len(files),
-            "persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows}
+            "persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows,
+            "published_summary": outputs.published}
 
 
 def deliver(config_path: str, reference_date: date, dry_run: bool = False) -> dict[str, int]:

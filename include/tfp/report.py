@@ -15,20 +15,24 @@ from tfp.stage import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
 
 
-def current_files(engine: Engine, reference_date: date) -> list[dict]:
-    """The feed files that make up R: the latest landing of each file name dated on or before R."""
+def _current_landings(engine: Engine, reference_date: date) -> list:
+    """The latest landing of each file name dated on or before R (duplicates aside)."""
     latest = (
         select(landing_log.c.source, landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
         .where(landing_log.c.file_date <= reference_date, landing_log.c.status != "duplicate")
         .group_by(landing_log.c.source, landing_log.c.file_name).subquery()
     )
     with engine.connect() as conn:
-        rows = conn.execute(
+        return conn.execute(
             select(landing_log).join(latest, latest.c.id == landing_log.c.id)
             .order_by(landing_log.c.source, landing_log.c.file_date, landing_log.c.file_name)
         ).all()
+
+
+def current_files(engine: Engine, reference_date: date) -> list[dict]:
+    """The feed files that make up R, with their counts, quarantine reasons and expectation results."""
     files = []
-    for r in rows:
+    for r in _current_landings(engine, reference_date):
         files.append({
             "name": r.file_name, "source": r.source, "dataset": r.dataset, "status": r.status,
             "rows_read": r.rows_read or 0, "rows_staged": r.rows_staged or 0,
@@ -63,9 +67,13 @@ def _family_counts(engine: Engine, reference_date: date, scope: str) -> dict[str
 
 
 def build_run_report(engine: Engine, config: Config, reference_date: date, stage_counts: dict) -> dict:
+    from tfp.anonymise import disclose
+
     files = current_files(engine, reference_date)
     linkage = _link_counts(engine, reference_date)
-    delivered = _family_counts(engine, reference_date, "kept")
+    d = config.disclosure
+    delivered = {k: disclose(v, d.suppress_below, d.round_to)
+                 for k, v in _family_counts(engine, reference_date, "kept").items()}
     package = stage_counts.get("package") or {}
     consent = stage_counts.get("consent") or {}
     return {
@@ -79,7 +87,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date, stage
         "records_unlinked": sum(c["unlinked"] for c in linkage.values()),
         "linkage": linkage,
         **delivered,
-        "families_assessed_all_persons": _family_counts(engine, reference_date, "all")["families_assessed"],
+        "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, "all")["families_assessed"],
+                                                  d.suppress_below, d.round_to),
+        "eligibility": package.get("published_summary") or {},
+        "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
         "persons_submitted": int(package.get("persons_submitted", 0)),
         "persons_excluded_by_consent": int(consent.get("excluded", 0)),
         "withdrawals_listed": int(package.get("withdrawals", 0)),
@@ -97,7 +108,9 @@ def _html(report: dict) -> str:
         for f in report["files"]
     )
     quality = "".join(
-        f"<h3>{e(f['source'])} / {e(f['name'])}</h3><table><tr><th>rule</th><th>expectation</th><th>result</th>"
+        f"<h3>{e(f['source'])} / {e(f['name'])}"
+        + (f' <small>(<a href="{e(f["data_docs"])}">Data Docs</a>)</small>' if f.get("data_docs") else "")
+        + "</h3><table><tr><th>rule</th><th>expectation</th><th>result</th>"
         "<th>rows checked</th><th>rows failing</th></tr>"
         + "".join(
             f"<tr><td>{e(str(x.get('rule')))}</td><td>{e(str(x.get('expectation_type')))}</td>"
@@ -110,6 +123,14 @@ def _html(report: dict) -> str:
     totals = "".join(
         f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in report.items() if isinstance(v, int)
     )
+    rule = report["disclosure"]
+    statuses = ("intervention", "comparison", "all")
+    published = "".join(
+        f"<tr><th>{e(measure)}</th>" + "".join(f"<td>{e(str(by.get(s, '')))}</td>" for s in statuses) + "</tr>"
+        for measure, by in report["eligibility"].items()
+    )
+    families = "".join(f"<tr><th>{k}</th><td>{e(str(report[k]))}</td></tr>"
+                       for k in ("families_assessed", "families_eligible", "families_assessed_all_persons"))
     return (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>tfp run report {e(report['reference_date'])}</title>"
@@ -117,17 +138,43 @@ def _html(report: dict) -> str:
         "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style>"
         f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>"
         f"<h2>Totals</h2><table>{totals}</table>"
+        "<h2>Eligibility (as published)</h2>"
+        f"<p>The summary's disclosure rules apply: a count from 1 to {rule['suppress_below'] - 1} is shown "
+        f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"
+        f"<table>{families}</table>"
+        "<table><tr><th>measure</th>" + "".join(f"<th>{s}</th>" for s in statuses) + f"</tr>{published}</table>"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
         f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table>"
-        f"<h2>Data quality (Great Expectations, counts only)</h2>{quality}</html>\n"
+        "<h2>Data quality (Great Expectations, counts only)</h2>"
+        + (f'<p><a href="{e(report["data_docs"])}">Great Expectations Data Docs</a> for this night '
+           "(GX's own pages, built from the same results without values)</p>" if report.get("data_docs") else "")
+        + f"{quality}</html>\n"
     )
 
 
+def write_data_docs(engine: Engine, reference_date: date, site: Path) -> dict[str, str]:
+    """Great Expectations Data Docs of the files that make up R, in ``site``; returns each file's
+    validation page (relative to the report folder) by file name, and ``""`` for the index."""
+    from tfp.datadocs import build_data_docs
+
+    runs = [(r.file_name, json.loads(r.gx_result)) for r in _current_landings(engine, reference_date) if r.gx_result]
+    if not runs:
+        return {}
+    pages = build_data_docs(site, runs)
+    return {name: f"{site.name}/{page}" for name, page in pages.items()}
+
+
 def write_run_report(engine: Engine, config: Config, reference_date: date, stage_counts: dict) -> Path:
-    """Write run_report.json and run_report.html under work_dir/reports/<date>/; returns the JSON path."""
+    """Write run_report.json, run_report.html and the Data Docs under work_dir/reports/<date>/;
+    returns the JSON path."""
     report = build_run_report(engine, config, reference_date, stage_counts)
     folder = config.reports_dir / reference_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
+    docs = write_data_docs(engine, reference_date, folder / "data_docs")
+    report["data_docs"] = docs.get("")
+    for f in report["files"]:
+        if f["name"] in docs:
+            f["data_docs"] = docs[f["name"]]
     path = folder / "run_report.json"
     _atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
     _atomic_write(folder / "run_report.html", _html(report))

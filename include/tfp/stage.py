@@ -76,7 +76,8 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
                 conn.execute(insert(quarantine), quarantined)
             conn.execute(update(landing_log).where(landing_log.c.id == row.id).values(
                 status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined),
-                expectation_results=json.dumps(result.expectations, sort_keys=True)))
+                expectation_results=json.dumps(result.expectations, sort_keys=True),
+                gx_result=json.dumps(result.gx_result, sort_keys=True)))
         counts["files_validated"] += 1
         counts["rows_read"] += result.rows_read
         counts["rows_quarantined"] += len(quarantined)

@@ -81,6 +81,7 @@ class ValidationResult:
     rule_counts: dict[str, int]
     rows_read: int
     expectations: list[dict[str, Any]] = field(default_factory=list)  # per expectation: counts only
+    gx_result: dict[str, Any] = field(default_factory=dict)  # GX's own result, sanitised: for Data Docs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -384,8 +385,9 @@ def _values_fit(values: pd.DataFrame, d: feeds.Dataset) -> pd.Series:
 
 
 def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name: str
-               ) -> tuple[list[tuple[str, set[int]]], list[dict[str, Any]]]:
-    """Run the dataset's suite; return (rule, failing _row numbers) per expectation and a counts summary."""
+               ) -> tuple[list[tuple[str, set[int]]], list[dict[str, Any]], dict[str, Any]]:
+    """Run the dataset's suite; return (rule, failing _row numbers) per expectation, a counts summary
+    and GX's result with every value and row number taken out (for Data Docs)."""
     suite, batch_definition = _suite_and_batch_definition(dataset)
     from great_expectations.validator.v1_validator import Validator
 
@@ -414,7 +416,10 @@ def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name:
             "element_count": int(r.result.get("element_count", 0)),
             "unexpected_count": int(r.result.get("unexpected_count", 0)),
         })
-    return failures, summary
+        r.result.pop("unexpected_index_list", None)  # row numbers, possibly millions: not worth serialising
+    from tfp.datadocs import sanitise
+
+    return failures, summary, sanitise(result.to_json_dict())
 
 
 def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name: str,
@@ -428,7 +433,7 @@ def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name:
     d = feeds.DATASETS[dataset]
     n = len(frame)
     values = _normalised(frame, d)
-    failures, summary = _run_suite(_gx_frame(values, d), dataset, file_date, file_name)
+    failures, summary, gx_result = _run_suite(_gx_frame(values, d), dataset, file_date, file_name)
 
     row_numbers = frame[ROW].to_numpy()
     broken: dict[str, pd.Series] = {}
@@ -465,7 +470,7 @@ def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name:
     clean = values[~bad.to_numpy()].reset_index(drop=True)
     log.info("%s: %d rows read, %d clean, %d quarantined", file_name, n, len(clean), len(quarantined))
     return ValidationResult(clean=clean, quarantined=quarantined, rule_counts=rule_counts,
-                            rows_read=n, expectations=summary)
+                            rows_read=n, expectations=summary, gx_result=gx_result)
 
 
 def main(argv: list[str] | None = None) -> int:

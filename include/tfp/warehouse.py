@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     text,
 )
 
@@ -56,6 +57,7 @@ landing_log = Table(
     Column("rows_quarantined", Integer, nullable=True),
     # Great Expectations' outcome per expectation (rule, type, success, counts): never a value
     Column("expectation_results", Text, nullable=True),
+    Column("gx_result", Text, nullable=True),  # GX's validation result without values (Data Docs)
     Column("destroyed_at", DateTime(timezone=True), nullable=True),
 )
 
@@ -194,13 +196,26 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
 """
 
 
+# Nullable columns added to a table after its first release: an older warehouse gains them on connect.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"landing_log": ("gx_result",)}
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table (and the portable SQL functions) that does not exist yet."""
+    """Create every table (and the portable SQL functions) that does not exist yet, and add the
+    columns of ADDED_COLUMNS that an older warehouse lacks."""
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # runs starting at once (a backfill) would race to create the same tables: one at a time
             conn.execute(text("SELECT pg_advisory_xact_lock(7423001)"))
         metadata.create_all(conn)
+        inspector = inspect(conn)
+        for table_name, names in ADDED_COLUMNS.items():
+            present = {c["name"] for c in inspector.get_columns(table_name)}
+            for name in names:
+                if name not in present:
+                    column = metadata.tables[table_name].c[name]
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
         if engine.dialect.name == "postgresql":
             conn.execute(text(PG_FUNCTIONS))
 

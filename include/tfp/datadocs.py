@@ -1,0 +1,267 @@
+"""Great Expectations Data Docs for a night, built from the stored validation results of its files.
+
+``sanitise`` strips everything that could hold a data value from the JSON dict of an
+``ExpectationSuiteValidationResult`` (``result.to_json_dict()``): failing values, row numbers,
+exception texts, the data fingerprint, and ``observed_value`` unless it is a count. Counts stay.
+The validate stage stores that dict per landing (``landing_log.gx_result``); ``build_data_docs``
+renders the night's with GX's own SiteBuilder (index.html, validations/, expectations/, static/)
+into ``reports/<date>/data_docs``. An in-memory GX context writes nothing outside that folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import pathlib
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SITE_NAME = "local_site"
+
+# Keys of an expectation result's "result" dict that can carry data values (or row identities).
+_RESULT_DROP = frozenset({
+    "partial_unexpected_list",
+    "partial_unexpected_counts",
+    "partial_unexpected_index_list",
+    "unexpected_list",
+    "unexpected_index_list",
+    "unexpected_index_query",
+    "unexpected_rows",
+    "details",
+})
+# Count-type keys known to be data-free; anything else unknown is dropped too (allow-list).
+_RESULT_KEEP = frozenset({
+    "element_count",
+    "missing_count",
+    "missing_percent",
+    "unexpected_count",
+    "unexpected_percent",
+    "unexpected_percent_total",
+    "unexpected_percent_nonmissing",
+    "unexpected_index_column_names",  # column names only
+})
+# "observed_value" is a data value for e.g. expect_column_max_to_be_between or a list of distinct
+# values for expect_column_distinct_values_to_be_in_set; keep it only where it is a count/schema.
+_OBSERVED_VALUE_OK = frozenset({
+    "expect_table_row_count_to_be_between",
+    "expect_table_row_count_to_equal",
+    "expect_table_row_count_to_equal_other_table",
+    "expect_table_column_count_to_be_between",
+    "expect_table_column_count_to_equal",
+    "expect_table_columns_to_match_ordered_list",
+    "expect_table_columns_to_match_set",
+    "expect_column_to_exist",
+    "expect_column_unique_value_count_to_be_between",
+    "expect_column_proportion_of_unique_values_to_be_between",
+})
+# Keys kept from the suite result's "meta"; batch_spec (may embed a dataframe or a query),
+# batch_markers (pandas_data_fingerprint is a hash of the data) and anything else are dropped.
+_META_KEEP = frozenset({"great_expectations_version", "active_batch_definition", "run_id",
+                        "validation_time", "checkpoint_id", "validation_id"})
+
+
+def _clean_exception_info(info: Any) -> Any:
+    """Keep only whether an exception was raised: GX's messages and tracebacks may quote values."""
+    if not isinstance(info, dict):
+        return {"raised_exception": False, "exception_traceback": None, "exception_message": None}
+    if "raised_exception" in info:
+        return {"raised_exception": bool(info.get("raised_exception")),
+                "exception_traceback": None, "exception_message": None}
+    # GX 1.x may key exception info by metric id: {"('metric', ...)": {"raised_exception": ...}}
+    return {str(k): _clean_exception_info(v) for k, v in info.items()}
+
+
+def _clean_expectation_result(evr: dict) -> dict:
+    evr = dict(evr)
+    config = dict(evr.get("expectation_config") or {})
+    config.pop("rendered_content", None)
+    evr["expectation_config"] = config
+    result = evr.get("result") or {}
+    kept = {k: v for k, v in result.items() if k in _RESULT_KEEP and k not in _RESULT_DROP}
+    if "observed_value" in result and config.get("type") in _OBSERVED_VALUE_OK:
+        kept["observed_value"] = result["observed_value"]
+    evr["result"] = kept
+    evr["exception_info"] = _clean_exception_info(evr.get("exception_info"))
+    evr.pop("rendered_content", None)
+    return evr
+
+
+def sanitise(result_json: dict) -> dict:
+    """A copy of an ExpectationSuiteValidationResult JSON dict with no data values, counts kept.
+
+    Takes ``result.to_json_dict()`` (``describe_dict()`` has no suite name or meta and cannot be
+    rendered). Idempotent; the output is JSON-serialisable if the input is.
+    """
+    if not isinstance(result_json, dict) or "results" not in result_json or "suite_name" not in result_json:
+        raise ValueError("expected ExpectationSuiteValidationResult.to_json_dict() output "
+                         "(with 'suite_name' and 'results')")
+    out = copy.deepcopy(result_json)
+    out["results"] = [_clean_expectation_result(r) for r in out.get("results") or []]
+    meta = out.get("meta") or {}
+    clean_meta = {k: v for k, v in meta.items() if k in _META_KEEP}
+    abd = clean_meta.get("active_batch_definition")
+    if isinstance(abd, dict):  # batch_identifiers: "<DATAFRAME>" for dataframes; keep names only
+        clean_meta["active_batch_definition"] = {
+            k: v for k, v in abd.items() if k in ("datasource_name", "data_connector_name", "data_asset_name")
+        }
+    load_time = (meta.get("batch_markers") or {}).get("ge_load_time")
+    if isinstance(load_time, str):  # a timestamp: used as the run time when there is no run_id
+        clean_meta["batch_markers"] = {"ge_load_time": load_time}
+    out["meta"] = clean_meta
+    return out
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe form of a run name (GX uses it as a directory name)."""
+    s = _UNSAFE.sub("_", name).strip("._") or "run"
+    return s
+
+
+def _run_time(meta: dict) -> datetime:
+    from dateutil.parser import parse
+
+    run_id = meta.get("run_id")
+    candidates = [run_id.get("run_time") if isinstance(run_id, dict) else None,
+                  (meta.get("batch_markers") or {}).get("ge_load_time")]
+    for c in candidates:
+        if c:
+            try:
+                t = parse(c)
+                return t if t.tzinfo else t.replace(tzinfo=UTC)
+            except (ValueError, TypeError, OverflowError):
+                pass
+    return datetime.now(UTC)
+
+
+def _context(site_dir: pathlib.Path):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+    )
+
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        data_docs_sites={
+            SITE_NAME: {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(site_dir),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                # only the validations and expectations sections, no profiling section
+                "site_section_builders": {"profiling": "None"},
+            }
+        },
+        analytics_enabled=False,
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dict[str, str]:
+    """Render ``runs`` ((name, ExpectationSuiteValidationResult JSON dict)) as a Data Docs site.
+
+    Every dict is sanitised first. Each run becomes a validation page under
+    ``site_dir/validations/<suite>/<name>/<run time>/<batch id>.html``; each suite seen gets an
+    expectation suite page under ``site_dir/expectations/<suite>.html``, rebuilt from the
+    expectation configurations in the results. GX rebuilds the whole site, so ``runs`` is every
+    result to show. Returns each run's page relative to ``site_dir`` (and ``""`` for index.html).
+    """
+    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    from great_expectations.core import ExpectationSuite
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    site_dir = pathlib.Path(site_dir).resolve()
+    site_dir.mkdir(parents=True, exist_ok=True)
+    context = _context(site_dir)
+    schema = ExpectationSuiteValidationResultSchema()
+    suites: dict[str, dict[str, ExpectationConfiguration]] = {}
+    seen: set[tuple] = set()
+    pages: dict[str, str] = {}
+
+    for name, result_json in runs:
+        clean = sanitise(result_json)
+        for r in clean["results"]:
+            res = r["result"]
+            # GX's "N unexpected values found" statement needs all three; without them it raises
+            # KeyError, which GX logs at ERROR level (expect_column_distinct_values_to_be_in_set
+            # returns unexpected_count alone). Leave the count out of the page instead.
+            if "unexpected_count" in res and not {"unexpected_percent", "element_count"} <= res.keys():
+                res.pop("unexpected_count")
+        meta = clean["meta"]
+        run_name = _safe(name)
+        run_time = _run_time(meta)
+        meta["run_id"] = {"run_name": run_name, "run_time": run_time.isoformat()}
+        abd = meta.get("active_batch_definition") or {}
+        if abd.get("data_asset_name"):  # shown as "Data asset:" in the page header
+            meta["batch_spec"] = {"data_asset_name": abd["data_asset_name"]}
+        result = schema.load(clean)  # -> ExpectationSuiteValidationResult
+        suite_name = result.suite_name
+        batch_id = next((r.expectation_config.kwargs.get("batch_id") for r in result.results
+                         if r.expectation_config is not None and r.expectation_config.kwargs.get("batch_id")),
+                        None) or "-".join(filter(None, (abd.get("datasource_name"), abd.get("data_asset_name")))) \
+            or "batch"
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+            run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+            batch_identifier=_safe(batch_id),
+        )
+        if key.to_tuple() in seen:
+            raise ValueError(f"two runs would share one validation page: {name!r}")
+        seen.add(key.to_tuple())
+        parts = key.to_tuple()
+        pages[name] = "/".join(["validations", *parts[:-1]]) + f"/{parts[-1]}.html"
+        context.validation_results_store.set(key, result)
+
+        configs = suites.setdefault(suite_name, {})
+        for r in result.results:
+            cfg = r.expectation_config
+            if cfg is None:
+                continue
+            kwargs = {k: v for k, v in cfg.kwargs.items() if k != "batch_id"}
+            ident = cfg.id or f"{cfg.type}:{sorted(kwargs.items())!r}"
+            configs.setdefault(ident, ExpectationConfiguration(
+                type=cfg.type, kwargs=kwargs, meta=cfg.meta, notes=cfg.notes,
+                description=cfg.description, severity=cfg.severity, id=cfg.id))
+
+    for suite_name, configs in suites.items():
+        suite = ExpectationSuite(name=suite_name)
+        for cfg in configs.values():
+            try:  # an expectation type unknown to this GX install (a custom one) cannot be added
+                suite.add_expectation_configuration(cfg)
+            except Exception:  # noqa: BLE001 - the suite page is a convenience; log type only
+                log.warning("data docs: expectation %s left out of suite page %s", cfg.type, suite_name)
+        context.suites.add(suite)
+
+    context.build_data_docs(site_names=[SITE_NAME])
+    # GX deletes the pages of results not in this build but leaves their directories: remove those.
+    for section in ("validations", "expectations"):
+        for d in sorted((site_dir / section).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    # GX logs (and swallows) an exception raised while rendering a page: check every page is there.
+    expected = [site_dir / "index.html"] + [
+        site_dir.joinpath("validations", *key[:-1], f"{key[-1]}.html") for key in seen]
+    missing = [str(p.relative_to(site_dir)) for p in expected if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"GX did not write these data docs pages: {missing}")
+    return {"": "index.html", **pages}

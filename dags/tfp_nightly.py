@@ -33,7 +33,8 @@ date reproduces what that night produced.
 2. `link` partner records to roster persons, `consent` keeps only people whose data may be used,
    `criteria` marks the six headline problems per family.
 3. `package` writes the de-identified CSVs, encrypted and signed; `deliver` sends them; `report`
-   writes `work_dir/reports/<date>/run_report.json` and `.html` (counts only).
+   writes `work_dir/reports/<date>/run_report.json` and `.html` (counts only) and the night's
+   Great Expectations Data Docs (no values); open them from Browse → tfp reports.
 
 **When a `validate` task fails** a file broke a file-level rule: the log names the file and the rule.
 Ask the partner to re-send it, then clear the run. Nothing is delivered from a failed run.

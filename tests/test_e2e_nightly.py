@@ -229,3 +229,14 @@ def test_great_expectations_data_docs_are_built_for_every_file_without_values(ni
         text = docs.read_text(encoding="utf-8")
         assert f["name"].replace(".csv", "") in text and "Evaluated Expectations" in text
         assert f"Evaluated Expectations {len(f['expectations'])}" in " ".join(re.sub(r"<[^>]+>", " ", text).split())
+
+
+def test_run_report_shows_the_linkage_rate_of_each_dataset(night):
+    report_dir = night["root"] / "work" / "reports" / R.isoformat()
+    report = json.loads((report_dir / "run_report.json").read_text())
+    page = (report_dir / "run_report.html").read_text()
+    assert "<h2>Linkage</h2>" in page
+    for dataset, c in report["linkage"].items():
+        rate = 100 * c["linked"] / (c["linked"] + c["unlinked"])
+        assert f"<tr><td>{dataset}</td><td>{c['linked']}</td><td>{c['unlinked']}</td><td>{rate:.1f}%</td></tr>" in page
+    assert sum(c["linked"] for c in report["linkage"].values()) == report["records_linked"] > 0

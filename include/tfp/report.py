@@ -129,6 +129,11 @@ def _html(report: dict) -> str:
         f"<tr><th>{e(measure)}</th>" + "".join(f"<td>{e(str(by.get(s, '')))}</td>" for s in statuses) + "</tr>"
         for measure, by in report["eligibility"].items()
     )
+    linkage = "".join(
+        f"<tr><td>{e(dataset)}</td><td>{c['linked']}</td><td>{c['unlinked']}</td>"
+        f"<td>{100 * c['linked'] / max(c['linked'] + c['unlinked'], 1):.1f}%</td></tr>"
+        for dataset, c in report["linkage"].items()
+    )
     families = "".join(f"<tr><th>{k}</th><td>{e(str(report[k]))}</td></tr>"
                        for k in ("families_assessed", "families_eligible", "families_assessed_all_persons"))
     return (
@@ -138,6 +143,8 @@ def _html(report: dict) -> str:
         "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style>"
         f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>"
         f"<h2>Totals</h2><table>{totals}</table>"
+        "<h2>Linkage</h2><table><tr><th>dataset</th><th>records linked</th><th>not linked</th>"
+        f"<th>linkage rate</th></tr>{linkage}</table>"
         "<h2>Eligibility (as published)</h2>"
         f"<p>The summary's disclosure rules apply: a count from 1 to {rule['suppress_below'] - 1} is shown "
         f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"

@@ -2,7 +2,8 @@
 
 Serves the HTML pages the nightly run writes under ``work_dir/reports`` (counts only, nothing
 personal), and each night's Great Expectations Data Docs site (built without values), to signed-in
-Airflow users, at ``/tfp-reports/``, and adds "tfp reports" to the Browse menu. The config is found through ``TFP_CONFIG``, as the DAGs find it.
+Airflow users, at ``/tfp-reports/``, and adds "tfp reports" to the Browse menu. The config is found
+through ``TFP_CONFIG``, as the DAGs find it.
 """
 
 from __future__ import annotations

@@ -22,18 +22,9 @@ log = logging.getLogger(__name__)
 
 SITE_NAME = "local_site"
 
-# Keys of an expectation result's "result" dict that can carry data values (or row identities).
-_RESULT_DROP = frozenset({
-    "partial_unexpected_list",
-    "partial_unexpected_counts",
-    "partial_unexpected_index_list",
-    "unexpected_list",
-    "unexpected_index_list",
-    "unexpected_index_query",
-    "unexpected_rows",
-    "details",
-})
-# Count-type keys known to be data-free; anything else unknown is dropped too (allow-list).
+# The keys of an expectation result's "result" dict that are kept: counts, known to be data-free.
+# Everything else goes (an allow-list): partial_unexpected_list, unexpected_index_list, details and
+# any key a later GX adds can carry data values or row identities.
 _RESULT_KEEP = frozenset({
     "element_count",
     "missing_count",
@@ -81,7 +72,7 @@ def _clean_expectation_result(evr: dict) -> dict:
     config.pop("rendered_content", None)
     evr["expectation_config"] = config
     result = evr.get("result") or {}
-    kept = {k: v for k, v in result.items() if k in _RESULT_KEEP and k not in _RESULT_DROP}
+    kept = {k: v for k, v in result.items() if k in _RESULT_KEEP}
     if "observed_value" in result and config.get("type") in _OBSERVED_VALUE_OK:
         kept["observed_value"] = result["observed_value"]
     evr["result"] = kept

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 import yaml
 
 from helpers import write_config
-from tfp.config import ConfigError, load_config, load_keys
+from tfp.config import EXAMPLE, ConfigError, load_config, load_keys, parse_config
 
 
 def _edit(path, change):
@@ -79,3 +80,60 @@ def test_keys_are_checked_and_never_shown(tmp_path, keys_env, monkeypatch):
     with pytest.raises(ConfigError, match="raw 32-byte Ed25519") as info:
         load_keys(config)
     assert short_signing not in str(info.value)
+
+
+# -- settings that would break a promise are refused (outside review, issue 13 items 1, 3 and 8) ------------
+
+def _sftp_delivery(raw: dict) -> None:
+    raw["delivery"] = {"transport": "sftp", "conn_id": "sftp_ons", "path": "/inbound", "encryption": "age",
+                       "recipient": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.update(warehouse_url="postgresql+psycopg://tfp:${TFP_LINKAGE_KEY}@evil.example/x"),
+     "warehouse_url: variables are not expanded"),
+    (lambda r: r.update(warehouse_url="postgresql+psycopg://tfp:$TFP_LINKAGE_KEY@evil.example/x"),
+     "warehouse_url: variables are not expanded"),
+    (lambda r: r["retention"].update(staging_months=11), "retention.staging_months: shorter than"),
+    (lambda r: (_sftp_delivery(r), r["delivery"].update(encryption="none", recipient=None)),
+     "delivery.encryption: none is for local use only"),
+    (lambda r: (_sftp_delivery(r), r["anonymisation"].update(k=1)), "anonymisation.k: below 3"),
+    (lambda r: (_sftp_delivery(r), r["anonymisation"].update(k=2)), "anonymisation.k: below 3"),
+    (lambda r: (_sftp_delivery(r), r["disclosure"].update(suppress_below=9)), "disclosure.suppress_below: below 10"),
+    (lambda r: (_sftp_delivery(r), r["disclosure"].update(round_to=1)), "disclosure.round_to: below 5"),
+])
+def test_unsafe_settings_are_refused_naming_the_key(tmp_path, change, message):
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    change(raw)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw, tmp_path)
+
+
+def test_weak_disclosure_over_sftp_only_when_said_and_then_shown(tmp_path):
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    _sftp_delivery(raw)
+    raw["anonymisation"]["k"] = 1
+    raw["disclosure"].update(round_to=1, allow_weak_disclosure=True)
+    config = parse_config(raw, tmp_path)
+    assert config.weak_disclosure == ["anonymisation.k", "disclosure.round_to"]
+    assert parse_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path).weak_disclosure == []
+
+
+def test_new_keys_are_optional_with_safe_defaults(tmp_path):
+    config = parse_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path)
+    assert config.quality.max_file_bytes == 2_000_000_000
+    assert config.inbound.keep_local_files is False
+    assert config.disclosure.allow_weak_disclosure is False
+    assert config.warehouse_password_env is None
+
+
+def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypatch):
+    from tfp.config import warehouse_url
+
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw.update(warehouse_url="postgresql+psycopg://tfp@db.example/tfp", warehouse_password_env="TFP_WAREHOUSE_PASSWORD")
+    config = parse_config(raw, tmp_path)
+    with pytest.raises(ConfigError, match="TFP_WAREHOUSE_PASSWORD"):
+        warehouse_url(config)
+    monkeypatch.setenv("TFP_WAREHOUSE_PASSWORD", "p@ss/word")
+    assert warehouse_url(config) == "postgresql+psycopg://tfp:p%40ss%2Fword@db.example/tfp"

@@ -43,6 +43,8 @@ class SftpSource(_Strict):
     transport: Literal["sftp"]
     conn_id: str
     path: str
+    # the usual pick-up-and-delete pattern: the remote file is removed once it is landed (encrypted) and committed
+    remove_after_pickup: bool = False
 
 
 Source = Annotated[DirectorySource | SftpSource, Field(discriminator="transport")]
@@ -59,6 +61,8 @@ class Sources(_Strict):
 
 class Quality(_Strict):
     max_bad_row_fraction: float = Field(ge=0, le=1)
+    # checked before a file is read, so a huge or hostile file cannot exhaust the worker's memory
+    max_file_bytes: int = Field(default=2_000_000_000, ge=1)
 
 
 class Linkage(_Strict):
@@ -83,6 +87,13 @@ class Anonymisation(_Strict):
 class Disclosure(_Strict):
     suppress_below: int = Field(ge=1)
     round_to: int = Field(ge=1)
+    # weaker than k 3 / suppress_below 10 / round_to 5 over SFTP only with this said out loud
+    allow_weak_disclosure: bool = False
+
+
+class Inbound(_Strict):
+    # directory transport: keep the partner's plaintext file after it is landed (a partner that owns its folder)
+    keep_local_files: bool = False
 
 
 class Delivery(_Strict):
@@ -114,9 +125,15 @@ class Keys(_Strict):
     signing_key_env: str
 
 
+WEAK_DISCLOSURE_FLOOR = {"anonymisation.k": 3, "disclosure.suppress_below": 10, "disclosure.round_to": 5}
+
+
 class Config(_Strict):
     local_authority: LocalAuthority
     warehouse_url: str
+    # the one variable (environment or Airflow Variable) that holds the warehouse password; never expanded
+    # from the URL, so no config value can read another variable
+    warehouse_password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     work_dir: Path
     sources: Sources
     quality: Quality
@@ -128,6 +145,34 @@ class Config(_Strict):
     delivery: Delivery
     retention: Retention
     keys: Keys
+    inbound: Inbound = Inbound()
+
+    @model_validator(mode="after")
+    def _safe(self) -> Config:
+        if "$" in self.warehouse_url:
+            raise ValueError("warehouse_url: variables are not expanded; name the variable that holds the "
+                             "password in warehouse_password_env")
+        if self.retention.staging_months < self.criteria.lookback_months:
+            raise ValueError("retention.staging_months: shorter than criteria.lookback_months, it would delete "
+                             "records inside the criteria window")
+        if self.delivery.transport == "sftp":
+            if self.delivery.encryption == "none":
+                raise ValueError("delivery.encryption: none is for local use only; delivery over sftp needs age")
+            if not self.disclosure.allow_weak_disclosure:
+                for key, floor in WEAK_DISCLOSURE_FLOOR.items():
+                    if self.disclosure_setting(key) < floor:
+                        raise ValueError(f"{key}: below {floor} for a delivery over sftp; set "
+                                         "disclosure.allow_weak_disclosure: true to allow it")
+        return self
+
+    def disclosure_setting(self, key: str) -> int:
+        section, name = key.split(".")
+        return getattr(getattr(self, section), name)
+
+    @property
+    def weak_disclosure(self) -> list[str]:
+        """The disclosure settings below the floor, which the run report and alerts show while they are on."""
+        return [key for key, floor in WEAK_DISCLOSURE_FLOOR.items() if self.disclosure_setting(key) < floor]
 
     def source(self, name: str) -> DirectorySource | SftpSource:
         return getattr(self.sources, name)
@@ -148,9 +193,6 @@ class Config(_Strict):
 def _resolve(raw: dict, base: Path) -> dict:
     """Make the config's relative paths relative to the config file's folder."""
     raw = dict(raw)
-    if isinstance(raw.get("warehouse_url"), str):
-        # ${VAR} in the URL comes from the environment, so a database password never sits in the file
-        raw["warehouse_url"] = os.path.expandvars(raw["warehouse_url"])
     if isinstance(raw.get("work_dir"), str):
         raw["work_dir"] = str((base / raw["work_dir"]).resolve())
     url = raw.get("warehouse_url")
@@ -177,6 +219,8 @@ def _describe(error: ValidationError) -> str:
     for e in error.errors():
         key = ".".join(str(p) for p in e["loc"] if p not in ("directory", "sftp", "function-after[_complete()]"))
         problem = {"extra_forbidden": "unknown key", "missing": "missing required key"}.get(e["type"], e["msg"])
+        if not e["loc"] and e["msg"].startswith("Value error, "):  # a whole-config rule names its own key
+            key, _, problem = e["msg"].removeprefix("Value error, ").partition(": ")
         lines.append(f"{key or '(top level)'}: {problem}")
     return "; ".join(lines)
 
@@ -259,6 +303,19 @@ def _hmac_key(env: str, what: str) -> bytes:
     if len(key) < 32:
         raise ConfigError(f"the {what} key in {env} is too short: it needs at least 32 bytes (64 hex digits)")
     return key
+
+
+def warehouse_url(config: Config) -> str:
+    """The warehouse URL with its password from ``warehouse_password_env``, when the config names one."""
+    if not config.warehouse_password_env:
+        return config.warehouse_url
+    from sqlalchemy.engine import make_url
+
+    password = read_secret(config.warehouse_password_env)
+    if not password:
+        raise ConfigError(f"the warehouse password is missing: set the environment variable or Airflow Variable "
+                          f"{config.warehouse_password_env}")
+    return make_url(config.warehouse_url).set(password=password).render_as_string(hide_password=False)
 
 
 def load_keys(config: Config) -> SecretKeys:

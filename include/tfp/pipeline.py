@@ -11,7 +11,7 @@ from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tfp.config import load_config, load_keys
+from tfp.config import load_config, load_keys, warehouse_url
 
 log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
@@ -30,7 +30,7 @@ def _open(config_path: str | Path):
     from tfp.warehouse import connect
 
     config = load_config(config_path)
-    return config, connect(config.warehouse_url)
+    return config, connect(warehouse_url(config))
 
 
 def check_setup(config_path: str, reference_date: date) -> dict:

@@ -111,7 +111,8 @@ def test_recount_fails_when_deletion_is_incomplete(setup):
 def test_aged_staging_boundary(setup):
     config, engine = setup
     cutoff = months_before(D, 15)
-    cases = {"on_cutoff": (cutoff, None), "day_before": (cutoff - timedelta(days=1), None),
+    cases = {"on_cutoff": (cutoff - timedelta(days=30), cutoff),
+             "day_before": (cutoff - timedelta(days=30), cutoff - timedelta(days=1)),
              "old_but_ends_late": (cutoff - timedelta(days=400), D), "old_ended": (date(2020, 1, 1), date(2021, 1, 1))}
     with engine.begin() as conn:
         lid = _landing(conn, dataset="benefits", source="dwp")
@@ -130,6 +131,36 @@ def test_aged_staging_boundary(setup):
         assert sorted(conn.execute(select(staging["benefits"].c.record_id)).scalars()) == \
             ["old_but_ends_late", "on_cutoff"]
         assert conn.execute(select(staging["attendance"].c.record_id)).scalars().all() == ["2023-SPR"]
+
+
+def test_open_spells_are_never_aged(setup):
+    """The review's fault: an open claim or order that started before the cutoff was deleted as old,
+    and its family lost worklessness or crime. Open means no end date (custody: no release either)."""
+    config, engine = setup
+    old = date(2019, 4, 1)
+    claims = {"open_claim": None, "ended_claim": date(2020, 1, 1)}
+    orders = {  # record_id: (order_type, end_date, release_date)
+        "open_licence": ("licence", None, date(2019, 6, 1)), "open_community": ("community_order", None, None),
+        "in_custody": ("custody", None, None), "released_custody": ("custody", None, date(2020, 1, 1)),
+        "ended_order": ("suspended_sentence", date(2020, 1, 1), None)}
+    with engine.begin() as conn:
+        lid = _landing(conn, dataset="benefits", source="dwp")
+        for i, (record_id, end) in enumerate(claims.items()):
+            conn.execute(insert(staging["benefits"]).values(
+                landing_id=lid, record_id=record_id, file_date=date(2025, 1, 1), row_number=i + 1, surname="X",
+                date_of_birth=date(1980, 1, 1), benefit="uc", out_of_work=True, claim_start=old, claim_end=end))
+        clid = _landing(conn, dataset="cases", source="probation")
+        for i, (record_id, (order, end, release)) in enumerate(orders.items()):
+            conn.execute(insert(staging["cases"]).values(
+                landing_id=clid, record_id=record_id, file_date=date(2025, 1, 1), row_number=i + 1, surname="X",
+                date_of_birth=date(1980, 1, 1), order_type=order, start_date=old, end_date=end,
+                release_date=release))
+    outcome = run_category(engine, config, "staging", D, dry_run=False)
+    assert outcome.deleted == 3
+    with engine.connect() as conn:
+        assert conn.execute(select(staging["benefits"].c.record_id)).scalars().all() == ["open_claim"]
+        assert sorted(conn.execute(select(staging["cases"].c.record_id)).scalars()) == \
+            ["in_custody", "open_community", "open_licence"]
 
 
 def test_refuses_staging_shorter_than_lookback(tmp_path, sqlite_url):

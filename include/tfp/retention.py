@@ -6,7 +6,8 @@ Five categories, each with a cutoff derived from the run date D and the config:
   deleted with it (crypto-shredding), so even a backup of the file is unreadable.
 - ``quarantine``: quarantined rows quarantined before D - quarantine_days.
 - ``staging``: staged partner records whose dates (all non-empty event, start, end and release
-  dates; not the date of birth) are all before D - staging_months.
+  dates; not the date of birth) are all before D - staging_months. An open spell (a benefit claim
+  or probation order not yet ended) is current and never aged, however long ago it started.
 - ``withdrawn``: the partner records, links and needs of every person whose consent state at D is
   withdrawn.
 - ``programme_end``: on or after ``delete_all_after``, every personal record, landing copy and
@@ -149,8 +150,23 @@ def _event_dates(dataset: str) -> list[str]:
     return [c for c in (*d.dates, *d.datetimes) if c != "date_of_birth"]
 
 
+def _open_spell(dataset: str):
+    """The rows of a spell that has not ended: they are current, however long ago they started.
+
+    A benefit claim is open while ``claim_end`` is empty. A probation order is open while
+    ``end_date`` is empty, except custody, which ends at release: open only while both are empty.
+    """
+    table = staging[dataset]
+    if dataset == "benefits":
+        return table.c.claim_end.is_(None)
+    if dataset == "cases":
+        return and_(table.c.end_date.is_(None),
+                    or_(table.c.order_type.is_(None), table.c.order_type != "custody", table.c.release_date.is_(None)))
+    return None
+
+
 def _aged_condition(dataset: str, cutoff: date):
-    """Every non-empty event date before the cutoff, and at least one of them present."""
+    """Every non-empty event date before the cutoff, at least one of them present, and not an open spell."""
     table = staging[dataset]
     columns = [table.c[c] for c in _event_dates(dataset)]
     if not columns:  # attendance: a term's end date stands for its date
@@ -158,7 +174,10 @@ def _aged_condition(dataset: str, cutoff: date):
     cutoff_value = _start_of(cutoff).replace(tzinfo=None) if DATASETS[dataset].datetimes else cutoff
     all_old = and_(*(or_(c.is_(None), c < cutoff_value) for c in columns))
     any_present = or_(*(c.is_not(None) for c in columns))
-    return and_(all_old, any_present)
+    still_open = _open_spell(dataset)
+    if still_open is None:
+        return and_(all_old, any_present)
+    return and_(all_old, any_present, ~still_open)
 
 
 def _aged_terms(cutoff: date) -> list[str]:

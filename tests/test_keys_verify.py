@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import re
 import stat
@@ -16,11 +17,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from conftest import make_keys
 from tfp.anonymise import Outputs
 from tfp.cli import main
 from tfp.config import ConfigError
 from tfp.keys import KeysExistError, generate_keys
-from tfp.package import write_package
+from tfp.package import canonical_json, sign, write_package
 from tfp.verify import verify_delivery
 
 R = date(2025, 3, 31)
@@ -227,3 +229,210 @@ def test_an_empty_folder_fails(tmp_path, delivery, capsys):
     (tmp_path / "empty").mkdir()
     assert verify_delivery(tmp_path / "empty", delivery[1], None, None) == 1
     assert "no tfp_manifest" in capsys.readouterr().out
+
+
+# -- names, replays, coverage (issue 13 item 6; contract section 10, Verify) ----------------------
+
+YESTERDAY = date(2025, 3, 30)
+OTHER_LA = "E09000032"
+
+
+def signing_key(keys_env) -> bytes:
+    return base64.b64decode(keys_env["TFP_SIGNING_KEY"])
+
+
+def recipient_of(id_file: Path) -> str:
+    line = next(x for x in id_file.read_text().splitlines() if x.startswith("AGE-SECRET-KEY-"))
+    return str(pyrage.x25519.Identity.from_str(line).to_public())
+
+
+def write_signed(folder: Path, name: str, manifest: dict, key: bytes) -> None:
+    """A manifest the sender really signed (its key), under any name: what a replay or a bug would produce."""
+    data = canonical_json(manifest)
+    (folder / name).write_bytes(data)
+    (folder / (name + ".sig")).write_bytes(sign(data, key))
+
+
+def manifest_of(folder: Path, name: str = MANIFEST) -> dict:
+    return json.loads((folder / name).read_bytes())
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under root with its bytes (None for a folder): to show that nothing was written."""
+    return {str(p.relative_to(root)): (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("renamed", ["manifest_only", "everything"])
+def test_yesterdays_delivery_renamed_to_todays_names_fails(tmp_path, keys_env, delivery, capsys, renamed):
+    """A replay: yesterday's genuine, signed delivery put where today's is expected. Renaming only the
+    manifest and its signature used to verify OK (its files are still there under yesterday's names)."""
+    _, pub, identity = delivery
+    write_package(OUTPUTS, tmp_path / "old", LA, YESTERDAY, "age", recipient_of(identity), signing_key(keys_env),
+                  "0.1.0")
+    today = tmp_path / "today"
+    today.mkdir()
+    for path in (tmp_path / "old" / "2025-03-30").glob("tfp_*"):
+        name = path.name if renamed == "manifest_only" and "manifest" not in path.name else \
+            path.name.replace("20250330", "20250331")
+        (today / name).write_bytes(path.read_bytes())
+    code, said = run((today, pub, identity), capsys, out=tmp_path / "plain")
+    assert code == 1, said
+    assert (f"NAME MISMATCH {MANIFEST}: its signed la_code {LA} and reference_date 2025-03-30 make it "
+            f"tfp_manifest_{LA}_20250330.json") in said
+    assert not (tmp_path / "plain").exists()  # nothing of a manifest that failed is acted on
+    if renamed == "everything":
+        assert f"NOT COVERED {SUBMISSION}.age" in said
+
+
+def test_a_manifest_whose_la_code_differs_from_its_file_name_fails(tmp_path, keys_env, delivery, capsys):
+    folder, pub, identity = delivery
+    manifest = manifest_of(folder)
+    write_signed(folder, MANIFEST, {**manifest, "la_code": OTHER_LA}, signing_key(keys_env))
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1, said
+    assert f"NAME MISMATCH {MANIFEST}: its signed la_code {OTHER_LA} and reference_date 2025-03-31" in said
+    assert f"NAME MISMATCH {MANIFEST}: lists {SUBMISSION}.age, which is not tfp_<kind>_{OTHER_LA}_20250331" in said
+    assert not (tmp_path / "plain").exists()
+
+
+@pytest.mark.parametrize("listed", [f"tfp_submission_{OTHER_LA}_20250331.csv.age",
+                                    f"tfp_submission_{LA}_20250330.csv.age",
+                                    f"tfp_manifest_{LA}_20250331.csv.age",
+                                    f"tfp_submission_{LA}_20250331.json"])
+def test_a_manifest_listing_a_name_of_another_la_date_or_shape_fails(tmp_path, keys_env, delivery, capsys, listed):
+    """The manifest's own name, la_code and date agree; one file it lists does not."""
+    folder = delivery[0]
+    (folder / (SUBMISSION + ".age")).rename(folder / listed)
+    manifest = manifest_of(folder)
+    for entry in manifest["files"]:
+        if entry["name"] == SUBMISSION + ".age":
+            entry["name"] = listed
+    write_signed(folder, MANIFEST, manifest, signing_key(keys_env))
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1, said
+    assert f"NAME MISMATCH {MANIFEST}: lists {listed}, which is not tfp_<kind>_{LA}_20250331.csv[.age]" in said
+    assert f"NOT COVERED {listed}" in said
+    assert not (tmp_path / "plain").exists()
+
+
+@pytest.mark.parametrize("stray", [f"tfp_submission_{LA}_20250331.csv", f"tfp_progress_{LA}_20250331.csv",
+                                   f"tfp_identifiers_{LA}_20250331.csv.age", f"tfp_submission_{LA}_20250330.csv.age",
+                                   f"tfp_manifest_{LA}_20250330.json.sig", "tfp_notes"])
+def test_an_unsigned_tfp_file_beside_a_valid_delivery_fails_naming_it(tmp_path, delivery, capsys, stray):
+    folder = delivery[0]
+    (folder / stray).write_bytes(b"reference_date,la_code,person_token\n2025-03-31,E09000031,zzz\n")
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1, said
+    assert f"NOT COVERED {stray}: no manifest that verifies lists it" in said
+    assert "zzz" not in said  # names, never contents
+    assert said.count("OK ") == 4  # the genuine files still verify
+
+
+def test_a_tfp_folder_beside_a_delivery_fails(tmp_path, delivery, capsys):
+    (delivery[0] / "tfp_more").mkdir()
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1 and "NOT COVERED tfp_more" in said
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "subfolder", "backslash", "dotdot"])
+def test_a_manifest_listing_a_path_fails_and_writes_nothing(tmp_path, keys_env, delivery, capsys, where):
+    """A name with a path is refused before anything is read or decrypted. (For "absolute" a path under
+    tmp_path stands for /etc/x, so that the test, reverted, cannot write into /etc.)"""
+    folder = delivery[0]
+    out = tmp_path / "plain"
+    (out / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    listed = {"parent": f"../{SUBMISSION}.age", "absolute": f"{tmp_path}/elsewhere/{SUBMISSION}.age",
+              "subfolder": f"sub/{SUBMISSION}.age", "backslash": f"..\\{SUBMISSION}.age", "dotdot": ".."}[where]
+    if where == "backslash":
+        (folder / listed).write_bytes((folder / (SUBMISSION + ".age")).read_bytes())
+    manifest = manifest_of(folder)
+    for entry in manifest["files"]:
+        if entry["name"] == SUBMISSION + ".age":
+            entry["name"] = listed
+    write_signed(folder, MANIFEST, manifest, signing_key(keys_env))
+    before = tree(tmp_path)
+    code, said = run(delivery, capsys, out=out)
+    assert code == 1, said
+    assert f"BAD NAME {MANIFEST}: lists {listed if where != 'backslash' else ascii(listed)}, a path" in said
+    assert tree(tmp_path) == before  # nothing written, inside --out or outside
+
+
+def test_an_unsigned_manifest_is_not_acted_on(tmp_path, keys_env, delivery, capsys):
+    """Signed by someone else and listing a path: refused on the signature alone; its names are not even
+    looked at, nothing is decrypted, and the files it lists are not covered."""
+    folder = delivery[0]
+    manifest = manifest_of(folder)
+    for entry in manifest["files"]:
+        if entry["name"] == SUBMISSION + ".age":
+            entry["name"] = f"../{SUBMISSION}.age"
+    write_signed(folder, MANIFEST, manifest, base64.b64decode(make_keys()["TFP_SIGNING_KEY"]))
+    before = tree(tmp_path)
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1
+    assert f"BAD SIGNATURE {MANIFEST}" in said and "BAD NAME" not in said
+    assert f"NOT COVERED {SUMMARY}.age" in said
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("second", ["another_date", "another_la"])
+def test_two_valid_deliveries_in_one_folder_verify_each_with_its_own_manifest(tmp_path, keys_env, delivery, capsys,
+                                                                               second):
+    folder, pub, identity = delivery
+    la, on = (LA, YESTERDAY) if second == "another_date" else (OTHER_LA, R)
+    write_package(OUTPUTS, tmp_path / "other", la, on, "age", recipient_of(identity), signing_key(keys_env), "0.1.0")
+    for path in (tmp_path / "other" / on.isoformat()).glob("tfp_*"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 0, said
+    assert said.count("OK ") == 8
+    stamp = on.strftime("%Y%m%d")
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
+        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv", f"tfp_submission_{la}_{stamp}.csv",
+         f"tfp_summary_{la}_{stamp}.csv", f"tfp_withdrawals_{la}_{stamp}.csv"])
+
+
+def test_a_non_tfp_file_is_listed_as_ignored_and_does_not_fail(tmp_path, delivery, capsys):
+    (delivery[0] / "README.txt").write_text("from the SFTP admin\n")
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 0, said
+    assert "IGNORED README.txt: not a tfp_* file, not checked" in said
+    assert "from the SFTP admin" not in said
+
+
+def test_out_as_the_delivery_folder_is_refused(delivery, capsys):
+    code, said = run(delivery, capsys, out=delivery[0])
+    assert code == 1 and "is the delivery folder itself" in said
+    assert not (delivery[0] / SUBMISSION).exists()
+
+
+def test_decrypted_files_replace_a_planted_link_and_are_private(tmp_path, delivery, capsys):
+    """A symbolic link planted in --out under a decrypted file's name is replaced, not written through;
+    --out is made 0700 and each decrypted file 0600, whatever the umask."""
+    out = tmp_path / "plain"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    old = os.umask(0o022)
+    try:
+        code, said = run(delivery, capsys, out=out)
+        assert code == 0, said
+        assert stat.S_IMODE(out.stat().st_mode) == 0o700
+        assert stat.S_IMODE((out / SUBMISSION).stat().st_mode) == 0o600
+        (out / SUBMISSION).unlink()
+        (out / SUBMISSION).symlink_to(victim)
+        code, said = run(delivery, capsys, out=out)
+    finally:
+        os.umask(old)
+    assert code == 0, said
+    assert victim.read_text() == "keep me\n"
+    assert not (out / SUBMISSION).is_symlink() and (out / SUBMISSION).read_text() == OUTPUTS.submission
+
+
+def test_an_encrypted_file_whose_rows_differ_is_not_written_out(tmp_path, keys_env, delivery, capsys):
+    _, pub, identity = delivery
+    wrong = dataclasses.replace(OUTPUTS, summary_rows=4)
+    write_package(wrong, tmp_path / "wrong", LA, R, "age", recipient_of(identity), signing_key(keys_env), "0.1.0")
+    code, said = run((tmp_path / "wrong" / "2025-03-31", pub, identity), capsys, out=tmp_path / "plain")
+    assert code == 1 and f"FAIL {SUMMARY}.age: 1 rows, the manifest says 4" in said
+    assert not (tmp_path / "plain" / SUMMARY).exists()
+    assert (tmp_path / "plain" / SUBMISSION).is_file()  # a file that verified is still decrypted

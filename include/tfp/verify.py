@@ -1,21 +1,36 @@
 """`tfp verify-delivery`: what the recipient runs on a delivery folder.
 
-It trusts nothing it has not checked: first the manifest's Ed25519 signature with the sender's
-public key, then, against that signed manifest, every file's size, SHA-256 and (after
-decryption) its number of data rows. Output names files only, never their contents.
+It trusts nothing it has not checked. First each manifest's Ed25519 signature with the sender's
+public key; only then is anything in the manifest acted on. A signed manifest must also agree with
+the names: its own name is ``tfp_manifest_<la_code>_<reference_date>.json`` from its signed
+``la_code`` and ``reference_date``, and every file it lists is a plain name
+``tfp_<kind>_<la_code>_<reference_date>.csv[.age]`` (so yesterday's delivery renamed to today's names,
+or a name with a path, fails). Then, against that manifest, every file's size, SHA-256 and (after
+decryption) its number of data rows. Every ``tfp_*`` entry of the folder must be covered by a
+manifest that passed all this; anything else named ``tfp_*`` fails the delivery, other names are
+listed as ignored. Each manifest covers only its own files, so a folder may hold several dates'
+deliveries. Decrypted files are written only into ``--out``, by their own base name, mode 0600,
+and only once they have passed every check. Output names files and rules, never their contents.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import os
+import re
+import tempfile
+from datetime import date
 from pathlib import Path
 
 _FILE_KEYS = {"bytes", "name", "rows", "sha256"}
+_LA_CODE = re.compile(r"[A-Z][0-9]{8}")  # a GSS code: no separator, no path character
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _public_key(path: Path):
@@ -43,8 +58,51 @@ def _data_rows(plaintext: bytes) -> int:
     return max(records - 1, 0)
 
 
+def _show(name: object) -> str:
+    """A name as it may be printed: as is when it is a plain file name or path, else escaped (no terminal
+    control characters from a file name reach the screen)."""
+    text = name if isinstance(name, str) else repr(name)
+    return text[:200] if re.fullmatch(r"[\w.+/-]{1,200}", text, re.ASCII) else ascii(text)[:200]
+
+
+def _is_path(name: str) -> bool:
+    return "/" in name or "\\" in name or "\0" in name or name in (".", "..") or Path(name).name != name
+
+
+def _entry_ok(entry: object) -> bool:
+    return (isinstance(entry, dict) and _FILE_KEYS <= set(entry) and isinstance(entry["name"], str)
+            and type(entry["bytes"]) is int and isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"])
+            and (entry["rows"] is None or type(entry["rows"]) is int))
+
+
+def _name_problems(manifest_path: Path, manifest: dict) -> list[str]:
+    """Where the signed manifest disagrees with the names: its own, and those of the files it lists."""
+    la_code, reference_date = manifest["la_code"], manifest["reference_date"]
+    stamp = date.fromisoformat(reference_date).strftime("%Y%m%d")
+    problems = []
+    expected = f"tfp_manifest_{la_code}_{stamp}.json"
+    if manifest_path.name != expected:
+        problems.append(f"NAME MISMATCH {manifest_path.name}: its signed la_code {la_code} and reference_date "
+                        f"{reference_date} make it {expected} (a renamed or replayed delivery)")
+    listed = re.compile(rf"tfp_(?P<kind>[a-z]+)_{la_code}_{stamp}\.csv(\.age)?")
+    seen: set[str] = set()
+    for entry in manifest["files"]:
+        name = entry["name"]
+        if _is_path(name):
+            problems.append(f"BAD NAME {manifest_path.name}: lists {_show(name)}, a path rather than a file name "
+                            "in this folder (it is not read, and decrypting it would write outside --out)")
+        elif not (m := listed.fullmatch(name)) or m["kind"] == "manifest":
+            problems.append(f"NAME MISMATCH {manifest_path.name}: lists {_show(name)}, which is not "
+                            f"tfp_<kind>_{la_code}_{stamp}.csv[.age] (the manifest's own la_code and reference_date)")
+        elif name in seen:
+            problems.append(f"BAD MANIFEST {manifest_path.name}: lists {name} twice")
+        seen.add(name)
+    return problems
+
+
 def _check_manifest(manifest_path: Path, public_key) -> tuple[dict | None, list[str]]:
-    """The manifest when its signature verifies and its shape is right; else None and the problems."""
+    """The manifest when its signature verifies, its shape is right and it agrees with the names; else None
+    and the problems. The bytes are parsed only after the signature verifies."""
     from cryptography.exceptions import InvalidSignature
 
     sig_path = manifest_path.with_name(manifest_path.name + ".sig")
@@ -59,17 +117,43 @@ def _check_manifest(manifest_path: Path, public_key) -> tuple[dict | None, list[
                       "(the manifest or the signature was altered, or the key is not the sender's)"]
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
-        entries = manifest["files"]
-        if not all(isinstance(e, dict) and _FILE_KEYS <= set(e) for e in entries):
+        if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+                and all(_entry_ok(e) for e in manifest["files"])
+                and isinstance(manifest.get("la_code"), str) and _LA_CODE.fullmatch(manifest["la_code"])
+                and isinstance(manifest.get("reference_date"), str)
+                and re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["reference_date"])):
             raise ValueError
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        date.fromisoformat(manifest["reference_date"])
+    except (UnicodeDecodeError, ValueError):
         return None, [f"BAD MANIFEST {manifest_path.name}: signed, but not a manifest this tool understands"]
-    return manifest, []
+    problems = _name_problems(manifest_path, manifest)
+    return (None, problems) if problems else (manifest, [])
+
+
+def _write_private(out: Path, name: str, data: bytes) -> Path:
+    """``out/name`` (a base name) written via a 0600 temporary file and a rename, so an existing file or
+    symbolic link of that name is replaced rather than followed."""
+    target = out / name
+    if Path(name).name != name or target.parent != out:
+        raise ValueError(f"{_show(name)} is not a file name")  # _name_problems already refused it
+    if not out.is_dir():
+        out.mkdir(parents=True)
+        out.chmod(0o700)
+    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)  # mkstemp: mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    return target
 
 
 def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool, str]:
-    name = entry["name"]
-    path = directory / Path(name).name  # a name from the manifest never leaves the folder
+    name = entry["name"]  # a plain base name: _name_problems checked it
+    path = directory / name
     if not path.is_file():
         return False, f"MISSING {name}"
     data = path.read_bytes()
@@ -77,7 +161,8 @@ def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool
         return False, f"FAIL {name}: {len(data)} bytes, the manifest says {entry['bytes']} (truncated or altered)"
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         return False, f"FAIL {name}: SHA-256 differs from the manifest (altered)"
-    if name.endswith(".age"):
+    decrypted = name.endswith(".age")
+    if decrypted:
         if identity is None:
             return True, f"OK {name} (checksum; not decrypted: give --age-identity to decrypt and count rows)"
         import pyrage
@@ -86,12 +171,9 @@ def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool
             plaintext = pyrage.decrypt(data, [identity])
         except pyrage.DecryptError:
             return False, f"FAIL {name}: cannot be decrypted with this age identity"
-        target = out / name.removesuffix(".age")
-        out.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(plaintext)
-        where = f", decrypted to {target}"
     else:
-        plaintext, where = data, ""
+        plaintext = data
+    said = ""
     if entry["rows"] is not None:
         try:
             rows = _data_rows(plaintext)
@@ -99,18 +181,25 @@ def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool
             return False, f"FAIL {name}: not a UTF-8 CSV"
         if rows != entry["rows"]:
             return False, f"FAIL {name}: {rows} rows, the manifest says {entry['rows']}"
-        return True, f"OK {name} ({rows} rows{where})"
-    return True, f"OK {name}{where}"
+        said = f"{rows} rows"
+    if decrypted:
+        target = _write_private(out, name.removesuffix(".age"), plaintext)
+        said = f"{said}, decrypted to {target}" if said else f"decrypted to {target}"
+    return True, f"OK {name} ({said})" if said else f"OK {name}"
 
 
 def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Path | None = None,
                     out: Path | None = None) -> int:
-    """Check every manifest in ``directory`` and the files it lists; print one line per file.
+    """Check every manifest in ``directory``, the files it lists, and that nothing named ``tfp_*`` is
+    there unlisted; print one line per file.
 
-    Returns 0 when everything verifies, 1 when anything is wrong or missing.
+    Returns 0 when everything verifies, 1 when anything is wrong, missing or not covered.
     """
     directory = Path(directory)
     out = Path(out) if out else directory / "decrypted"
+    if out.resolve() == directory.resolve():
+        print(f"FAIL --out {out} is the delivery folder itself: decrypted files must go elsewhere")
+        return 1
     try:
         public_key = _public_key(signing_public_key)
     except (OSError, ValueError) as e:
@@ -124,23 +213,36 @@ def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Pat
         except Exception as e:  # pyrage raises its own IdentityError for a malformed key
             print(f"FAIL age identity {age_identity}: {e.__class__.__name__}: not an age identity file")
             return 1
-    manifests = sorted(directory.glob("tfp_manifest_*.json"))
+    manifests = sorted(p for p in directory.glob("tfp_manifest_*.json") if p.is_file())
     if not manifests:
         print(f"FAIL no tfp_manifest_*.json in {directory}")
         return 1
     problems = 0
+    covered: set[str] = set()  # names a verified manifest accounts for
+    reported: set[str] = set()  # manifests and signatures already failed above
     for manifest_path in manifests:
         manifest, errors = _check_manifest(manifest_path, public_key)
         for line in errors:
             print(line)
         if manifest is None:
             problems += len(errors)
+            reported |= {manifest_path.name, manifest_path.name + ".sig"}
             continue
-        print(f"OK {manifest_path.name} (signature verifies; {manifest.get('la_code')} "
-              f"{manifest.get('reference_date')})")
+        covered |= {manifest_path.name, manifest_path.name + ".sig"}
+        print(f"OK {manifest_path.name} (signature verifies; {manifest['la_code']} {manifest['reference_date']})")
         for entry in manifest["files"]:
+            covered.add(entry["name"])
             ok, line = _check_file(directory, entry, identity, out)
             print(line)
             problems += not ok
+    out_resolved = out.resolve()
+    for path in sorted(directory.iterdir()):
+        if path.name in covered or path.name in reported or path.resolve() == out_resolved:
+            continue
+        if path.name.startswith("tfp_"):
+            print(f"NOT COVERED {_show(path.name)}: no manifest that verifies lists it (unsigned: do not use it)")
+            problems += 1
+        else:
+            print(f"IGNORED {_show(path.name)}: not a tfp_* file, not checked")
     print("delivery verified" if problems == 0 else f"delivery NOT verified: {problems} problem(s)")
     return 0 if problems == 0 else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -436,3 +437,20 @@ def test_an_encrypted_file_whose_rows_differ_is_not_written_out(tmp_path, keys_e
     assert code == 1 and f"FAIL {SUMMARY}.age: 1 rows, the manifest says 4" in said
     assert not (tmp_path / "plain" / SUMMARY).exists()
     assert (tmp_path / "plain" / SUBMISSION).is_file()  # a file that verified is still decrypted
+
+
+def test_a_new_kind_of_file_listed_by_the_manifest_verifies_without_changing_verify(tmp_path, keys_env, delivery,
+                                                                                     capsys):
+    """The check follows the manifest and the name pattern, not a fixed list: a signed manifest that also
+    lists the progress CSV (contract section 10) verifies, and that file is covered."""
+    folder = delivery[0]
+    progress = f"tfp_progress_{LA}_20250331.csv"
+    data = b"family_token,programme_status\nf1,intervention\n"
+    (folder / progress).write_bytes(data)
+    manifest = manifest_of(folder)
+    manifest["files"].append({"bytes": len(data), "name": progress, "rows": 1,
+                              "sha256": hashlib.sha256(data).hexdigest()})
+    write_signed(folder, MANIFEST, manifest, signing_key(keys_env))
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 0, said
+    assert f"OK {progress} (1 rows)" in said and "NOT COVERED" not in said

@@ -1,10 +1,19 @@
 # The tfp image for the production-shaped stack (docker-compose.yaml): Airflow 3.3.2 on Python 3.11
 # with tfp's pinned dependencies and the package installed from include/.
-FROM apache/airflow:3.3.2-python3.11
+# The base image is pinned by digest (images.lock; scripts/pin-images.sh resolves it). Its celery,
+# redis and fab providers come with it, fixed by that digest; requirements.txt pins everything else
+# with == (the celery provider included), so a rebuild installs exactly what was tested.
+FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
+USER airflow
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
 COPY --chown=airflow:root include /opt/tfp/include
-RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt "apache-airflow-providers-fab" \
-        "apache-airflow-providers-celery" "apache-airflow-providers-redis" \
- && pip install --no-cache-dir --no-deps -e /opt/tfp
+RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
+ && pip install --no-cache-dir --no-deps -e /opt/tfp \
+ && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab"
+COPY --chown=root:root --chmod=0755 scripts/secrets-entrypoint.sh /opt/tfp/secrets-entrypoint.sh
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
+# Secrets from /run/secrets become the environment of this container's processes only, then
+# Airflow's own entrypoint runs (it stays PID 1's child under dumb-init, as in the base image).
+ENTRYPOINT ["/usr/bin/dumb-init", "--", "/opt/tfp/secrets-entrypoint.sh"]
+CMD []

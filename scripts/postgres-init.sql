@@ -1,0 +1,28 @@
+-- The stack's databases and roles, least privilege (run once, as the PostgreSQL superuser, by
+-- scripts/postgres-init.sh; psql variables name the databases and roles and hold the passwords).
+--
+--   airflow_role  owns airflow_db (Airflow's metadata) and nothing else
+--   owner_role    owns tfp_db and its schema: the only role that may create, alter or drop tables
+--                 (the init service creates the schema as this role; later `tfp db upgrade`)
+--   app_role      what the tasks connect as: SELECT/INSERT/UPDATE/DELETE on the tables, the
+--                 sequences behind them, and temporary tables (the criteria and current-view
+--                 stages build theirs); no CREATE, ALTER, DROP or TRUNCATE
+\set ON_ERROR_STOP on
+CREATE ROLE :"airflow_role" LOGIN PASSWORD :'airflow_password';
+CREATE ROLE :"owner_role" LOGIN PASSWORD :'owner_password';
+CREATE ROLE :"app_role" LOGIN PASSWORD :'app_password';
+CREATE DATABASE :"airflow_db" OWNER :"airflow_role";
+CREATE DATABASE :"tfp_db" OWNER :"owner_role";
+-- no role but the owners (and the app role, below) may even connect
+REVOKE ALL ON DATABASE :"airflow_db" FROM PUBLIC;
+REVOKE ALL ON DATABASE :"tfp_db" FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE :"tfp_db" TO :"app_role";
+
+\connect :"tfp_db"
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+ALTER SCHEMA public OWNER TO :"owner_role";
+GRANT USAGE ON SCHEMA public TO :"app_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"app_role";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO :"app_role";

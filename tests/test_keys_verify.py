@@ -24,7 +24,7 @@ from tfp.cli import main
 from tfp.config import ConfigError
 from tfp.keys import KeysExistError, generate_keys
 from tfp.package import canonical_json, sign, write_package
-from tfp.verify import verify_delivery
+from tfp.verify import manifest_problems, verify_delivery
 
 R = date(2025, 3, 31)
 LA = "E09000031"
@@ -454,3 +454,21 @@ def test_a_new_kind_of_file_listed_by_the_manifest_verifies_without_changing_ver
     code, said = run(delivery, capsys, out=tmp_path / "plain")
     assert code == 0, said
     assert f"OK {progress} (1 rows)" in said and "NOT COVERED" not in said
+
+
+@pytest.mark.parametrize("change", [{"la_code": "../E09000031"}, {"la_code": "e09000031"},
+                                    {"reference_date": "2025-02-30"}, {"reference_date": "20250331"},
+                                    {"files": "all"}],
+                         ids=["la_code_path", "la_code_lower", "impossible_date", "date_format", "files_not_list"])
+def test_a_signed_manifest_of_the_wrong_shape_is_not_acted_on(tmp_path, keys_env, delivery, capsys, change):
+    folder = delivery[0]
+    write_signed(folder, MANIFEST, {**manifest_of(folder), **change}, signing_key(keys_env))
+    code, said = run(delivery, capsys, out=tmp_path / "plain")
+    assert code == 1 and f"BAD MANIFEST {MANIFEST}: not a manifest this tool understands" in said
+    assert not (tmp_path / "plain").exists()
+
+
+def test_the_sender_can_check_its_own_manifest_with_the_same_rules(delivery):
+    folder = delivery[0]
+    assert manifest_problems(MANIFEST, manifest_of(folder)) == []
+    assert manifest_problems(f"tfp_manifest_{LA}_20250330.json", manifest_of(folder)) != []

@@ -75,27 +75,47 @@ def _entry_ok(entry: object) -> bool:
             and (entry["rows"] is None or type(entry["rows"]) is int))
 
 
-def _name_problems(manifest_path: Path, manifest: dict) -> list[str]:
-    """Where the signed manifest disagrees with the names: its own, and those of the files it lists."""
+def _shape_ok(manifest: object) -> bool:
+    if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
+            and all(_entry_ok(e) for e in manifest["files"])
+            and isinstance(manifest.get("la_code"), str) and _LA_CODE.fullmatch(manifest["la_code"])
+            and isinstance(manifest.get("reference_date"), str)
+            and re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["reference_date"])):
+        return False
+    try:
+        date.fromisoformat(manifest["reference_date"])
+    except ValueError:
+        return False
+    return True
+
+
+def manifest_problems(manifest_name: str, manifest: object) -> list[str]:
+    """What is wrong with a parsed manifest called ``manifest_name``, its signature aside: its shape, and
+    where it disagrees with the names (its own, and those of the files it lists). Empty when nothing.
+
+    Call it only on a manifest whose signature verified, or one this process just wrote (the sender
+    can run it before delivering)."""
+    if not _shape_ok(manifest):
+        return [f"BAD MANIFEST {_show(manifest_name)}: not a manifest this tool understands"]
     la_code, reference_date = manifest["la_code"], manifest["reference_date"]
     stamp = date.fromisoformat(reference_date).strftime("%Y%m%d")
     problems = []
     expected = f"tfp_manifest_{la_code}_{stamp}.json"
-    if manifest_path.name != expected:
-        problems.append(f"NAME MISMATCH {manifest_path.name}: its signed la_code {la_code} and reference_date "
+    if manifest_name != expected:
+        problems.append(f"NAME MISMATCH {_show(manifest_name)}: its signed la_code {la_code} and reference_date "
                         f"{reference_date} make it {expected} (a renamed or replayed delivery)")
     listed = re.compile(rf"tfp_(?P<kind>[a-z]+)_{la_code}_{stamp}\.csv(\.age)?")
     seen: set[str] = set()
     for entry in manifest["files"]:
         name = entry["name"]
         if _is_path(name):
-            problems.append(f"BAD NAME {manifest_path.name}: lists {_show(name)}, a path rather than a file name "
+            problems.append(f"BAD NAME {_show(manifest_name)}: lists {_show(name)}, a path rather than a file name "
                             "in this folder (it is not read, and decrypting it would write outside --out)")
         elif not (m := listed.fullmatch(name)) or m["kind"] == "manifest":
-            problems.append(f"NAME MISMATCH {manifest_path.name}: lists {_show(name)}, which is not "
+            problems.append(f"NAME MISMATCH {_show(manifest_name)}: lists {_show(name)}, which is not "
                             f"tfp_<kind>_{la_code}_{stamp}.csv[.age] (the manifest's own la_code and reference_date)")
         elif name in seen:
-            problems.append(f"BAD MANIFEST {manifest_path.name}: lists {name} twice")
+            problems.append(f"BAD MANIFEST {_show(manifest_name)}: lists {name} twice")
         seen.add(name)
     return problems
 
@@ -117,16 +137,9 @@ def _check_manifest(manifest_path: Path, public_key) -> tuple[dict | None, list[
                       "(the manifest or the signature was altered, or the key is not the sender's)"]
     try:
         manifest = json.loads(manifest_bytes.decode("utf-8"))
-        if not (isinstance(manifest, dict) and isinstance(manifest.get("files"), list)
-                and all(_entry_ok(e) for e in manifest["files"])
-                and isinstance(manifest.get("la_code"), str) and _LA_CODE.fullmatch(manifest["la_code"])
-                and isinstance(manifest.get("reference_date"), str)
-                and re.fullmatch(r"\d{4}-\d{2}-\d{2}", manifest["reference_date"])):
-            raise ValueError
-        date.fromisoformat(manifest["reference_date"])
     except (UnicodeDecodeError, ValueError):
-        return None, [f"BAD MANIFEST {manifest_path.name}: signed, but not a manifest this tool understands"]
-    problems = _name_problems(manifest_path, manifest)
+        manifest = None
+    problems = manifest_problems(manifest_path.name, manifest)
     return (None, problems) if problems else (manifest, [])
 
 

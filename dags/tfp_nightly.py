@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date, timedelta
 
 import pendulum
@@ -17,6 +16,7 @@ from airflow.sdk import (
 )
 from airflow.sdk.exceptions import AirflowSkipException
 
+from tfp.deployment import boroughs
 from tfp.notify import notify_failure
 
 SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
@@ -43,141 +43,160 @@ Ask the partner to re-send it, then clear the run. Nothing is delivered from a f
 run again this way); `dry_run` does everything but deliver; `sources` limits which partners' feeds
 are pulled and validated (a partner re-sent a file: pick that partner). The other sources' groups
 show as *skipped* and the night uses what they staged before.
+
+**The config** is the deployment's, never the trigger form's: `TFP_CONFIG` (environment variable, or
+the Airflow Variable only Op and Admin can set) for `tfp_nightly`; the file of `TFP_BOROUGHS_DIR`
+a `tfp_nightly__<la_code>` DAG was made from. A run whose conf names a config is refused.
 """
 
-default_args = {
-    "owner": "tfp-data-team",
-    "retries": 0,  # a broken file stays broken; tasks that can recover set their own retries
-    "execution_timeout": timedelta(hours=2),
-    "on_failure_callback": notify_failure,
-}
 SFTP_POOL = "tfp_sftp"  # bounds concurrent SFTP sessions to partners and the recipient (created by tfp run / set-up)
 NETWORK_RETRIES = {"pool": SFTP_POOL, "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                    "max_retry_delay": timedelta(minutes=30)}
 
 
-def _run() -> tuple[str, object]:
-    """The config path and the reference date of the running task."""
-    from tfp.pipeline import reference_date_of
+def build(dag_id: str, bound_config: str | None = None, la_code: str | None = None) -> DAG:
+    """The nightly DAG for the deployment's config (``TFP_CONFIG``, read when a task runs) or for one
+    borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
-    context = get_current_context()
-    params = context["params"]
-    config = params["config"]
-    if not config:
-        raise ValueError("no config: set the TFP_CONFIG environment variable or the run's `config` param")
-    if params.get("reference_date"):
-        return config, date.fromisoformat(params["reference_date"])
-    return config, reference_date_of(context["logical_date"])
+    def config_path() -> str:
+        from tfp import deployment
+
+        return bound_config or deployment.config_path()
+
+    def _run() -> tuple[str, object]:
+        """The config path and the reference date of the running task."""
+        from tfp.deployment import refuse_chosen_config
+        from tfp.pipeline import reference_date_of
+
+        context = get_current_context()
+        params = context["params"]
+        refuse_chosen_config(context["dag_run"].conf, params)
+        if params.get("reference_date"):
+            return config_path(), date.fromisoformat(params["reference_date"])
+        return config_path(), reference_date_of(context["logical_date"])
+
+    def alert(context) -> None:
+        notify_failure(context, bound_config)
+
+    default_args = {
+        "owner": "tfp-data-team",
+        "retries": 0,  # a broken file stays broken; tasks that can recover set their own retries
+        "execution_timeout": timedelta(hours=2),
+        "on_failure_callback": alert,
+    }
+    with DAG(
+        dag_id=dag_id,
+        description="Troubled Families Programme evaluation: ingest, link, assess, de-identify, deliver"
+                    + (f" ({la_code})" if la_code else ""),
+        schedule=CronDataIntervalTimetable("0 1 * * *", timezone="Europe/London"),
+        start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
+        catchup=False,
+        max_active_runs=1,
+        default_args=default_args,
+        tags=["tfp", "nightly", *([la_code] if la_code else [])],
+        doc_md=DOC,
+        params={
+            "reference_date": Param(None, type=["null", "string"], format="date",
+                                    description="For a manual run: the night to run (YYYY-MM-DD). Empty: the "
+                                                "run's logical date in Europe/London, as scheduled runs and "
+                                                "backfills do"),
+            "dry_run": Param(False, type="boolean", description="Run everything but deliver nothing"),
+            "sources": Param(list(SOURCES), type="array", items={"type": "string", "enum": list(SOURCES)},
+                             description="Partners whose feeds this run pulls and validates; the others are "
+                                         "skipped and their earlier staged rows are used"),
+        },
+    ) as dag:
+        @task
+        def check_setup() -> dict:
+            from tfp import pipeline
+
+            return pipeline.check_setup(*_run())
+
+        setup = check_setup()
+        staged = []
+        for source in SOURCES:
+            with TaskGroup(group_id=source, tooltip=f"Land, validate and stage the {source} feeds") as group:
+                group.doc_md = (f"Feeds from **{source}**. A failed `validate` names the file and the rule it broke; "
+                                "a failed `extract` is usually the transport (folder missing, SFTP down) and retries.")
+
+                @task(task_id="extract", **NETWORK_RETRIES)
+                def extract(source: str = source) -> dict:
+                    from tfp import pipeline
+
+                    if source not in get_current_context()["params"]["sources"]:
+                        raise AirflowSkipException(f"{source} is not among this run's sources")
+                    return pipeline.extract(*_run(), source)
+
+                @task(task_id="validate")
+                def validate(source: str = source) -> dict:
+                    from tfp import pipeline
+
+                    return pipeline.validate(*_run(), source)
+
+                @task(task_id="stage")
+                def stage(source: str = source) -> dict:
+                    from tfp import pipeline
+
+                    return pipeline.stage(*_run(), source)
+
+                extracted = extract()
+                validated = validate()
+                loaded = stage()
+                setup >> extracted >> validated >> loaded
+            staged.append(group)
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
+        def link() -> dict:
+            from tfp import pipeline
+
+            return pipeline.link(*_run())
+
+        @task
+        def consent() -> dict:
+            from tfp import pipeline
+
+            return pipeline.consent(*_run())
+
+        @task
+        def criteria() -> dict:
+            from tfp import pipeline
+
+            return pipeline.criteria(*_run())
+
+        @task
+        def package() -> dict:
+            from tfp import pipeline
+
+            return pipeline.package(*_run())
+
+        @task(execution_timeout=timedelta(minutes=30), **NETWORK_RETRIES)
+        def deliver() -> dict:
+            from tfp import pipeline
+
+            return pipeline.deliver(*_run(), dry_run=bool(get_current_context()["params"]["dry_run"]))
+
+        @task
+        def report(linked: dict, consented: dict, assessed: dict, packaged: dict, delivered: dict) -> dict:
+            from tfp import pipeline
+
+            counts = {"link": linked, "consent": consented, "criteria": assessed, "package": packaged,
+                      "deliver": delivered}
+            return pipeline.report(*_run(), counts)
+
+        linked = link()
+        staged >> linked
+        consented = consent()
+        linked >> consented
+        assessed = criteria()
+        consented >> assessed
+        packaged = package()
+        assessed >> packaged
+        delivered = deliver()
+        packaged >> delivered
+        report(linked, consented, assessed, packaged, delivered)
+    return dag
 
 
-with DAG(
-    dag_id="tfp_nightly",
-    description="Troubled Families Programme evaluation: ingest, link, assess, de-identify, deliver",
-    schedule=CronDataIntervalTimetable("0 1 * * *", timezone="Europe/London"),
-    start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args,
-    tags=["tfp", "nightly"],
-    doc_md=DOC,
-    params={
-        "config": Param(os.environ.get("TFP_CONFIG", ""), type="string",
-                        description="Path of the tfp config file (defaults to $TFP_CONFIG)"),
-        "reference_date": Param(None, type=["null", "string"], format="date",
-                                description="For a manual run: the night to run (YYYY-MM-DD). Empty: the run's "
-                                            "logical date in Europe/London, as scheduled runs and backfills do"),
-        "dry_run": Param(False, type="boolean", description="Run everything but deliver nothing"),
-        "sources": Param(list(SOURCES), type="array", items={"type": "string", "enum": list(SOURCES)},
-                         description="Partners whose feeds this run pulls and validates; the others are skipped "
-                                     "and their earlier staged rows are used"),
-    },
-) as dag:
-
-    @task
-    def check_setup() -> dict:
-        from tfp import pipeline
-
-        return pipeline.check_setup(*_run())
-
-    setup = check_setup()
-    staged = []
-    for source in SOURCES:
-        with TaskGroup(group_id=source, tooltip=f"Land, validate and stage the {source} feeds") as group:
-            group.doc_md = (f"Feeds from **{source}**. A failed `validate` names the file and the rule it broke; "
-                            "a failed `extract` is usually the transport (folder missing, SFTP down) and retries.")
-
-            @task(task_id="extract", **NETWORK_RETRIES)
-            def extract(source: str = source) -> dict:
-                from tfp import pipeline
-
-                if source not in get_current_context()["params"]["sources"]:
-                    raise AirflowSkipException(f"{source} is not among this run's sources")
-                return pipeline.extract(*_run(), source)
-
-            @task(task_id="validate")
-            def validate(source: str = source) -> dict:
-                from tfp import pipeline
-
-                return pipeline.validate(*_run(), source)
-
-            @task(task_id="stage")
-            def stage(source: str = source) -> dict:
-                from tfp import pipeline
-
-                return pipeline.stage(*_run(), source)
-
-            extracted = extract()
-            validated = validate()
-            loaded = stage()
-            setup >> extracted >> validated >> loaded
-        staged.append(group)
-
-    @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
-    def link() -> dict:
-        from tfp import pipeline
-
-        return pipeline.link(*_run())
-
-    @task
-    def consent() -> dict:
-        from tfp import pipeline
-
-        return pipeline.consent(*_run())
-
-    @task
-    def criteria() -> dict:
-        from tfp import pipeline
-
-        return pipeline.criteria(*_run())
-
-    @task
-    def package() -> dict:
-        from tfp import pipeline
-
-        return pipeline.package(*_run())
-
-    @task(execution_timeout=timedelta(minutes=30), **NETWORK_RETRIES)
-    def deliver() -> dict:
-        from tfp import pipeline
-
-        return pipeline.deliver(*_run(), dry_run=bool(get_current_context()["params"]["dry_run"]))
-
-    @task
-    def report(linked: dict, consented: dict, assessed: dict, packaged: dict, delivered: dict) -> dict:
-        from tfp import pipeline
-
-        counts = {"link": linked, "consent": consented, "criteria": assessed, "package": packaged,
-                  "deliver": delivered}
-        return pipeline.report(*_run(), counts)
-
-    linked = link()
-    staged >> linked
-    consented = consent()
-    linked >> consented
-    assessed = criteria()
-    consented >> assessed
-    packaged = package()
-    assessed >> packaged
-    delivered = deliver()
-    packaged >> delivered
-    report(linked, consented, assessed, packaged, delivered)
+dag = build("tfp_nightly")
+for _code, _path in boroughs().items():
+    globals()[f"dag_{_code}"] = build(f"tfp_nightly__{_code}", _path, _code)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pendulum
 from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
 
+from tfp.deployment import boroughs
 from tfp.notify import notify_failure
 
 CATEGORIES = {
@@ -30,58 +30,74 @@ anything past its cutoff remains**. The deletion log (warehouse table `deletion_
 Trigger with `dry_run: true` to see what would be deleted without deleting anything.
 A failed group means deletion was incomplete: read its log, fix the cause, clear the task.
 It refuses to run when the config's retention periods are shorter than the criteria need.
+
+**The config** is the deployment's, never the trigger form's: `TFP_CONFIG` (environment variable, or
+the Airflow Variable only Op and Admin can set) for `tfp_retention`; the file of `TFP_BOROUGHS_DIR`
+a `tfp_retention__<la_code>` DAG was made from. A run whose conf names a config is refused.
 """
 
 
-def _run() -> tuple[str, object, bool]:
-    from tfp.pipeline import reference_date_of
+def build(dag_id: str, bound_config: str | None = None, la_code: str | None = None) -> DAG:
+    """The retention DAG for the deployment's config (``TFP_CONFIG``, read when a task runs) or for one
+    borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
-    context = get_current_context()
-    config = context["params"]["config"]
-    if not config:
-        raise ValueError("no config: set the TFP_CONFIG environment variable or the run's `config` param")
-    return config, reference_date_of(context["logical_date"]), bool(context["params"]["dry_run"])
+    def _run() -> tuple[str, object, bool]:
+        from tfp import deployment
+        from tfp.pipeline import reference_date_of
+
+        context = get_current_context()
+        deployment.refuse_chosen_config(context["dag_run"].conf, context["params"])
+        config = bound_config or deployment.config_path()
+        return config, reference_date_of(context["logical_date"]), bool(context["params"]["dry_run"])
+
+    def alert(context) -> None:
+        notify_failure(context, bound_config)
+
+    with DAG(
+        dag_id=dag_id,
+        description="Destroy personal data on time and on withdrawal; a deletion log with counts only"
+                    + (f" ({la_code})" if la_code else ""),
+        schedule=CronDataIntervalTimetable("0 5 * * *", timezone="Europe/London"),
+        start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
+        catchup=False,
+        max_active_runs=1,
+        default_args={"owner": "tfp-data-team", "retries": 0, "execution_timeout": timedelta(hours=1),
+                      "on_failure_callback": alert},
+        tags=["tfp", "retention", *([la_code] if la_code else [])],
+        doc_md=DOC,
+        params={
+            "dry_run": Param(False, type="boolean", description="Report what would be deleted; delete nothing"),
+        },
+    ) as dag:
+        outcomes = {}
+        previous = None
+        for category, doc in CATEGORIES.items():
+            with TaskGroup(group_id=category, tooltip=doc) as group:
+                group.doc_md = doc
+
+                @task(task_id="delete")
+                def delete(category: str = category) -> dict:
+                    from tfp import pipeline
+
+                    config, run_date, dry_run = _run()
+                    return pipeline.retention(config, run_date, category, dry_run)
+
+                outcomes[category] = delete()
+            if previous is not None:
+                previous >> group  # one category at a time: deletions never race each other
+            previous = group
+
+        @task
+        def finish(outcomes: dict) -> dict:
+            from tfp import pipeline
+
+            config, run_date, dry_run = _run()
+            return pipeline.retention_finish(config, run_date, dry_run, outcomes)
+
+        previous >> finish(outcomes)
+    return dag
 
 
-with DAG(
-    dag_id="tfp_retention",
-    description="Destroy personal data on time and on withdrawal; a deletion log with counts only",
-    schedule=CronDataIntervalTimetable("0 5 * * *", timezone="Europe/London"),
-    start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
-    catchup=False,
-    max_active_runs=1,
-    default_args={"owner": "tfp-data-team", "retries": 0, "execution_timeout": timedelta(hours=1),
-                  "on_failure_callback": notify_failure},
-    tags=["tfp", "retention"],
-    doc_md=DOC,
-    params={
-        "config": Param(os.environ.get("TFP_CONFIG", ""), type="string",
-                        description="Path of the tfp config file (defaults to $TFP_CONFIG)"),
-        "dry_run": Param(False, type="boolean", description="Report what would be deleted; delete nothing"),
-    },
-) as dag:
-    outcomes = {}
-    previous = None
-    for category, doc in CATEGORIES.items():
-        with TaskGroup(group_id=category, tooltip=doc) as group:
-            group.doc_md = doc
-
-            @task(task_id="delete")
-            def delete(category: str = category) -> dict:
-                from tfp import pipeline
-
-                return pipeline.retention(*_run()[:2], category, _run()[2])
-
-            outcomes[category] = delete()
-        if previous is not None:
-            previous >> group  # one category at a time: deletions never race each other
-        previous = group
-
-    @task
-    def finish(outcomes: dict) -> dict:
-        from tfp import pipeline
-
-        config, run_date, dry_run = _run()
-        return pipeline.retention_finish(config, run_date, dry_run, outcomes)
-
-    previous >> finish(outcomes)
+dag = build("tfp_retention")
+for _code, _path in boroughs().items():
+    globals()[f"dag_{_code}"] = build(f"tfp_retention__{_code}", _path, _code)

@@ -2,7 +2,7 @@
 
 Each component is its own process group with a fresh ``AIRFLOW_HOME``, sharing one generated JWT
 secret, the repo's DAGs and plugins, ``TFP_CONFIG`` and the keys. SimpleAuthManager with two users
-from a passwords file we write: ``admin`` (admin) and ``oncall`` (viewer), so tests can get real
+from a passwords file we write: ``admin`` (admin), ``oncall`` (viewer) and ``analyst`` (user), so tests can get real
 tokens and an unauthenticated request is still refused. Everything is stopped on exit, even on
 failure, and the components' logs are printed when a wait times out.
 """
@@ -29,7 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 TFP = str(BIN / "tfp")
-USERS = {"admin": "admin", "oncall": "viewer"}
+USERS = {"admin": "admin", "oncall": "viewer", "analyst": "user"}  # a User may trigger DAGs, not set Variables
+
+
+def sensitive_names() -> str:
+    """``[core] sensitive_var_conn_names`` as tfp documents it: the example config's key variables and the
+    warehouse password variable, so Airflow masks their Variables in the UI and the API."""
+    from tfp.config import example_settings, sensitive_var_conn_names
+
+    return sensitive_var_conn_names([*example_settings()["keys"].values(), "TFP_WAREHOUSE_PASSWORD"])
 
 
 def free_port() -> int:
@@ -227,6 +235,7 @@ def airflow_stack(root: Path, extra_env: dict[str, str], *, executor: str = "Loc
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES": sensitive_names(),
         # a loaded two-core machine with SQLite can keep the api-server busy for more than the 5 s default
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),

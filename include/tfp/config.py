@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -278,18 +279,58 @@ class SecretKeys:
 
 
 def read_secret(name: str) -> str | None:
-    """An environment variable, or else an Airflow Variable of the same name when Airflow is there."""
-    value = os.environ.get(name)
+    """An environment variable, or else an Airflow Variable of the same name when Airflow is there.
+
+    The value is registered with Airflow's secrets masker, so a log line that holds it is redacted.
+    A variable that is not set is None; a secrets backend that fails or denies access is an error,
+    never mistaken for "not set".
+    """
+    value = os.environ.get(name) or airflow_variable(name)
     if value:
-        return value
+        _mask(value)
+    return value or None
+
+
+def airflow_variable(name: str) -> str | None:
+    """An Airflow Variable, or None when Airflow is not installed or the variable is not set."""
     try:
         from airflow.sdk import Variable
     except ImportError:
         return None
     try:
+        # not set -> default; Airflow itself logs and skips a backend that errors, but re-raises a denial
         return Variable.get(name, default=None)
-    except Exception:  # no Airflow context or metadata database: the variable is simply not set
-        return None
+    except Exception as e:
+        raise ConfigError(f"the secrets backend failed reading the variable {name}: {type(e).__name__}") from e
+
+
+def _mask(value: str) -> None:
+    """Tell Airflow's secrets masker about a secret, when Airflow is loaded in this process.
+
+    When it is not, Airflow writes no log here, and importing it now would fix its settings
+    (AIRFLOW_HOME and the rest) before ``tfp run`` has set them.
+    """
+    if "airflow" not in sys.modules:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(value)
+
+
+def secret_names(config: Config) -> list[str]:
+    """The variables that hold this config's secrets: the three keys and the warehouse password."""
+    names = [config.keys.pseudonym_key_env, config.keys.linkage_key_env, config.keys.signing_key_env]
+    return names + ([config.warehouse_password_env] if config.warehouse_password_env else [])
+
+
+def sensitive_var_conn_names(names: list[str], existing: str = "") -> str:
+    """A value for Airflow's ``[core] sensitive_var_conn_names``: ``existing`` plus ``names``.
+
+    Airflow hides a Variable whose lower-cased name contains any entry, but compares the entries as
+    written: they must be lower case, or ``TFP_LINKAGE_KEY`` would never match.
+    """
+    entries = [e.strip().lower() for e in existing.split(",") if e.strip()] + [n.lower() for n in names]
+    return ",".join(dict.fromkeys(entries))
 
 
 def _hmac_key(env: str, what: str) -> bytes:

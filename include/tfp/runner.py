@@ -15,7 +15,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from tfp.config import ConfigError, load_config, load_keys
+from tfp.config import ConfigError, load_config, load_keys, secret_names, sensitive_var_conn_names
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
@@ -23,11 +23,17 @@ LONDON = "Europe/London"
 SFTP_POOL = "tfp_sftp"
 
 
-def prepare_airflow(work_dir: Path) -> Path:
-    """Point Airflow at its home and this project's DAGs, and migrate its metadata database if needed."""
+def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ()) -> Path:
+    """Point Airflow at its home and this project's DAGs, and migrate its metadata database if needed.
+
+    ``sensitive`` (the variables holding keys and passwords) join Airflow's sensitive names, so
+    Variables of those names are masked in the UI and the API, as well as any operator's own names.
+    """
     home = Path(os.environ.get("AIRFLOW_HOME") or work_dir / "airflow").resolve()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ["AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES"] = sensitive_var_conn_names(
+        list(sensitive), os.environ.get("AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES", ""))
     os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
@@ -81,12 +87,14 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
     _quiet_known_noise()
-    prepare_airflow(config.work_dir)
+    prepare_airflow(config.work_dir, secret_names(config))
+    # the deployment names the config (contract section 10): for this process, the operator's --config
+    os.environ["TFP_CONFIG"] = str(config_path)
     import pendulum
 
     dag = _get_dag(dag_id)
     logical = pendulum.datetime(reference_date.year, reference_date.month, reference_date.day, 1, tz=LONDON)
-    run = dag.test(logical_date=logical, run_conf={"config": str(config_path), **(conf or {})})
+    run = dag.test(logical_date=logical, run_conf=dict(conf or {}))
     state = str(getattr(run, "state", "failed"))
     return state, config.work_dir
 
@@ -99,6 +107,10 @@ def _summary(report_path: Path, keys: tuple[str, ...]) -> str:
 
 
 def run_nightly(config_path: Path, reference_date: date) -> int:
+    from tfp.fsmodes import folder_warnings
+
+    for warning in folder_warnings(load_config(config_path)):
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         state, work_dir = run_dag("tfp_nightly", config_path, reference_date)
     except ConfigError:

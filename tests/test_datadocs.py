@@ -144,6 +144,13 @@ def leaks(site_dir: pathlib.Path, secrets: set[str]) -> dict[str, list[str]]:
     return found
 
 
+def with_scripts(p: pathlib.Path) -> str:
+    """A page with the scripts tfp moved out of it (GX's index keeps its table rows in one)."""
+    text = p.read_text(encoding="utf-8")
+    moved = re.findall(r'<script src="((?:\.\./)*static/tfp/[0-9a-f]+\.js)"', text)
+    return text + "".join((p.parent / m).read_text(encoding="utf-8") for m in moved)
+
+
 def page_text(p: pathlib.Path) -> str:
     import html
 
@@ -277,7 +284,7 @@ def test_build_data_docs(tmp_path, project_result, leaky_result, frame, caplog):
     assert (site_dir / "expectations" / "pupils.html").is_file()
     assert (site_dir / "static" / "styles" / "data_docs_default_styles.css").is_file()
 
-    index_html = index.read_text(encoding="utf-8")
+    index_html = with_scripts(index)
     for p in pages:
         assert p.relative_to(site_dir).as_posix() in index_html  # index links to each page
 
@@ -312,7 +319,7 @@ def test_build_twice_same_dir(tmp_path, project_result):
     pages = list((site / "validations").rglob("*.html"))
     assert [p.relative_to(site).parts[2] for p in pages] == ["b"]
     assert not (site / "validations" / "pupils" / "a").exists()  # no empty directories left
-    index = (site / "index.html").read_text(encoding="utf-8")
+    index = with_scripts(site / "index.html")
     assert "validations/pupils/b/" in index and "validations/pupils/a/" not in index
     print("\nafter rebuild:", sorted(str(p.relative_to(site)) for p in (site / "validations").rglob("*")))
 
@@ -347,3 +354,74 @@ def test_dotted_suite_and_unsafe_run_names(tmp_path, project_result):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["site"]  # nothing escaped site_dir
     with pytest.raises(ValueError):
         gxdocs.build_data_docs(site, [("same", r), ("same", r)])
+
+
+# -- issue 20 item 1: the site loads nothing from elsewhere and runs no inline script ------------------
+
+LOCAL_REF = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"'#]+)["']|url\(\s*["']?([^"')#]+)["']?\s*\)""", re.I)
+
+
+def test_site_is_self_contained(tmp_path, project_result):
+    """Every page and stylesheet GX wrote refers only to files inside the site: no CDN, no inline script,
+    no onclick; every local reference exists; the vendored files are byte for byte what VENDOR.json says."""
+    import hashlib
+
+    site = tmp_path / "site"
+    gxdocs.build_data_docs(site, [("a.csv", project_result)])
+    checked = 0
+    for p in all_files(site):
+        if p.suffix not in (".html", ".css") or (site / "static" / "vendor") in p.parents:
+            continue
+        text = p.read_text(encoding="utf-8")
+        assert gxdocs.external_references(text) == [], p.relative_to(site)
+        assert "http://" not in text and "https://" not in text, p.relative_to(site)
+        for m in LOCAL_REF.finditer(text):
+            ref = m.group(1) or m.group(2)
+            if ref.startswith("data:"):
+                continue
+            target = (p.parent / ref.split("?")[0]).resolve()
+            assert target.is_relative_to(site.resolve()) and target.is_file(), (p.relative_to(site), ref)
+        checked += 1
+    assert checked >= 4  # index, validation page, suite page, GX's stylesheet
+    pages = [p for p in all_files(site) if p.suffix == ".html"]
+    assert all("static/vendor/jquery-3.7.1/jquery.min.js" in p.read_text() for p in pages)
+    assert any("data-tfp-call=" in p.read_text() for p in pages)  # onclick moved to handlers.js
+    manifest = json.loads((gxdocs.STATIC / "vendor" / "VENDOR.json").read_text())
+    for folder, entry in manifest.items():
+        assert (site / "static" / "vendor" / folder / entry["license_file"]).is_file()
+        for name, meta in entry["files"].items():
+            data = (site / "static" / "vendor" / folder / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == meta["sha256"], (folder, name)
+
+
+@pytest.mark.parametrize("page", [
+    '<script src="https://cdn.example.org/evil.js"></script>',
+    '<link rel="stylesheet" href="//cdn.example.org/x.css">',
+    '<style>body{background:url(https://tracker.example.org/p.png)}</style>',
+    '<button onclick="fetch(\'/api/v2/variables\')">x</button>',
+])
+def test_localise_refuses_what_it_cannot_make_local(tmp_path, page):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text(f"<!doctype html><html><body>{page}</body></html>", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="data docs"):
+        gxdocs.localise_site(site)
+
+
+def test_localise_makes_links_off_site_plain_text_and_scripts_files(tmp_path):
+    site = tmp_path / "site"
+    (site / "a" / "b").mkdir(parents=True)
+    page = site / "a" / "b" / "p.html"
+    page.write_text('<html><body><a href="https://greatexpectations.io">GX</a>'
+                    '<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script>'
+                    '<script>var x = 1;</script><button onclick="showAllValidations()">all</button>'
+                    "</body></html>", encoding="utf-8")
+    gxdocs.localise_site(site)
+    text = page.read_text(encoding="utf-8")
+    assert "<a>GX</a>" in text
+    assert 'src="../../static/vendor/jquery-3.7.1/jquery.min.js"' in text
+    moved = re.findall(r'src="\.\./\.\./(static/tfp/[0-9a-f]{24}\.js)"', text)
+    assert len(moved) == 1 and (site / moved[0]).read_text() == "var x = 1;"
+    assert 'data-tfp-on="click" data-tfp-call="showAllValidations"' in text
+    assert text.index("static/tfp/handlers.js") > text.index("data-tfp-call")
+    assert gxdocs.external_references(text) == []

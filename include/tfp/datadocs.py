@@ -6,15 +6,23 @@ exception texts, the data fingerprint, and ``observed_value`` unless it is a cou
 The validate stage stores that dict per landing (``landing_log.gx_result``); ``build_data_docs``
 renders the night's with GX's own SiteBuilder (index.html, validations/, expectations/, static/)
 into ``reports/<date>/data_docs``. An in-memory GX context writes nothing outside that folder.
+
+GX's pages load jQuery, Bootstrap, vega and Font Awesome from public CDNs and run inline scripts;
+served under the api-server's address they would run with an engineer's session. ``localise_site``
+rewrites every page to tfp's vendored copies (``tfp/static/vendor``, see VENDOR.json), moves inline
+scripts and onclick handlers into files, and refuses a page that still refers to anything outside
+the site, so the pages work under ``Content-Security-Policy: default-src 'self'``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import os
 import pathlib
 import re
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -255,4 +263,125 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
     missing = [str(p.relative_to(site_dir)) for p in expected if not p.is_file()]
     if missing:
         raise RuntimeError(f"GX did not write these data docs pages: {missing}")
+    localise_site(site_dir)
     return {"": "index.html", **pages}
+
+
+STATIC = pathlib.Path(__file__).resolve().parent / "static"
+# GX 1.24's CDN addresses (query strings aside) -> the vendored file, relative to the site root.
+_VENDORED = {
+    "https://cdn.jsdelivr.net/npm/vega@5": "vega-5.33.1/vega.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-lite@5": "vega-lite-5.23.0/vega-lite.min.js",
+    "https://cdn.jsdelivr.net/npm/vega-embed@6": "vega-embed-6.29.0/vega-embed.min.js",
+    "https://code.jquery.com/jquery-3.7.1.min.js": "jquery-3.7.1/jquery.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.js-1.12.9/popper.min.js",
+    "https://stackpath.bootstrapcdn.com/bootstrap/4.3.1/js/bootstrap.min.js": "bootstrap-4.3.1/js/bootstrap.min.js",
+    "https://maxcdn.bootstrapcdn.com/bootstrap/4.3.1/css/bootstrap.min.css": "bootstrap-4.3.1/css/bootstrap.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table-1.19.1/bootstrap-table.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table-1.19.1/bootstrap-table.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.js",
+    # GX asks for the 1.19.0 stylesheet of the extension beside 1.19.1's script: 1.19.1's is used
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
+        "bootstrap-table-1.19.1/extensions/filter-control/bootstrap-table-filter-control.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
+        "bootstrap-datepicker-1.9.0/js/bootstrap-datepicker.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
+        "bootstrap-datepicker-1.9.0/css/bootstrap-datepicker.min.css",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
+        "bootstrap-dark-1.1.0/css/bootstrap-prefers-dark.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome-free-6.6.0/css/all.min.css",
+}
+_LOCAL = {  # GX's logos on S3 -> its own copies in the site's static/images
+    "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png": "static/images/logo-long.png",
+    "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/full_logo_dark.png":
+        "static/images/logo-long.png",
+    **{url: f"static/vendor/{path}" for url, path in _VENDORED.items()},
+}
+_EXTERNAL = r"(?:[a-z][a-z0-9+.-]*:|//)"  # any scheme (https:, javascript:, data:) or a scheme-relative URL
+_EXTERNAL_LINK = re.compile(rf"""(<a\b[^>]*?)\s+href\s*=\s*(["']){_EXTERNAL}[^"']*\2""", re.I | re.S)
+_URL = re.compile(rf"""(?P<pre>\b(?:src|href|action|formaction|poster|data)\s*=\s*(?P<q>["']))(?P<url>{_EXTERNAL}[^"']*)(?P=q)"""
+                  rf"""|(?P<cpre>url\(\s*(?P<cq>["']?))(?P<curl>{_EXTERNAL}[^"')]*)(?P=cq)\s*\)"""
+                  rf"""|(?P<ipre>@import\s+(?P<iq>["']))(?P<iurl>{_EXTERNAL}[^"']*)(?P=iq)""", re.I)
+_STATIC_REF = re.compile(r"""(\b(?:src|href)\s*=\s*["'])(?:\.\./)*static/""", re.I)
+_SCRIPT = re.compile(r"<script\b(?P<attrs>[^>]*)>(?P<body>.*?)</script\s*>", re.I | re.S)
+_JS_TYPE = re.compile(r"""\btype\s*=\s*["']?(?!(?:text|application)/(?:java|ecma)script|module)""", re.I)
+_HANDLER = re.compile(r"""(<[a-z][^<>]*?)\s(on[a-z]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I | re.S)
+_CALL = re.compile(r"""^\s*(\w+)\(\s*(?:'([^'\\]*)')?\s*\)\s*;?\s*$""")
+_HANDLED = frozenset({"clearTableFilters", "hideSucceededValidations", "showAllValidations"})  # handlers.js
+
+
+def external_references(text: str) -> list[str]:
+    """What in a page (or stylesheet) would make a browser load or run something from elsewhere:
+    external URLs, inline scripts, event-handler attributes. Empty for a page fit to serve."""
+    found = [m.group("url") or m.group("curl") or m.group("iurl") for m in _URL.finditer(text)]
+    found += [f"inline script {m.group('body')[:40]!r}" for m in _SCRIPT.finditer(text)
+              if "src" not in m.group("attrs").lower() and not _JS_TYPE.search(m.group("attrs"))]
+    found += [f"{m.group(2)} handler" for m in _HANDLER.finditer(text)]
+    return found
+
+
+def _localise(text: str, prefix: str, site_dir: pathlib.Path) -> str:
+    def local(m: re.Match) -> str:
+        url = m.group("url") or m.group("curl") or m.group("iurl")
+        path = _LOCAL.get(url.split("?", 1)[0])
+        if path is None:
+            raise RuntimeError(f"data docs: a page refers to {url.split('?', 1)[0]!r}, which tfp has no copy of")
+        pre = m.group("pre") or m.group("cpre") or m.group("ipre")
+        quote = m.group("q") or m.group("cq") or m.group("iq") or ""
+        return f"{pre}{prefix}{path}{quote}" + (")" if m.group("cpre") else "")
+
+    def script(m: re.Match) -> str:
+        attrs, body = m.group("attrs"), m.group("body")
+        if "src" in attrs.lower() or _JS_TYPE.search(attrs):
+            return m.group(0)
+        name = hashlib.sha256(body.encode()).hexdigest()[:24] + ".js"
+        out = site_dir / "static" / "tfp" / name
+        if not out.exists():
+            out.write_text(body, encoding="utf-8")
+        return f'<script src="{prefix}static/tfp/{name}"></script>'
+
+    def handler(m: re.Match) -> str:
+        code = m.group(3) if m.group(3) is not None else m.group(4)
+        call = _CALL.match(code)
+        if not call or call.group(1) not in _HANDLED:
+            raise RuntimeError(f"data docs: an {m.group(2)} handler tfp cannot move out of the page: {code[:60]!r}")
+        arg = f' data-tfp-arg="{call.group(2)}"' if call.group(2) is not None else ""
+        return f'{m.group(1)} data-tfp-on="{m.group(2)[2:].lower()}" data-tfp-call="{call.group(1)}"{arg}'
+
+    text = _EXTERNAL_LINK.sub(r"\1", text)  # a link off-site (GX's home page, its newsletter) becomes text
+    text = _URL.sub(local, text)
+    # GX gets the depth wrong for the favicon of a validation page: its static folder is at the site root
+    text = _STATIC_REF.sub(lambda m: f"{m.group(1)}{prefix}static/", text)
+    text = _SCRIPT.sub(script, text)
+    moved = _HANDLER.subn(handler, text)
+    while moved[1]:  # one tag can carry several handlers
+        text = moved[0]
+        moved = _HANDLER.subn(handler, text)
+    if "data-tfp-call=" in text:
+        text = re.sub(r"</body\s*>", f'<script src="{prefix}static/tfp/handlers.js"></script></body>', text,
+                      count=1, flags=re.I)
+    return text
+
+
+def localise_site(site_dir: pathlib.Path) -> None:
+    """Make a built site self-contained (see the module docstring); raises if anything external is left."""
+    site_dir = pathlib.Path(site_dir)
+    shutil.copytree(STATIC / "vendor", site_dir / "static" / "vendor", dirs_exist_ok=True)
+    shutil.rmtree(site_dir / "static" / "tfp", ignore_errors=True)  # GX rewrote every page: their scripts too
+    (site_dir / "static" / "tfp").mkdir(parents=True)
+    shutil.copy(STATIC / "tfp" / "handlers.js", site_dir / "static" / "tfp" / "handlers.js")
+    vendor = site_dir / "static" / "vendor"
+    for path in sorted(site_dir.rglob("*")):
+        if path.suffix not in (".html", ".css") or not path.is_file() or vendor in path.parents:
+            continue
+        prefix = "../" * (len(path.relative_to(site_dir).parts) - 1)
+        text = path.read_text(encoding="utf-8")
+        new = _localise(text, prefix, site_dir)
+        left = external_references(new)
+        if left:
+            raise RuntimeError(f"data docs: {path.relative_to(site_dir)} still refers to {left[:3]}")
+        if new != text:
+            path.write_text(new, encoding="utf-8")

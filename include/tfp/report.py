@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from tfp.config import Config
+from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
 from tfp.stage import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
 
@@ -91,6 +91,8 @@ def build_run_report(engine: Engine, config: Config, reference_date: date, stage
                                                   d.suppress_below, d.round_to),
         "eligibility": package.get("published_summary") or {},
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
+        # the settings below tfp's floor while disclosure.allow_weak_disclosure is on; [] normally
+        "weak_disclosure": list(config.weak_disclosure),
         "persons_submitted": int(package.get("persons_submitted", 0)),
         "persons_excluded_by_consent": int(consent.get("excluded", 0)),
         "withdrawals_listed": int(package.get("withdrawals", 0)),
@@ -136,12 +138,20 @@ def _html(report: dict) -> str:
     )
     families = "".join(f"<tr><th>{k}</th><td>{e(str(report[k]))}</td></tr>"
                        for k in ("families_assessed", "families_eligible", "families_assessed_all_persons"))
+    weak = report.get("weak_disclosure") or []
+    floor = ", ".join(f"{k} {v}" for k, v in WEAK_DISCLOSURE_FLOOR.items())
+    banner = (
+        '<div id=weak-disclosure role=alert style="border:3px solid #b00;background:#fee;padding:8px 12px">'
+        f"<strong>Warning: weak disclosure control.</strong> These settings are below tfp's floor ({e(floor)}): "
+        f"<strong>{e(', '.join(weak))}</strong>. The counts this run published are less protected than that "
+        "floor; over SFTP only disclosure.allow_weak_disclosure: true lets such a config run.</div>"
+    ) if weak else ""
     return (
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>tfp run report {e(report['reference_date'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
         "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style>"
-        f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>"
+        f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>{banner}"
         f"<h2>Totals</h2><table>{totals}</table>"
         "<h2>Linkage</h2><table><tr><th>dataset</th><th>records linked</th><th>not linked</th>"
         f"<th>linkage rate</th></tr>{linkage}</table>"

@@ -1,0 +1,43 @@
+"""The run report's own files: the weak-disclosure warning (issue 13 item 8) and a page that loads nothing
+from anywhere (issue 20 item 1). Real warehouse (SQLite), real config, write_run_report as the DAG calls it."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from helpers import make_config
+from tfp.datadocs import external_references
+from tfp.report import write_run_report
+from tfp.warehouse import connect
+
+R = date(2025, 3, 31)
+
+
+def _report(tmp_path, **overrides) -> tuple[dict, str]:
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}", **overrides)
+    path = write_run_report(connect(config.warehouse_url), config, R, {})
+    return json.loads(path.read_text()), (path.parent / "run_report.html").read_text(encoding="utf-8")
+
+
+def test_weak_disclosure_is_in_the_report_and_on_the_page(tmp_path):
+    report, page = _report(tmp_path, anonymisation={"k": 1},
+                           disclosure={"round_to": 1, "allow_weak_disclosure": True})
+    assert report["weak_disclosure"] == ["anonymisation.k", "disclosure.round_to"]
+    assert "Warning: weak disclosure control." in page
+    banner = page[page.index('<div id=weak-disclosure'):]
+    banner = banner[:banner.index("</div>")]
+    assert "anonymisation.k, disclosure.round_to" in banner and "suppress_below" in banner  # the floor
+    assert page.index("weak-disclosure") < page.index("<h2>Totals")  # at the top, before any count
+
+
+def test_normal_disclosure_has_an_empty_list_and_no_banner(tmp_path):
+    report, page = _report(tmp_path)
+    assert report["weak_disclosure"] == []
+    assert "weak-disclosure" not in page and "weak disclosure" not in page.lower()
+
+
+def test_report_page_refers_to_nothing_outside_itself(tmp_path):
+    _, page = _report(tmp_path, anonymisation={"k": 1}, disclosure={"round_to": 1, "allow_weak_disclosure": True})
+    assert external_references(page) == []
+    assert "<script" not in page.lower() and "http" not in page.lower()

@@ -28,13 +28,17 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", **overrides) -> Path:
-    """A config file in ``folder`` reading every source from ``folder/<inbound>/<source>``."""
+def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", keep_local_files: bool | None = None,
+                 **overrides) -> Path:
+    """A config file in ``folder`` reading every source from ``folder/<inbound>/<source>``; the config's own
+    ``inbound`` key is set by ``keep_local_files`` (``inbound`` names the folder)."""
     raw = _merge(BASE, {
         "warehouse_url": warehouse_url,
         "work_dir": "work",
         "sources": {s: {"transport": "directory", "path": f"{inbound}/{s}"} for s in SOURCES},
     })
+    if keep_local_files is not None:
+        raw["inbound"] = {"keep_local_files": keep_local_files}
     raw = _merge(raw, overrides)
     for s in SOURCES:
         if raw["sources"][s]["transport"] == "directory":

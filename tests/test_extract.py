@@ -33,13 +33,16 @@ def test_files_are_landed_once_and_duplicates_recognised(tmp_path, warehouse_url
     engine = connect(warehouse_url)
     write_feed(tmp_path, "children_services", "needs_20250101.csv", HEADER, [["r1", "P1", "early_help", "2024-12-01", ""]])
     write_feed(tmp_path, "children_services", "needs_20250301.csv", HEADER, [["r2", "P1", "neet", "2025-02-01", ""]])
+    drop = tmp_path / "inbound/children_services"
+    sent = (drop / "needs_20250101.csv").read_bytes()
     first = land_source(engine, config, "children_services", date(2025, 1, 31))
     assert first["landed"] == 1 and first["files_seen"] == 1  # the March file is after R
+    assert sorted(p.name for p in drop.iterdir()) == ["needs_20250301.csv"]  # the landed plaintext is gone
+    (drop / "needs_20250101.csv").write_bytes(sent)  # the partner drops the same file again
     again = land_source(engine, config, "children_services", date(2025, 1, 31))
     assert again["landed"] == 0 and again["already_landed"] == 1
     # the same bytes re-sent under another name: recorded, never counted twice
-    (tmp_path / "inbound/children_services/needs_20250102.csv").write_bytes(
-        (tmp_path / "inbound/children_services/needs_20250101.csv").read_bytes())
+    (drop / "needs_20250102.csv").write_bytes(sent)
     resent = land_source(engine, config, "children_services", date(2025, 1, 31))
     assert resent["duplicates"] == 1 and resent["landed"] == 0
     rows = _logged(engine)
@@ -52,11 +55,12 @@ def test_landing_copy_is_encrypted_and_tamper_evident(tmp_path, sqlite_url):
     engine = connect(sqlite_url)
     source = write_feed(tmp_path, "children_services", "needs_20250101.csv", HEADER,
                         [["r1", "PERSONREF77", "early_help", "2024-12-01", ""]])
+    sent = source.read_bytes()
     land_source(engine, config, "children_services", date(2025, 1, 31))
     (row,) = _logged(engine)
     copy = config.work_dir / row.landing_path
     assert b"PERSONREF77" not in copy.read_bytes()
-    assert read_landing(engine, config, row.id) == source.read_bytes()
+    assert read_landing(engine, config, row.id) == sent
     blob = bytearray(copy.read_bytes())
     blob[-5] ^= 1
     copy.write_bytes(bytes(blob))

@@ -8,8 +8,11 @@ own key, into ``work_dir/landing`` and recorded in the landing log.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ from sqlalchemy import Connection, Engine, insert, select, text
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
-from tfp.feeds import DATASETS, parse_file_name
+from tfp.feeds import DATASETS, SOURCES, parse_file_name
+from tfp.fsmodes import private_dir
 from tfp.warehouse import landing_key, landing_log
 
 log = logging.getLogger(__name__)
@@ -35,33 +39,124 @@ class FeedFile:
     file_date: date
 
 
+class NotARegularFile(Exception):
+    """A name in a drop folder that is a link, folder, pipe or device: refused, never read."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FileTooLarge(Exception):
+    """A file larger than ``quality.max_file_bytes``: refused before it is read."""
+
+    def __init__(self, size: int):
+        super().__init__(size)
+        self.size = size
+
+
 class SourceReader(Protocol):
+    removes: bool  # whether a file is removed from the drop once its landing is committed
+
     def list_names(self) -> list[str]: ...
-    def read(self, name: str) -> bytes: ...
+    def read(self, name: str, max_bytes: int) -> bytes: ...
+    def remove(self, name: str) -> bool: ...
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _kind(mode: int) -> str:
+    return next((kind for test, kind in _KINDS if test(mode)), "not a regular file")
 
 
 class _DirectoryReader:
-    def __init__(self, folder: Path):
-        self.folder = folder
+    """A local drop folder, opened once: every name is looked up in that folder, never through a link
+    (a partner's link to a file elsewhere on this machine is refused, not landed)."""
+
+    def __init__(self, folder: Path, removes: bool):
+        self.folder, self.removes = folder, removes
+        self._read: dict[str, tuple[int, int, int, int]] = {}
+        try:
+            self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            raise FileNotFoundError(f"source folder does not exist: {folder}") from None
+
+    def close(self) -> None:
+        os.close(self._fd)
 
     def list_names(self) -> list[str]:
-        if not self.folder.is_dir():
-            raise FileNotFoundError(f"source folder does not exist: {self.folder}")
-        return sorted(p.name for p in self.folder.iterdir() if p.is_file())
+        return sorted(os.listdir(self._fd))
 
-    def read(self, name: str) -> bytes:
-        return (self.folder / name).read_bytes()
+    def read(self, name: str, max_bytes: int) -> bytes:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=self._fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EMLINK):  # O_NOFOLLOW met a link
+                raise NotARegularFile("a symbolic link") from None
+            raise
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NotARegularFile(_kind(st.st_mode))
+            if st.st_size > max_bytes:
+                raise FileTooLarge(st.st_size)
+            data = bytearray(f.read(st.st_size))
+            while chunk := f.read(min(1 << 20, max_bytes + 1 - len(data))):  # it grew meanwhile
+                data += chunk
+                if len(data) > max_bytes:
+                    raise FileTooLarge(len(data))
+        self._read[name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return bytes(data)
+
+    def remove(self, name: str) -> bool:
+        """Remove the file read as ``name``, unless it changed since (its new bytes are landed next run)."""
+        seen = self._read.pop(name, None)
+        try:
+            st = os.stat(name, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if seen != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
+            log.warning("source file %s changed while it was landed: left in %s for the next run", name, self.folder)
+            return False
+        os.unlink(name, dir_fd=self._fd)
+        return True
 
 
 class _SftpReader:
-    def __init__(self, client, folder: str):
-        self.client, self.folder = client, folder.rstrip("/") or "/"
+    def __init__(self, client, folder: str, removes: bool):
+        self.client, self.folder, self.removes = client, folder.rstrip("/") or "/", removes
+        self._read: dict[str, tuple[int | None, int | None]] = {}
 
     def list_names(self) -> list[str]:
         return [name for name, _size in self.client.list_files(self.folder)]
 
-    def read(self, name: str) -> bytes:
-        return self.client.read_bytes(f"{self.folder}/{name}")
+    def read(self, name: str, max_bytes: int) -> bytes:
+        from tfp.sftp import RemoteFileTooLarge
+
+        path = f"{self.folder}/{name}"
+        attrs = self.client.stat(path)
+        try:
+            data = self.client.read_bytes(path, max_bytes)
+        except RemoteFileTooLarge as e:
+            raise FileTooLarge(e.size) from None
+        self._read[name] = (attrs.st_size, attrs.st_mtime)
+        return data
+
+    def remove(self, name: str) -> bool:
+        """Pick-up-and-delete: remove the remote file read as ``name`` unless it changed since."""
+        path = f"{self.folder}/{name}"
+        seen = self._read.pop(name, None)
+        try:
+            attrs = self.client.stat(path)
+        except FileNotFoundError:
+            return False
+        if seen != (attrs.st_size, attrs.st_mtime):
+            log.warning("remote file %s changed while it was landed: left for the next run", name)
+            return False
+        self.client.remove(path)
+        return True
 
 
 @contextmanager
@@ -69,12 +164,16 @@ def open_source(config: Config, source: str) -> Iterator[SourceReader]:
     """A reader for one source's drop, over its configured transport."""
     cfg = config.source(source)
     if isinstance(cfg, DirectorySource):
-        yield _DirectoryReader(cfg.path)
+        reader = _DirectoryReader(cfg.path, removes=not config.inbound.keep_local_files)
+        try:
+            yield reader
+        finally:
+            reader.close()
         return
     from tfp.sftp import SftpClient, endpoint_from_connection
 
     with SftpClient(endpoint_from_connection(cfg.conn_id)) as client:
-        yield _SftpReader(client, cfg.path)
+        yield _SftpReader(client, cfg.path, removes=cfg.remove_after_pickup)
 
 
 def select_files(source: str, names: list[str], reference_date: date) -> list[FeedFile]:
@@ -91,20 +190,87 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
 
 
 def land_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
-    """Land the new files of one source for R; returns counts only."""
-    counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0,
-              "orphans_removed": remove_orphans(engine, config, source)}
+    """Land the new files of one source for R; returns counts only.
+
+    A file's plaintext is removed from the drop once its landing is committed (local folders unless
+    ``inbound.keep_local_files``; SFTP with ``remove_after_pickup``): a run killed in between leaves it,
+    and the next run finds it already landed and removes it then.
+    """
+    counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0, "refused": 0,
+              "rejected": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(engine, config, source)}
+    private_dir(config.landing_dir)
+    limit = config.quality.max_file_bytes
     with open_source(config, source) as reader:
         names = reader.list_names()
         files = select_files(source, names, reference_date)
         counts["ignored"] = len(names) - len(files)
         counts["files_seen"] = len(files)
         for feed in files:
-            data = reader.read(feed.name)
-            outcome = land_file(engine, config, feed, data, reference_date)
-            counts[outcome] += 1
+            try:
+                data = reader.read(feed.name, limit)
+            except NotARegularFile as e:
+                log.warning("source %s: %s is %s, not a regular file: refused, not read (nothing in a drop "
+                            "folder is followed)", source, feed.name, e.kind)
+                counts["refused"] += 1
+                continue
+            except FileTooLarge as e:
+                reject_too_large(engine, feed, e.size, limit, reference_date)
+                counts["rejected"] += 1
+                continue
+            counts[land_file(engine, config, feed, data, reference_date)] += 1
+            del data
+            if reader.removes:
+                try:
+                    counts["removed_from_drop"] += reader.remove(feed.name)
+                except OSError as e:  # the next run finds it already landed and tries again
+                    log.warning("source %s: %s is landed but could not be removed from the drop (%s)",
+                                source, feed.name, e.strerror or type(e).__name__)
     log.info("source %s: %s", source, counts)
     return counts
+
+
+def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date) -> None:
+    """Record a file over ``max_file_bytes`` as rejected, unread (no checksum, no copy), once per name and
+    size: ``validate`` then fails naming it, as for any rejected file, until the partner re-sends it."""
+    rule = f"larger than max_file_bytes ({size} bytes; the limit is {limit})"
+    log.warning("source %s: file %s rejected unread: %s", feed.source, feed.name, rule)
+    with engine.begin() as conn:
+        source_lock(conn, feed.source)
+        latest = conn.execute(
+            select(landing_log.c.status, landing_log.c.rejection)
+            .where(landing_log.c.source == feed.source, landing_log.c.file_name == feed.name)
+            .order_by(landing_log.c.id.desc()).limit(1)).first()
+        if latest is not None and latest.status == "rejected" and latest.rejection == rule:
+            return
+        conn.execute(insert(landing_log).values(
+            source=feed.source, dataset=feed.dataset, file_name=feed.name, file_date=feed.file_date,
+            sha256="", bytes=size, landed_at=datetime.now(UTC), landed_by_run=reference_date,
+            status="rejected", rejection=rule))
+
+
+def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
+    """The programme-end purge of local drop folders: remove every feed file of each directory source
+    (names of that source's datasets, any date), whatever ``keep_local_files`` says. Only regular
+    files directly in the configured folder; links are neither followed nor removed. Returns how many."""
+    found = 0
+    for source in SOURCES:
+        cfg = config.source(source)
+        if not isinstance(cfg, DirectorySource) or not cfg.path.is_dir():
+            continue
+        fd = os.open(cfg.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in os.listdir(fd):
+                parsed = parse_file_name(name)
+                if parsed is None or DATASETS[parsed[0]].source != source:
+                    continue
+                if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                    continue
+                found += 1
+                if not dry_run:
+                    os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+    return found
 
 
 def source_lock(conn: Connection, source: str) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tfp.fsmodes import private_dir, private_writer
+
 MAGIC = b"TFPLAND1"
 SEGMENT = 16 * 1024 * 1024
 COPY = re.compile(r"^(?P<id>\d+)\.(?:raw|validated)\.bin$")
@@ -41,26 +43,19 @@ def new_key() -> bytes:
 
 
 def encrypt_to(path: Path, data: bytes, key: bytes, landing_id: int, purpose: bytes = b"raw") -> None:
-    """Write ``data`` encrypted to ``path`` atomically (temp file, fsync, rename)."""
+    """Write ``data`` encrypted to ``path`` atomically (temp file, fsync, rename), mode 0600 in a 0700 folder."""
     aes = AESGCM(key)
     prefix = secrets.token_bytes(8)
     segments = [data[i:i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(MAGIC + prefix + struct.pack(">I", len(segments)))
-            for index, segment in enumerate(segments):
-                last = index == len(segments) - 1
-                sealed = aes.encrypt(prefix + struct.pack(">I", index), segment,
-                                     _aad(landing_id, purpose, index, last))
-                out.write(struct.pack(">Q", len(sealed)) + sealed)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    private_dir(path.parent)
+    temp_name = f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    with private_writer(path, temp_name) as out:
+        out.write(MAGIC + prefix + struct.pack(">I", len(segments)))
+        for index, segment in enumerate(segments):
+            last = index == len(segments) - 1
+            sealed = aes.encrypt(prefix + struct.pack(">I", index), segment,
+                                 _aad(landing_id, purpose, index, last))
+            out.write(struct.pack(">Q", len(sealed)) + sealed)
 
 
 def decrypt_from(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw") -> bytes:

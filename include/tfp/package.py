@@ -10,17 +10,16 @@ same manifest and the same signature (Ed25519 signatures are deterministic).
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from tfp.anonymise import Outputs
+from tfp.fsmodes import PRIVATE_FILE, private_dir, write_private
 
 log = logging.getLogger(__name__)
 
@@ -65,21 +64,13 @@ def _sha256(data: bytes) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees half a file.
-    A file that already holds exactly these bytes is left alone."""
-    if path.is_file() and path.read_bytes() == data:
+    """Write via a temporary file in the same folder and rename, so a reader never sees half a file;
+    mode 0600, as everything in the outbox is personal. A file that already holds exactly these bytes
+    is left alone (its mode made 0600)."""
+    if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
+        os.chmod(path, PRIVATE_FILE)
         return
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+    write_private(path, data)
 
 
 def _load_state(folder: Path) -> dict[str, dict[str, str]]:
@@ -110,8 +101,8 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
         raise ValueError(f"unknown encryption {encryption!r}")
     if encryption == "age" and not (recipient or "").startswith("age1"):
         raise ValueError("encryption age needs an age recipient (age1...)")
-    folder = Path(outbox) / reference_date.isoformat()
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(Path(outbox))
+    folder = private_dir(Path(outbox) / reference_date.isoformat())
     names = file_names(la_code, reference_date)
     previous = _load_state(folder)
     state: dict[str, dict[str, str]] = {}

@@ -285,8 +285,11 @@ def programme_end(engine: Engine, config: Config, run_date: date, dry_run: bool)
     outbox = [p for p in config.outbox_dir.rglob("*") if p.is_file()] if config.outbox_dir.exists() else []
     landing_dir = config.landing_dir
     stray = [p for p in landing_dir.rglob("*") if p.is_file()] if landing_dir.exists() else []
-    found = rows + len(copies) + len(outbox)
+    from tfp.extract import remove_local_feed_files  # partners' plaintext left in local drop folders
+
+    found = rows + len(copies) + len(outbox) + remove_local_feed_files(config, dry_run=True)
     if not dry_run:
+        remove_local_feed_files(config)
         _destroy_landing(engine, config, copies)
         with engine.begin() as conn:
             for table in PERSONAL_TABLES:

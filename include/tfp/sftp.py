@@ -36,6 +36,27 @@ class HostKeyRefused(SftpError):
     """The server's host key is not the pinned one (or nothing is pinned)."""
 
 
+class RemoteFileTooLarge(SftpError):
+    """A remote file is larger than the reader's limit; nothing more of it is read."""
+
+    def __init__(self, size: int):
+        super().__init__(f"remote file larger than the limit ({size} bytes or more)")
+        self.size = size
+
+
+class _Capped(io.BytesIO):
+    """A buffer that refuses to grow past ``cap`` bytes (a file that grows while it is read)."""
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > self.cap:
+            raise RemoteFileTooLarge(self.tell() + len(data))
+        return super().write(data)
+
+
 @dataclass(frozen=True)
 class SftpEndpoint:
     host: str
@@ -214,8 +235,14 @@ class SftpClient:
         ep = self.endpoint
         return SftpError(f"{what} on {ep.host}:{ep.port} failed: connection lost or timed out ({type(e).__name__})")
 
-    def read_bytes(self, path: str) -> bytes:
-        buf = io.BytesIO()
+    def read_bytes(self, path: str, max_bytes: int | None = None) -> bytes:
+        """The file's bytes; with ``max_bytes``, its size is checked before a byte is read (and again
+        while reading, should it grow), raising RemoteFileTooLarge."""
+        if max_bytes is not None:
+            size = self.stat(path).st_size or 0
+            if size > max_bytes:
+                raise RemoteFileTooLarge(size)
+        buf = io.BytesIO() if max_bytes is None else _Capped(max_bytes)
         try:
             self.sftp.getfo(path, buf, prefetch=True)
         except OSError as e:
@@ -225,6 +252,12 @@ class SftpClient:
         except _CONNECTION_ERRORS as e:
             raise self._lost(f"reading {posixpath.basename(path)}", e) from e
         return buf.getvalue()
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes:
+        try:
+            return self.sftp.stat(path)
+        except _CONNECTION_ERRORS as e:
+            raise self._lost(f"checking {posixpath.basename(path)}", e) from e
 
     def remove(self, path: str) -> None:
         self.sftp.remove(path)

@@ -7,6 +7,8 @@ which this module defines on both databases so that ``include/sql`` stays portab
 
 from __future__ import annotations
 
+import contextlib
+import os
 from functools import cache
 from pathlib import Path
 
@@ -176,13 +178,38 @@ def _sqlite_functions(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite warehouse URL; None for another database or an in-memory one."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create the warehouse file 0600 (in a 0700 folder when tfp makes the folder) before SQLite does, so
+    its -journal, -wal and -shm files, which SQLite gives the database file's mode, are 0600 too; an
+    older warehouse file and its companions are narrowed to 0600."""
+    from tfp.fsmodes import PRIVATE_FILE, create_private_file, private_dir
+
+    if not path.parent.is_dir():
+        private_dir(path.parent)
+    if not create_private_file(path):
+        for name in (path.name, f"{path.name}-journal", f"{path.name}-wal", f"{path.name}-shm"):
+            companion = path.with_name(name)
+            if companion.is_file() and not companion.is_symlink() and companion.stat().st_mode & 0o077:
+                with contextlib.suppress(PermissionError):  # not ours: `tfp run` warns about the folder
+                    os.chmod(companion, PRIVATE_FILE)
+
+
 @cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL per process; SQLite files get their folder created."""
-    if url.startswith("sqlite:///"):
-        path = url.removeprefix("sqlite:///")
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    """One engine per URL per process; a SQLite file is made private before SQLite opens it."""
+    sqlite_file = sqlite_path(url)
+    if sqlite_file is not None:
+        _private_sqlite_file(sqlite_file)
     # hide_parameters: a failed statement's message must never carry the row values it was given.
     engine = create_engine(url, future=True, pool_pre_ping=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":

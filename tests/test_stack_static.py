@@ -37,8 +37,9 @@ NEEDS = {
     "airflow-apiserver": AIRFLOW_BASE | {"AIRFLOW__API__SECRET_KEY"},
     "airflow-scheduler": AIRFLOW_BASE | CELERY,
     "airflow-dag-processor": AIRFLOW_BASE,
-    "airflow-triggerer": AIRFLOW_BASE,
-    "airflow-worker": AIRFLOW_BASE | CELERY | {"TFP_PSEUDONYM_KEY", "TFP_LINKAGE_KEY", "TFP_SIGNING_KEY",
+    # the worker's and triggerer's log servers check requests the api-server signs with [api] secret_key
+    "airflow-triggerer": AIRFLOW_BASE | {"AIRFLOW__API__SECRET_KEY"},
+    "airflow-worker": AIRFLOW_BASE | CELERY | {"AIRFLOW__API__SECRET_KEY", "TFP_PSEUDONYM_KEY", "TFP_LINKAGE_KEY", "TFP_SIGNING_KEY",
                                               "TFP_WAREHOUSE_PASSWORD"},
     "airflow-init": AIRFLOW_BASE | {"_AIRFLOW_WWW_USER_PASSWORD", "TFP_OWNER_PASSWORD"},
     "recipient-sftp": {"/etc/sftp/users.conf"},

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import csv
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -144,23 +141,15 @@ def _check_manifest(manifest_path: Path, public_key) -> tuple[dict | None, list[
 
 
 def _write_private(out: Path, name: str, data: bytes) -> Path:
-    """``out/name`` (a base name) written via a 0600 temporary file and a rename, so an existing file or
-    symbolic link of that name is replaced rather than followed."""
+    """``out/name`` (a base name), 0600 in a 0700 ``out``, via a temporary file and a rename, so an existing
+    file or symbolic link of that name is replaced rather than followed."""
+    from tfp.fsmodes import private_dir, write_private
+
     target = out / name
     if Path(name).name != name or target.parent != out:
-        raise ValueError(f"{_show(name)} is not a file name")  # _name_problems already refused it
-    if not out.is_dir():
-        out.mkdir(parents=True)
-        out.chmod(0o700)
-    fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=out)  # mkstemp: mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
+        raise ValueError(f"{_show(name)} is not a file name")  # manifest_problems already refused it
+    private_dir(out)
+    write_private(target, data)
     return target
 
 

@@ -4,15 +4,16 @@
 # redis and fab providers come with it, fixed by that digest; requirements.txt pins everything else
 # with == (the celery provider included), so a rebuild installs exactly what was tested.
 FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
+# /opt/tfp/var seeds the tfp-work volume: the airflow user and group 0 (the stack runs as
+# ${AIRFLOW_UID}:0) may write there, no one else; tfp keeps its own folders 0700 within it.
+USER root
+RUN install -d -o airflow -g root -m 0755 /opt/tfp && install -d -o airflow -g root -m 0770 /opt/tfp/var
 USER airflow
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
 COPY --chown=airflow:root include /opt/tfp/include
 RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
  && pip install --no-cache-dir --no-deps -e /opt/tfp \
- && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab" \
- && mkdir -p /opt/tfp/var && chmod 0770 /opt/tfp/var
-# /opt/tfp/var seeds the tfp-work volume: the airflow user and group 0 (the stack runs as
-# ${AIRFLOW_UID}:0) may write there, no one else; tfp keeps its own folders 0700 within it.
+ && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab"
 COPY --chown=root:root --chmod=0755 scripts/secrets-entrypoint.sh /opt/tfp/secrets-entrypoint.sh
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins

@@ -10,8 +10,9 @@ import email
 import json
 import socket
 import subprocess
+import sys
 import time
-from datetime import date
+from datetime import date, timedelta
 from email.message import Message
 
 import pytest
@@ -104,3 +105,40 @@ def test_failure_alert_names_file_and_rule_and_nothing_personal(tmp_path, smtp_i
         if column in {"sex", "category", "role", "proven"}:
             continue  # codes, not personal
         assert value not in everything, f"the alert holds the {column} of the broken file"
+
+
+# -- review issue 13, items 14 and 8: the night a manual run was for, and weak disclosure -------------
+
+def test_a_manual_run_for_another_night_with_weak_disclosure_alerts_with_its_night_and_the_weak_settings(
+        tmp_path, smtp_inbox):
+    """A manual run of reference date R triggered on another logical date, from a config that allows weak
+    disclosure, fails at validate: the alert names R (not the logical date) and the weak settings by
+    name, and check_setup's log warns of them."""
+    inbox, port = smtp_inbox
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}", anonymisation={"k": 1},
+                          disclosure={"round_to": 1, "allow_weak_disclosure": True})
+    header = [c for c in DATASETS["incidents"].columns if c != "incident_date"]
+    write_feed(tmp_path, "police", BROKEN_FILE, header, [[PERSONAL[c] for c in header]])
+    alerts = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+              "extra": {"from_email": "tfp@council.example", "to": "oncall@council.example",
+                        "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0}}
+    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+                     "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
+    logical = R + timedelta(days=9)
+    code = ("import sys, datetime; from tfp.runner import run_dag; "
+            "state, _ = run_dag('tfp_nightly', sys.argv[1], datetime.date.fromisoformat(sys.argv[2]), "
+            "{'reference_date': sys.argv[3]}); print('STATE', state)")
+    run = subprocess.run([sys.executable, "-c", code, str(config), logical.isoformat(), R.isoformat()], env=env,
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    output = run.stdout + run.stderr
+    assert "STATE failed" in output, output[-4000:]
+    assert "weak disclosure allowed: anonymisation.k, disclosure.round_to" in output  # check_setup's warning
+    deadline = time.monotonic() + 10
+    while not inbox.messages and time.monotonic() < deadline:
+        time.sleep(0.1)
+    validate = [m for m in inbox.messages if "police.validate" in _text(m)]
+    assert len(validate) == 1, [m["Subject"] for m in inbox.messages]
+    assert validate[0]["Subject"] == f"[tfp] tfp_nightly {R}: task police.validate failed"
+    body = _text(validate[0])
+    assert logical.isoformat() not in body
+    assert "weak disclosure allowed: anonymisation.k, disclosure.round_to" in body

@@ -1,0 +1,26 @@
+"""What a failure alert says about the night (review issue 13, items 14 and 8), without Airflow."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+from tfp.notify import failure_summary, run_reference_date
+
+R = date(2025, 3, 31)
+
+
+def test_the_alert_of_a_manual_run_without_a_logical_date_names_its_reference_date():
+    manual = {"params": {"reference_date": "2025-03-31", "dry_run": False}, "logical_date": None}
+    assert run_reference_date(manual) == R
+    subject, body = failure_summary("tfp_nightly", "check_setup", run_reference_date(manual), None)
+    assert subject == "[tfp] tfp_nightly 2025-03-31: task check_setup failed" and "unknown date" not in body
+    scheduled = {"params": {"reference_date": None}, "logical_date": datetime(2025, 3, 31, 0, 30, tzinfo=UTC)}
+    assert run_reference_date(scheduled) == R  # 01:30 in London (BST)
+    assert run_reference_date({"params": {}, "logical_date": None}) is None
+
+
+def test_the_alert_names_the_weak_disclosure_settings_in_force_and_nothing_when_there_are_none():
+    _, body = failure_summary("tfp_nightly", "deliver", R, None, weak_disclosure=["anonymisation.k", "disclosure.round_to"])
+    assert "weak disclosure allowed: anonymisation.k, disclosure.round_to" in body
+    _, body = failure_summary("tfp_nightly", "deliver", R, None)
+    assert "weak disclosure" not in body

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, func, select, text
 
 from tfp.config import Config, SecretKeys
 from tfp.consent import as_date
 from tfp.current import current_rows
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, postcode_district
-from tfp.warehouse import FLAGS, family_flags, person_consent
+from tfp.warehouse import FLAGS, family_flags, insert_rows, person_consent, released_generalisation
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +139,28 @@ _LADDER = (
 )
 
 
+# Generalisation levels per quasi-identifier, finest first: 0 is the value as computed, the last is "*".
+# A person's level on a night is what the recipient saw; later nights never go below it (contract section 10).
+LEVELS: dict[str, tuple] = {
+    "year_of_birth": (None, _year_band, _suppress),
+    "postcode_district": (None, _district_area, _suppress),
+    "sex": (None, _suppress),
+}
+
+
+def generalise(raw: str, column: str, level: int) -> str:
+    """``raw`` (a finest value) at ``level`` of its ladder."""
+    recode = LEVELS[column][level]
+    return raw if recode is None else recode(raw)
+
+
+def level_of(raw: str, released: str, column: str) -> int:
+    """The level at which ``raw`` was released as ``released``."""
+    if released == SUPPRESSED:
+        return len(LEVELS[column]) - 1
+    return 0 if released == raw else 1
+
+
 def _class_sizes(frame: pd.DataFrame) -> pd.Series:
     return frame.groupby(list(QUASI_IDENTIFIERS), sort=False, dropna=False)["sex"].transform("size")
 
@@ -197,6 +219,117 @@ def disclose(count: int, suppress_below: int, round_to: int) -> str:
     return str((2 * count + round_to) // (2 * round_to) * round_to)
 
 
+Cell = tuple[str, str]  # (measure, programme_status)
+
+
+def published_range(mark: str, suppress_below: int, round_to: int) -> tuple[int, float]:
+    """The counts a published cell can stand for, as the recipient sees it: "0" is 0 (or a count that
+    rounds to 0 when suppress_below is below round_to/2); a rounded v is any count >= suppress_below that
+    rounds to v; "[c]" is any count >= 1, since the format cannot say which [c] is a secondary suppression."""
+    if mark == "[c]":
+        return 1, float("inf")
+    v, half = int(mark), (round_to - 1) // 2
+    if v == 0:
+        return 0, (half if suppress_below <= half else 0)
+    return max(suppress_below, v - round_to // 2), v + half
+
+
+def summary_relations(min_problems: int) -> list[tuple[dict[Cell, int], int]]:
+    """What a recipient knows ties the summary's cells together, each as (coefficients, sense): the
+    relation says sum(coefficient * cell) == 0 (sense 0) or >= 0 (sense 1).
+
+    Per measure, intervention + comparison = all (the only two statuses). Per status: eligible families
+    and families with a flag are among the families assessed; an eligible family has at least
+    ``min_problems`` flags; every intervention family and every eligible comparison family is submitted
+    with at least one person."""
+    flags_and_eligible = ("families_eligible", *FLAGS)
+    out: list[tuple[dict[Cell, int], int]] = []
+    for m in SUMMARY_MEASURES:
+        out.append(({(m, "intervention"): 1, (m, "comparison"): 1, (m, "all"): -1}, 0))
+    for st in SUMMARY_STATUSES:
+        for m in flags_and_eligible:
+            out.append(({("families_assessed", st): 1, (m, st): -1}, 1))
+        out.append(({**{(f, st): 1 for f in FLAGS}, ("families_eligible", st): -min_problems}, 1))
+    out.append(({("persons_submitted", "intervention"): 1, ("families_assessed", "intervention"): -1}, 1))
+    out.append(({("persons_submitted", "comparison"): 1, ("families_eligible", "comparison"): -1}, 1))
+    out.append(({("persons_submitted", "all"): 1, ("families_assessed", "intervention"): -1,
+                 ("families_eligible", "comparison"): -1}, 1))
+    return out
+
+
+def feasible_intervals(marks: dict[Cell, str], relations: list[tuple[dict[Cell, int], int]],
+                       suppress_below: int, round_to: int) -> dict[Cell, tuple[float, float]]:
+    """For each [c] cell, the least and greatest count it can have in any table of non-negative
+    integers that agrees with every published cell and every relation (integer programs, HiGHS)."""
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    cells = list(marks)
+    index = {c: i for i, c in enumerate(cells)}
+    ranges = [published_range(marks[c], suppress_below, round_to) for c in cells]
+    # a [c] has no upper bound; a cap far above any count keeps the programs bounded (HiGHS cannot
+    # always tell unbounded from infeasible), and a maximum at the cap reads as unbounded
+    cap = 1e9
+    bounds = Bounds([lo for lo, _ in ranges], [min(hi, cap) for _, hi in ranges])
+    constraints = []
+    if relations:
+        a = np.zeros((len(relations), len(cells)))
+        for row, (coefficients, _) in enumerate(relations):
+            for cell, coefficient in coefficients.items():
+                a[row, index[cell]] = coefficient
+        upper = np.array([0.0 if sense == 0 else np.inf for _, sense in relations])
+        constraints.append(LinearConstraint(a, np.zeros(len(relations)), upper))
+    integral = np.ones(len(cells))
+    out: dict[Cell, tuple[float, float]] = {}
+    for cell in cells:
+        if marks[cell] != "[c]":
+            continue
+        ends = []
+        for sign in (1.0, -1.0):
+            c = np.zeros(len(cells))
+            c[index[cell]] = sign
+            result = milp(c, constraints=constraints, integrality=integral, bounds=bounds)
+            if result.status != 0:  # the true counts are a solution, so this is a fault in tfp
+                raise RuntimeError(f"disclosure check failed for {cell[0]}/{cell[1]}: {result.message}")
+            end = round(sign * result.fun)
+            ends.append(float("inf") if end >= cap / 2 else end)
+        out[cell] = (ends[0], ends[1])
+    return out
+
+
+def protect_summary(counts: dict[Cell, int], suppress_below: int, round_to: int,
+                    relations: list[tuple[dict[Cell, int], int]]) -> dict[Cell, str]:
+    """The summary's cells as published: primary suppression and rounding (``disclose``), then secondary
+    suppression until every [c] cell's feasible interval is at least ``suppress_below`` wide.
+
+    A cell too narrow gets a partner: the non-zero published cell with the smallest count in its row
+    (measure), else in its column (status), else anywhere; ties by the summary's order. Relations the
+    true counts do not satisfy are not used (a recipient relying on them would be misled). The result
+    depends only on the counts, so re-runs are byte-identical.
+    """
+    marks = {cell: disclose(n, suppress_below, round_to) for cell, n in counts.items()}
+    if "[c]" not in marks.values():
+        return marks
+    relations = [(coefficients, sense) for coefficients, sense in relations
+                 if (value := sum(k * counts[c] for c, k in coefficients.items())) == 0
+                 or (sense == 1 and value > 0)]
+    order = {cell: i for i, cell in enumerate(counts)}
+    while True:
+        intervals = feasible_intervals(marks, relations, suppress_below, round_to)
+        narrow = [cell for cell in counts if cell in intervals
+                  and intervals[cell][1] - intervals[cell][0] < suppress_below]
+        if not narrow:
+            return marks
+        target = narrow[0]
+        candidates = [c for c in counts if marks[c] != "[c]" and counts[c] > 0]
+        pools = ([c for c in candidates if c[0] == target[0]], [c for c in candidates if c[1] == target[1]],
+                 candidates)
+        pool = next((p for p in pools if p), None)
+        if pool is None:
+            raise RuntimeError(f"secondary suppression cannot protect {target[0]}/{target[1]}")
+        marks[min(pool, key=lambda c: (counts[c], order[c]))] = "[c]"
+
+
 # -- the three outputs -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -213,6 +346,8 @@ class Outputs:
     withdrawal_rows: int
     counts: dict[str, int] = field(default_factory=dict)
     published: dict[str, dict[str, str]] = field(default_factory=dict)
+    # person_ref -> level per quasi-identifier as released: for record_release, never for a log or XCom
+    released: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
 
 def _csv(header: tuple[str, ...], rows: list[list[str]]) -> str:
@@ -223,7 +358,57 @@ def _csv(header: tuple[str, ...], rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-def _read(engine: Engine, reference_date: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+Levels = dict[str, tuple[int, ...]]
+
+
+def _release_floor(conn, reference_date: date) -> Levels:
+    """Per person, the coarsest level per quasi-identifier released by the nights packaged before R was
+    first packaged, and by R itself: a re-run of R is never finer than R was, and never coarser than R
+    was for the same inputs (the floor is then R's own output, which k-anonymity leaves as it is)."""
+    t = released_generalisation
+    own = conn.execute(select(func.max(t.c.release_order)).where(t.c.reference_date == reference_date)).scalar()
+    query = select(t.c.person_ref, *(func.max(t.c[q]) for q in QUASI_IDENTIFIERS)).group_by(t.c.person_ref)
+    if own is not None:
+        query = query.where(t.c.release_order <= own)
+    return {str(ref): tuple(int(v) for v in levels) for ref, *levels in conn.execute(query)}
+
+
+def record_release(engine: Engine, reference_date: date, released: Levels) -> int:
+    """Remember the levels R released, once R's package is written: R keeps the place in the release
+    order of its first packaging. Returns the number of people recorded."""
+    t = released_generalisation
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7423002)"))
+        order = conn.execute(select(func.max(t.c.release_order)).where(t.c.reference_date == reference_date)).scalar()
+        if order is None:
+            order = (conn.execute(select(func.max(t.c.release_order))).scalar() or 0) + 1
+        conn.execute(delete(t).where(t.c.reference_date == reference_date))
+        refs = sorted(released)
+        return insert_rows(conn, t, {
+            "person_ref": refs, "reference_date": [reference_date] * len(refs), "release_order": [order] * len(refs),
+            **{q: [released[ref][i] for ref in refs] for i, q in enumerate(QUASI_IDENTIFIERS)},
+        })
+
+
+def _k_anonymise_over_nights(submission: pd.DataFrame, refs: pd.Series, k: int,
+                             floor: Levels) -> tuple[pd.DataFrame, Levels]:
+    """k-anonymity for tonight, starting each person at the coarsest level released for them before, so
+    nobody's quasi-identifiers become finer than a recipient already saw; returns the levels released."""
+    raw = submission[list(QUASI_IDENTIFIERS)].copy()
+    start = submission.copy()
+    for i, column in enumerate(QUASI_IDENTIFIERS):
+        levels = refs.map(lambda ref, i=i: floor[ref][i] if ref in floor else 0)
+        start[column] = [generalise(v, column, lvl) for v, lvl in zip(raw[column], levels, strict=True)]
+    out = k_anonymise(start, k)
+    released = {
+        ref: tuple(level_of(raw.at[index, q], out.at[index, q], q) for q in QUASI_IDENTIFIERS)
+        for index, ref in refs.items()
+    }
+    return out, released
+
+
+def _read(engine: Engine, reference_date: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Levels]:
     with engine.connect() as conn:
         roster = current_rows(conn, "families", reference_date)
         consent = conn.execute(
@@ -237,7 +422,8 @@ def _read(engine: Engine, reference_date: date) -> tuple[pd.DataFrame, pd.DataFr
                                        family_flags.c.scope == "kept")
         )
         flags = pd.DataFrame([tuple(r) for r in flags], columns=list(flags.keys()))
-    return roster, consent, flags
+        floor = _release_floor(conn, reference_date)
+    return roster, consent, flags, floor
 
 
 def _year(value: object) -> str:
@@ -259,7 +445,7 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
     """The submission, summary and withdrawals for R, from the roster, person_consent and family_flags
     (scope ``kept``) of R. Raises when the consent or criteria stage has not run for R: an empty
     submission must never be delivered by mistake."""
-    roster, consent, flags = _read(engine, reference_date)
+    roster, consent, flags, floor = _read(engine, reference_date)
     if not roster.empty and consent.empty:
         raise RuntimeError(f"no consent decisions for {reference_date}: run the consent stage first")
     if consent["kept"].astype(bool).any() and flags.empty:
@@ -275,6 +461,7 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
     submitted_families = flags.index[(flags["eligible"] == 1) | (flags["programme_status"] == "intervention")]
 
     rows: list[dict[str, str]] = []
+    refs: list[str] = []
     members = roster[roster["person_ref"].isin(kept_refs) & roster["family_ref"].isin(set(submitted_families))] \
         if not roster.empty else roster
     family_of = flags.to_dict("index")
@@ -298,12 +485,15 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
             "eligible": str(int(family["eligible"])),
         }
         rows.append(row)
+        refs.append(person.person_ref)
     submission = pd.DataFrame(rows, columns=list(SUBMISSION_COLUMNS))
+    refs_of = pd.Series(refs, index=submission.index, dtype=object)
     submission = submission.sort_values(["family_token", "person_token"], kind="mergesort")
-    submission = k_anonymise(submission, config.anonymisation.k)
+    submission, released = _k_anonymise_over_nights(submission, refs_of.loc[submission.index],
+                                                    config.anonymisation.k, floor)
 
     d = config.disclosure
-    summary_rows: list[list[str]] = []
+    cell_counts: dict[Cell, int] = {}
     family_counts: dict[str, pd.DataFrame] = {
         "intervention": flags[flags["programme_status"] == "intervention"],
         "comparison": flags[flags["programme_status"] == "comparison"],
@@ -320,7 +510,9 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
                 n = len(submission) if status == "all" else int((submission["programme_status"] == status).sum())
             else:
                 n = int((families[measure] == 1).sum())
-            summary_rows.append([measure, status, disclose(n, d.suppress_below, d.round_to)])
+            cell_counts[measure, status] = n
+    marks = protect_summary(cell_counts, d.suppress_below, d.round_to, summary_relations(config.criteria.min_problems))
+    summary_rows = [[measure, status, mark] for (measure, status), mark in marks.items()]
 
     withdrawn = consent[consent["state"] == "withdrawn"]
     roster_refs = set(roster["person_ref"]) if not roster.empty else set()
@@ -341,4 +533,5 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
         withdrawal_rows=len(withdrawal_rows),
         counts=counts,
         published={m: {status: c for measure, status, c in summary_rows if measure == m} for m in SUMMARY_MEASURES},
+        released=released,
     )

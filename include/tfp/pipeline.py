@@ -91,7 +91,7 @@ def criteria(config_path: str, reference_date: date) -> dict[str, dict[str, int]
 
 def package(config_path: str, reference_date: date) -> dict:
     from tfp import __version__
-    from tfp.anonymise import build_outputs
+    from tfp.anonymise import build_outputs, record_release
     from tfp.package import write_package
 
     config, engine = _open(config_path)
@@ -99,6 +99,7 @@ def package(config_path: str, reference_date: date) -> dict:
     outputs = build_outputs(engine, reference_date, config, keys)
     files = write_package(outputs, config.outbox_dir, config.local_authority.code, reference_date,
                           config.delivery.encryption, config.delivery.recipient, keys.signing, __version__)
+    record_release(engine, reference_date, outputs.released)  # only what was packaged binds later nights
     return {"outbox": str(files[0].path.parent), "files": len(files),
             "persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows,
             "published_summary": outputs.published}

@@ -40,6 +40,7 @@ from tfp.warehouse import (
     links,
     person_consent,
     quarantine,
+    released_generalisation,
     staging,
 )
 
@@ -252,7 +253,10 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
     needs = staging["needs"]
     n_needs = sum(_count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
     n_links = sum(_count(engine, links, links.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
-    found = sum(len(t) for t in targets.values()) + n_needs + n_links
+    released = released_generalisation
+    n_released = sum(_count(engine, released, released.c.person_ref.in_(refs[i:i + 500]))
+                     for i in range(0, len(refs), 500))
+    found = sum(len(t) for t in targets.values()) + n_needs + n_links + n_released
     if not dry_run and people:
         with engine.begin() as conn:
             for dataset, pairs in targets.items():
@@ -263,9 +267,11 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
                 chunk = refs[i:i + 500]
                 conn.execute(delete(needs).where(needs.c.person_ref.in_(chunk)))
                 conn.execute(delete(links).where(links.c.person_ref.in_(chunk)))
+                conn.execute(delete(released).where(released.c.person_ref.in_(chunk)))
         again = _withdrawn_targets(engine, people)
         left = sum(len(t) for t in again.values()) + sum(
-            _count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
+            _count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) + _count(
+                engine, released, released.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
         if left:
             raise RetentionIncomplete(f"{left} records of withdrawn people remain after deletion")
     return Outcome("withdrawn", run_date.isoformat(), found, 0 if dry_run else found, "rows")
@@ -273,7 +279,8 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
 
 # -- programme end -----------------------------------------------------------------------------
 
-PERSONAL_TABLES = (*staging.values(), quarantine, links, family_flags, person_consent, landing_key)
+PERSONAL_TABLES = (*staging.values(), quarantine, links, family_flags, person_consent, released_generalisation,
+                   landing_key)
 
 
 def programme_end(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:

@@ -113,6 +113,19 @@ person_consent = Table(
     Column("kept", Boolean, nullable=False),
 )
 
+# The generalisation level of each quasi-identifier released for a person on a night (0 = the value
+# itself, then tfp.anonymise.LEVELS), so that no later release is finer (contract section 10).
+# release_order numbers the nights in the order they were first packaged; personal (person_ref).
+released_generalisation = Table(
+    "released_generalisation", metadata,
+    Column("person_ref", String(100), primary_key=True),
+    Column("reference_date", Date, primary_key=True),
+    Column("release_order", Integer, nullable=False, index=True),
+    Column("year_of_birth", Integer, nullable=False),
+    Column("postcode_district", Integer, nullable=False),
+    Column("sex", Integer, nullable=False),
+)
+
 delivery_log = Table(
     "delivery_log", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

@@ -59,8 +59,9 @@ def test_dry_run_delivers_nothing_and_a_sources_run_pulls_only_its_partner(tmp_p
     # Probation sends the night's file again under another date, and police sends nothing new. A
     # manual run (on another logical date, for reference date R) for police only must not touch
     # probation's folder.
-    probation = root / "inbound" / "probation" / f"cases_{R:%Y%m%d}.csv"
-    shutil.copy(probation, probation.with_name(f"cases_{R - timedelta(days=1):%Y%m%d}.csv"))
+    # (from the borough's own copy: the runs removed the landed plaintext from the drop folder)
+    shutil.copy(borough / "probation" / f"cases_{R:%Y%m%d}.csv",
+                root / "inbound" / "probation" / f"cases_{R - timedelta(days=1):%Y%m%d}.csv")
     _run(config, env, {"sources": ["police"], "reference_date": R.isoformat()}, logical=R + timedelta(days=7))
     states = _states(root / "airflow")
     for source in ("probation", "housing", "dwp", "schools", "children_services"):

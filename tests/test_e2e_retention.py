@@ -52,8 +52,9 @@ def _read(path: Path) -> list[dict[str, str]]:
 def test_after_the_programme_ends_nothing_personal_remains(tmp_path):
     end = R + timedelta(days=1)
     root, env = _borough(tmp_path, 60, 99, retention={"delete_all_after": end.isoformat()})
+    pattern = leak_pattern(personal_values(root / "inbound", R))  # read before the run removes what it lands
     _run(root, env, "run", "--date", R.isoformat())
-    pattern = leak_pattern(personal_values(root / "inbound", R))
+    assert not list((root / "inbound").rglob("*.csv")), "the landed plaintext is gone from the drop folders"
     warehouse = root / "work" / "warehouse.db"
     assert pattern.search(warehouse.read_bytes()), "the warehouse holds personal data before the purge"
     _run(root, env, "retention", "--date", end.isoformat())

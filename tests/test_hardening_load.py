@@ -7,7 +7,6 @@ LocalExecutor on PostgreSQL."""
 from __future__ import annotations
 
 import csv
-import json
 from datetime import date, datetime, timedelta
 from itertools import combinations
 from pathlib import Path
@@ -50,14 +49,14 @@ def test_two_boroughs_at_once(tmp_path, pg_url):
             generate(root / "inbound", families=25, seed=seed, on=R)
             config = write_config(root, url, local_authority={"code": la, "name": f"Borough {la}"})
             log = root / "run.log"
+            fed = sum(len(_rows(p)) for p in (root / "inbound").rglob("*.csv") if "truth" not in p.parts)
             procs[la] = (start_run(config, run_env(root, keys), R, log), log)
-            roots[la] = (root, url)
+            roots[la] = (root, url, fed)  # counted before the run removes the landed files from the drop
         _wait_all(procs)
-        for la, (root, url) in roots.items():
+        for la, (root, url, fed) in roots.items():
             submission = _rows(root / "delivered" / f"tfp_submission_{la}_{R:%Y%m%d}.csv")
             assert submission and {r["la_code"] for r in submission} == {la}
             engine = connect(url)
-            fed = sum(len(_rows(p)) for p in (root / "inbound").rglob("*.csv") if "truth" not in p.parts)
             assert sum(r["rows_read"] for r in landings(engine)) == fed  # its own rows, all of them, once
             assert_counts_add_up(engine)
     finally:
@@ -79,6 +78,7 @@ def test_a_backfill_of_several_dates_at_once_on_one_warehouse(tmp_path, pg_url):
     dates = [R - timedelta(days=2), R - timedelta(days=1), R]
     _several_nights(tmp_path, dates, families=25, seed=5)
     config = write_config(tmp_path, pg_url)
+    sent = len(list((tmp_path / "inbound").rglob("*.csv")))  # before the runs remove what they landed
     keys = make_keys()
     procs = {}
     for d in dates:
@@ -90,7 +90,8 @@ def test_a_backfill_of_several_dates_at_once_on_one_warehouse(tmp_path, pg_url):
     engine = connect(pg_url)
     rows = landings(engine)
     names = [(r["source"], r["file_name"]) for r in rows if r["status"] != "duplicate"]
-    assert len(names) == len(set(names)) == len(list((tmp_path / "inbound").rglob("*.csv")))
+    assert len(names) == len(set(names)) == sent
+    assert list((tmp_path / "inbound").rglob("*.csv")) == []  # each landed file removed once, by some run
     assert {r["status"] for r in rows} <= {"staged", "duplicate"}
     assert_counts_add_up(engine)
     with engine.connect() as conn:
@@ -112,9 +113,9 @@ def _interval(stack, dag_id: str, run_id: str, token: str) -> tuple[datetime, da
 def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_executor(tmp_path, pg_url):
     """The same, through Airflow's own scheduler and LocalExecutor with PostgreSQL as Airflow's metadata
     database: a backfill of three dates of one borough with three runs at a time, and at the same time a
-    manual run of a second borough (its own config, warehouse and work_dir, passed as the run's `config`
-    param). Every run succeeds (no deadlock), the runs overlap in time, and each delivery holds only its
-    own borough's and date's data."""
+    manual run of a second borough (its own config, warehouse and work_dir: its DAG `tfp_nightly__<la_code>`
+    comes from its file in TFP_BOROUGHS_DIR). Every run succeeds (no deadlock), the runs overlap in time, and
+    each delivery holds only its own borough's and date's data."""
     airflow_db = make_url(_new_pg_database()).set(drivername="postgresql+psycopg").render_as_string(
         hide_password=False)
     second_url = _new_pg_database()
@@ -125,21 +126,27 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
         first_config = write_config(first, pg_url)
         second, second_la, second_date = tmp_path / "second", "E09000032", R - timedelta(days=10)
         generate(second / "inbound", families=20, seed=32, on=second_date)
-        second_config = write_config(second, second_url, local_authority={"code": second_la, "name": "Borough 2"})
+        write_config(second, second_url, local_authority={"code": second_la, "name": "Borough 2"})
+        # counted before the runs remove what they landed from the drop folders
+        sent = len(list((first / "inbound").rglob("*.csv")))
+        fed = sum(len(_rows(p)) for p in (second / "inbound").rglob("*.csv") if "truth" not in p.parts)
         keys = make_keys()
-        with airflow_stack(tmp_path, {"TFP_CONFIG": str(first_config), **keys},
+        second_dag = f"tfp_nightly__{second_la}"
+        with airflow_stack(tmp_path, {"TFP_CONFIG": str(first_config), "TFP_BOROUGHS_DIR": str(second), **keys},
                            sql_alchemy_conn=airflow_db) as stack:
             admin = stack.token("admin")
-            stack.wait_for_dag("tfp_nightly", admin)
-            stack.api("PATCH", "/dags/tfp_nightly", admin, {"is_paused": False})
+            for dag_id in ("tfp_nightly", second_dag):
+                stack.wait_for_dag(dag_id, admin)
+                stack.api("PATCH", f"/dags/{dag_id}", admin, {"is_paused": False})
             stack.airflow("backfill", "create", "--dag-id", "tfp_nightly", "--max-active-runs", "3",
                           "--from-date", dates[0].isoformat(), "--to-date", f"{dates[-1]}T23:59:59")
             logical = datetime(second_date.year, second_date.month, second_date.day, 1,
                                tzinfo=ZoneInfo("Europe/London")).isoformat()
-            stack.airflow("dags", "trigger", "tfp_nightly", "--logical-date", logical, "--run-id", "second_borough",
-                          "--conf", json.dumps({"config": str(second_config)}))
-            runs = stack.wait_for_runs("tfp_nightly", admin, 4, timeout=900)
+            stack.airflow("dags", "trigger", second_dag, "--logical-date", logical, "--run-id", "second_borough")
+            runs = stack.wait_for_runs("tfp_nightly", admin, 3, timeout=900)
             spans = {r["dag_run_id"]: _interval(stack, "tfp_nightly", r["dag_run_id"], admin) for r in runs}
+            stack.wait_for_runs(second_dag, admin, 1, timeout=900)
+            spans["second_borough"] = _interval(stack, second_dag, "second_borough", admin)
         backfill = [s for run_id, s in spans.items() if run_id != "second_borough"]
         assert len(backfill) == 3
 
@@ -152,7 +159,7 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
         engine = connect(pg_url)
         rows = landings(engine)
         names = [(r["source"], r["file_name"]) for r in rows if r["status"] != "duplicate"]
-        assert len(names) == len(set(names)) == len(list((first / "inbound").rglob("*.csv")))
+        assert len(names) == len(set(names)) == sent
         assert_counts_add_up(engine)
         for d in dates:
             submission = _rows(first / "delivered" / f"tfp_submission_{LA}_{d:%Y%m%d}.csv")
@@ -164,7 +171,6 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
         submission = _rows(second / "delivered" / f"tfp_submission_{second_la}_{second_date:%Y%m%d}.csv")
         assert submission and {(r["reference_date"], r["la_code"]) for r in submission} == {
             (second_date.isoformat(), second_la)}
-        fed = sum(len(_rows(p)) for p in (second / "inbound").rglob("*.csv") if "truth" not in p.parts)
         assert sum(r["rows_read"] for r in landings(connect(second_url))) == fed
     finally:
         _drop_pg_database(second_url)

@@ -186,3 +186,63 @@ def test_undefined_connection_is_refused(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_SFTP_NOWHERE", raising=False)
     with pytest.raises(SftpError, match="sftp_nowhere"):
         _endpoint_from_env("sftp_nowhere")
+
+
+# -- partner drops over SFTP: pick-up-and-delete, size limit (review items 4 and 11) ----------------------
+
+def _sftp_source_config(tmp_path, server, monkeypatch, **source):
+    from helpers import make_config
+
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_PARTNER", json.dumps({
+        "conn_type": "sftp", "host": server.host, "port": server.port, "login": server.username,
+        "password": server.password, "extra": {"host_key": server.host_key}}))
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    config = make_config(tmp_path, url, sources={"children_services": {
+        "transport": "sftp", "conn_id": "sftp_partner", "path": "/inbound", **source}})
+    from tfp.warehouse import connect
+
+    return config, connect(url)
+
+
+NEEDS = b"record_id,person_ref,need,start_date,end_date\nr1,P1,early_help,2024-12-01,\n"
+
+
+@pytest.mark.parametrize("remove", [False, True])
+def test_remove_after_pickup_deletes_the_remote_file_once_landed(server, tmp_path, monkeypatch, remove):
+    from datetime import date
+
+    from tfp.extract import land_source
+
+    inbound = server.root / "inbound"
+    (inbound / "needs_20250101.csv").write_bytes(NEEDS)
+    (inbound / "needs_20250301.csv").write_bytes(NEEDS.replace(b"r1", b"r2"))  # after R: not landed, kept
+    config, engine = _sftp_source_config(tmp_path, server, monkeypatch, **({"remove_after_pickup": True}
+                                                                          if remove else {}))
+    counts = land_source(engine, config, "children_services", date(2025, 1, 31))
+    assert counts["landed"] == 1 and counts["removed_from_drop"] == int(remove)
+    left = sorted(p.name for p in inbound.iterdir())
+    assert left == (["needs_20250301.csv"] if remove else ["needs_20250101.csv", "needs_20250301.csv"])
+
+
+def test_a_remote_file_over_max_file_bytes_is_rejected_unread(server, tmp_path, monkeypatch):
+    from datetime import date
+
+    from sqlalchemy import select
+
+    from tfp.extract import land_source
+    from tfp.warehouse import landing_log
+
+    (server.root / "inbound" / "needs_20250101.csv").write_bytes(NEEDS * 10)
+    config, engine = _sftp_source_config(tmp_path, server, monkeypatch, remove_after_pickup=True)
+    config = config.model_copy(update={"quality": config.quality.model_copy(update={"max_file_bytes": 100})})
+    import paramiko
+
+    real, fetched = paramiko.SFTPClient.getfo, []
+    monkeypatch.setattr(paramiko.SFTPClient, "getfo", lambda self, path, *a, **k: fetched.append(path) or real(
+        self, path, *a, **k))
+    counts = land_source(engine, config, "children_services", date(2025, 1, 31))
+    assert counts["rejected"] == 1 and fetched == []  # refused on its size: not a byte transferred
+    with engine.connect() as conn:
+        (row,) = conn.execute(select(landing_log)).all()
+    assert row.status == "rejected" and row.rejection.startswith(f"larger than max_file_bytes ({len(NEEDS) * 10} bytes")
+    assert (server.root / "inbound" / "needs_20250101.csv").exists()  # not landed, so not removed

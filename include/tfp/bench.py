@@ -291,6 +291,7 @@ def write_config(run_dir: Path, feeds: Path, recipient: str) -> Path:
         work_dir="work",
         sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
         delivery={"transport": "directory", "path": "delivered", "encryption": "age", "recipient": recipient},
+        inbound={"keep_local_files": True},  # every repeat reads the same generated feeds into a fresh warehouse
     )
     path = run_dir / "tfp.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

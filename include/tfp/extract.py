@@ -120,7 +120,10 @@ class _DirectoryReader:
         if seen != (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
             log.warning("source file %s changed while it was landed: left in %s for the next run", name, self.folder)
             return False
-        os.unlink(name, dir_fd=self._fd)
+        try:
+            os.unlink(name, dir_fd=self._fd)
+        except FileNotFoundError:  # a concurrent run (a backfill) removed it first
+            return False
         return True
 
 
@@ -197,7 +200,7 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
     and the next run finds it already landed and removes it then.
     """
     counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0, "refused": 0,
-              "rejected": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(engine, config, source)}
+              "rejected": 0, "vanished": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(engine, config, source)}
     private_dir(config.landing_dir)
     limit = config.quality.max_file_bytes
     with open_source(config, source) as reader:
@@ -208,6 +211,10 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
         for feed in files:
             try:
                 data = reader.read(feed.name, limit)
+            except FileNotFoundError:  # picked up meanwhile by a concurrent run (a backfill) into this warehouse
+                log.info("source %s: %s went from the drop before it was read", source, feed.name)
+                counts["vanished"] += 1
+                continue
             except NotARegularFile as e:
                 log.warning("source %s: %s is %s, not a regular file: refused, not read (nothing in a drop "
                             "folder is followed)", source, feed.name, e.kind)

@@ -6,7 +6,12 @@
 --                 (the init service creates the schema as this role; later `tfp db upgrade`)
 --   app_role      what the tasks connect as: SELECT/INSERT/UPDATE/DELETE on the tables, the
 --                 sequences behind them, and temporary tables (the criteria and current-view
---                 stages build theirs); no CREATE, ALTER, DROP or TRUNCATE
+--                 stages build theirs); no CREATE, ALTER, DROP or TRUNCATE. From PostgreSQL 17 also
+--                 MAINTAIN (VACUUM, ANALYZE; no DDL): retention's VACUUM, which makes deleted rows
+--                 unrecoverable, and the criteria's ANALYZE. Before 17 only the owner can do either,
+--                 and PostgreSQL skips them for anyone else with a mere warning.
+--                 The programme-end purge drops and recreates tables and runs VACUUM FULL on
+--                 pg_statistic: it must run as owner_role (tfp refuses to pretend otherwise).
 \set ON_ERROR_STOP on
 CREATE ROLE :"airflow_role" LOGIN PASSWORD :'airflow_password';
 CREATE ROLE :"owner_role" LOGIN PASSWORD :'owner_password';
@@ -26,3 +31,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
     GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"app_role";
 ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO :"app_role";
+SELECT current_setting('server_version_num')::int >= 170000 AS has_maintain \gset
+\if :has_maintain
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner_role" IN SCHEMA public GRANT MAINTAIN ON TABLES TO :"app_role";
+\endif

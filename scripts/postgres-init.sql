@@ -11,7 +11,7 @@
 --                 unrecoverable, and the criteria's ANALYZE. Before 17 only the owner can do either,
 --                 and PostgreSQL skips them for anyone else with a mere warning.
 --                 The programme-end purge drops and recreates tables and runs VACUUM FULL on
---                 pg_statistic: it must run as owner_role (tfp refuses to pretend otherwise).
+--                 pg_statistic: it must run as owner_role.
 \set ON_ERROR_STOP on
 CREATE ROLE :"airflow_role" LOGIN PASSWORD :'airflow_password';
 CREATE ROLE :"owner_role" LOGIN PASSWORD :'owner_password';

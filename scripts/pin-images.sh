@@ -17,9 +17,10 @@ for ref in "${refs[@]}"; do
         done
         continue
     fi
-    digest=$(docker buildx imagetools inspect "$image" --format '{{json .Manifest.Digest}}' | tr -d '"')
+    # the first Digest: line is the tag's index (multi-platform) digest
+    digest=$(docker buildx imagetools inspect "$image" | awk '$1 == "Digest:" {print $2; exit}')
     [[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || { echo "no digest for $image: $digest" >&2; exit 1; }
-    sed -i "s|${image}@sha256:[0-9A-Za-z]*|${image}@${digest}|g" "${files[@]}"
+    sed -i "s|${image//./\\.}@sha256:[0-9A-Za-z]*|${image}@${digest}|g" "${files[@]}"
     echo "$image@$digest"
 done
 exit "$status"

@@ -388,7 +388,9 @@ def test_pin_images_rewrites_every_reference(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     digest = "sha256:" + "ab" * 32
-    (bin_dir / "docker").write_text(f'#!/bin/sh\necho \'"{digest}"\'\n')
+    (bin_dir / "docker").write_text(  # the shape of `docker buildx imagetools inspect NAME:TAG`
+        f'#!/bin/sh\nprintf "Name:      %s\\nMediaType: application/vnd.oci.image.index.v1+json\\n'
+        f'Digest:    {digest}\\n\\nManifests:\\n  Name: x@sha256:{"cd" * 32}\\n" "$4"\n')
     (bin_dir / "docker").chmod(0o755)
     env = {**os.environ, "TFP_STACK_DIR": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     check = [ROOT / "scripts/pin-images.sh", "--check"]

@@ -39,6 +39,8 @@ def check_setup(config_path: str, reference_date: date) -> dict:
     load_keys(config)
     for folder in (config.work_dir, config.reports_dir, config.landing_dir, config.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    if config.weak_disclosure:
+        log.warning("weak disclosure allowed: %s", ", ".join(config.weak_disclosure))
     return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code}
 
 

@@ -4,15 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo train-linkage bench bench-smoke profile clean
+.PHONY: install test test-fast lint demo train-linkage linkage-eval bench bench-smoke profile clean
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
@@ -36,6 +37,12 @@ train-linkage: install
 
 bench: install
 	$(BIN)/python -m tfp.bench
+	$(BIN)/python -m tfp_dev.linkage_eval
+
+# tfp link and Splink used directly on public labelled sets and an unseen-settings generated set;
+# writes bench/linkage-eval.md (table) and bench/linkage-eval.png (precision-recall curves).
+linkage-eval: install
+	$(BIN)/python -m tfp_dev.linkage_eval
 
 # What CI runs: one 2,000-family night with both peers, to show the benchmark works (no timing is checked).
 bench-smoke: install

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Date, Engine, bindparam, delete, insert, text
 from tfp.config import Criteria
 from tfp.current import create_current_tables, sql_file
 from tfp.feeds import term_end
-from tfp.warehouse import FLAGS, family_flags
+from tfp.warehouse import FLAGS, family_flags, no_personal_statistics
 
 SCOPES: tuple[str, ...] = ("all", "kept")
 RELEASE_WINDOW_MONTHS = 12
@@ -106,15 +106,21 @@ def _create_counted_persons(conn: Connection, reference_date: date, scope: str) 
 
 
 def _analyze(conn: Connection) -> None:
-    """Give PostgreSQL's planner real row counts before the joins.
+    """Give PostgreSQL's planner real row counts before the joins, without sampling a personal value.
 
     Autovacuum never analyses temporary tables, and the links of R were usually written minutes
     ago, so without this the planner guesses one row each and picks nested loops that take minutes
-    on a real borough. SQLite plans these joins well without statistics.
+    on a real borough. ANALYZE writes sample values into pg_statistic, where they outlive the
+    dropped tables (review item 13): every personal column's statistics target is set to 0 first,
+    so ANALYZE records row counts and the statistics of code columns only. SQLite plans these joins
+    well without statistics.
     """
     if conn.dialect.name != "postgresql":
         return
-    for table in ("links", "person_consent", "counted_persons", *(f"cur_{d}" for d in CRITERIA_DATASETS)):
+    temporary = ("counted_persons", *(f"cur_{d}" for d in CRITERIA_DATASETS))
+    no_personal_statistics(conn, temporary, temporary=True)
+    no_personal_statistics(conn, ("links", "person_consent"))  # set at schema creation; never trust a default
+    for table in ("links", "person_consent", *temporary):
         conn.execute(text(f"ANALYZE {table}"))
 
 

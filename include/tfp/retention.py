@@ -308,7 +308,36 @@ def programme_end(engine: Engine, config: Config, run_date: date, dry_run: bool)
         left = sum(_count(engine, t) for t in PERSONAL_TABLES)
         if left or (config.outbox_dir.exists() and any(config.outbox_dir.rglob("*"))):
             raise RetentionIncomplete(f"{left} personal rows remain after the programme-end purge")
+        if engine.dialect.name == "postgresql":
+            purge_catalog(engine)
     return Outcome("programme_end", end.isoformat(), found, 0 if dry_run else found, "rows+files")
+
+
+def purge_catalog(engine: Engine) -> None:
+    """PostgreSQL: take the personal tables' statistics and every dead catalog version out of the files.
+
+    Statistics (pg_statistic) go only with their table, so the emptied tables are dropped and
+    created again (new files, no statistics); then pg_statistic is rewritten by ``VACUUM FULL``,
+    which only the database owner or a superuser may do: anyone else gets RetentionIncomplete
+    rather than a purge that silently left sample values behind (review item 13).
+    """
+    from tfp.warehouse import metadata, no_personal_statistics
+
+    tables = list(PERSONAL_TABLES)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(7423001)"))  # the schema lock of create_schema
+        metadata.drop_all(conn, tables=tables)
+        metadata.create_all(conn, tables=tables)
+        no_personal_statistics(conn, [t.name for t in tables])
+    with engine.connect() as conn:
+        may = conn.execute(text(
+            "SELECT r.rolsuper OR pg_has_role(current_user, d.datdba, 'MEMBER') FROM pg_roles r, pg_database d "
+            "WHERE r.rolname = current_user AND d.datname = current_database()")).scalar_one()
+    if not may:
+        raise RetentionIncomplete("VACUUM FULL pg_catalog.pg_statistic needs the database owner or a superuser: "
+                                  "run it as one (see the README's PostgreSQL section)")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM FULL pg_catalog.pg_statistic"))
 
 
 # -- making deletion stick ---------------------------------------------------------------------

@@ -236,6 +236,39 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
 """
 
 
+# PostgreSQL's ANALYZE (autovacuum's too) copies sample values of each column into pg_statistic
+# (most common values, histogram bounds), where they outlive the rows and the table. Only these
+# columns, none of them personal, keep statistics; every other column's statistics target is 0, so
+# no name, date of birth, identifier, reference or key is ever sampled. A new column starts at 0.
+STATISTICS_KEPT: frozenset[str] = frozenset({
+    "id", "landing_id", "source", "dataset", "status", "file_date", "row_number", "landed_by_run",
+    "reference_date", "scope", "method", "match_probability", "state", "kept", "programme_status",
+    "category", "proven", "order_type", "parenting_responsibility", "event", "benefit", "out_of_work",
+    "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",
+    "run_date", "unit", "dry_run", "problem_count", "eligible", *FLAGS,
+})
+
+
+def no_personal_statistics(conn, table_names=None, temporary: bool = False) -> int:
+    """Set the statistics target of every personal column of these tables (default: all of tfp's) to 0;
+    returns how many columns it changed. One catalog query, and ALTERs only where still needed."""
+    if conn.dialect.name != "postgresql":
+        return 0  # SQLite's ANALYZE (never run by tfp) keeps row counts only, unless built with STAT4
+    names = sorted(table_names or metadata.tables)
+    rows = conn.execute(text(
+        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE a.attrelid IN (SELECT to_regclass(n) FROM unnest(CAST(:names AS text[])) AS n) "
+        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attstattarget <> 0 ORDER BY 1, 2"),
+        {"names": [f"pg_temp.{n}" if temporary else n for n in names]}).all()
+    quote = conn.dialect.identifier_preparer.quote
+    changed = 0
+    for table_name, column in rows:
+        if column not in STATISTICS_KEPT:
+            conn.execute(text(f"ALTER TABLE {quote(table_name)} ALTER COLUMN {quote(column)} SET STATISTICS 0"))
+            changed += 1
+    return changed
+
+
 # Nullable columns added to a table after its first release: an older warehouse gains them on connect.
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"landing_log": ("gx_result",)}
 
@@ -258,6 +291,7 @@ def create_schema(engine: Engine) -> None:
                     conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
         if engine.dialect.name == "postgresql":
             conn.execute(text(PG_FUNCTIONS))
+            no_personal_statistics(conn)
 
 
 def connect(url: str) -> Engine:

@@ -1,0 +1,169 @@
+"""PostgreSQL keeps sample values of analysed columns in pg_statistic (review item 13): tfp never
+lets a personal column be sampled, and the programme-end purge leaves no personal value in the
+database's files, catalog included. The files are read where this test may read them (as root on
+this machine); elsewhere pg_statistic is read through SQL."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from helpers import write_config
+from tfp import pipeline
+from tfp.config import load_config
+from tfp.feeds import SOURCES
+from tfp.generate import generate
+from tfp.retention import compact, run_category
+from tfp.warehouse import STATISTICS_KEPT, connect, metadata
+
+R = date(2025, 3, 31)
+IDENTIFYING = ("forename", "surname", "postcode", "nino", "upn", "uprn", "pnc_id", "person_ref", "family_ref",
+               "record_id")
+
+
+def _values(inbound: Path) -> set[str]:
+    """Every identifying value of the generated feeds, internal references included."""
+    values: set[str] = set()
+    for path in inbound.glob("*/*.csv"):
+        if path.parent.name == "truth":
+            continue
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            for row in csv.DictReader(handle):
+                values.update(row[c] for c in IDENTIFYING if len(row.get(c) or "") >= 5)
+    return values
+
+
+class Needles:
+    """Whole-word search for many values in megabytes of binary files, fast: every value is one or two
+    alphanumeric runs (joined by a space or slash), so the runs of a file, alone and in pairs, are
+    looked up in a set instead of running a regex of a thousand alternatives."""
+
+    _single = re.compile(rb"[A-Za-z0-9]+")
+    _pair = re.compile(rb"(?<![A-Za-z0-9])(?=([A-Za-z0-9]+[ /][A-Za-z0-9]+)(?![A-Za-z0-9]))")
+
+    def __init__(self, values: set[str]) -> None:
+        self.values = {v.encode() for v in values}
+
+    def found(self, data: bytes) -> set[bytes]:
+        return (set(self._single.findall(data)) | set(self._pair.findall(data))) & self.values
+
+    def search(self, data: bytes) -> bool:
+        return bool(self.found(data))
+
+
+@pytest.fixture
+def night(tmp_path, pg_url, keys_env):
+    """A generated borough's night on PostgreSQL up to the criteria (two criteria runs, as a re-run does)."""
+    generate(tmp_path / "inbound", families=60, seed=3, on=R)
+    values = _values(tmp_path / "inbound")  # before landing: drop folders are emptied once landed
+    assert len(values) > 500
+    path = str(write_config(tmp_path, pg_url))
+    for source in SOURCES:
+        pipeline.extract(path, R, source)
+        pipeline.validate(path, R, source)
+        pipeline.stage(path, R, source)
+    pipeline.link(path, R)
+    pipeline.consent(path, R)
+    pipeline.criteria(path, R)
+    engine = connect(pg_url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE"))  # what autovacuum does to every table sooner or later
+    return load_config(path), engine, Needles(values)
+
+
+def _files(conn, *relations: str) -> list[Path] | None:
+    """The files (all segments and forks) of these relations and their TOAST, after a checkpoint;
+    None when this process may not read the data directory."""
+    data = Path(conn.execute(text("SHOW data_directory")).scalar_one())
+    if not os.access(data, os.R_OK | os.X_OK):
+        return None
+    conn.execute(text("CHECKPOINT"))
+    found = []
+    for relation in relations:
+        for (filepath,) in conn.execute(text(
+                "SELECT pg_relation_filepath(oid) FROM pg_class WHERE oid = CAST(:r AS regclass) "
+                "OR oid = (SELECT reltoastrelid FROM pg_class WHERE oid = CAST(:r AS regclass)) "
+                "OR oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = "
+                "(SELECT reltoastrelid FROM pg_class WHERE oid = CAST(:r AS regclass)))"), {"r": relation}):
+            base = data / filepath
+            found += [p for p in base.parent.glob(f"{base.name}*") if re.fullmatch(rf"{base.name}(\.\d+|_\w+)?", p.name)]
+    return found
+
+
+def _database_files(conn) -> list[Path] | None:
+    """Every file of this database's folder and of the shared catalog, after a checkpoint."""
+    data = Path(conn.execute(text("SHOW data_directory")).scalar_one())
+    if not os.access(data, os.R_OK | os.X_OK):
+        return None
+    conn.execute(text("CHECKPOINT"))
+    oid = conn.execute(text("SELECT oid FROM pg_database WHERE datname = current_database()")).scalar_one()
+    return [p for folder in (data / "base" / str(oid), data / "global") for p in folder.iterdir() if p.is_file()]
+
+
+def _leaks(files: list[Path], pattern: Needles) -> dict[str, set[bytes]]:
+    """File name -> the values found in it, less the words every database's catalog holds anyway
+    ("Martin" and "French" are in pg_description and pg_collation of template0)."""
+    data = next(p for p in files[0].parents if (p / "base").is_dir() and (p / "global").is_dir())
+    template = data / "base" / "1"  # template1
+    stock = {v for p in template.iterdir() if p.is_file() for v in pattern.found(p.read_bytes())}
+    found = {p.name: pattern.found(p.read_bytes()) - stock for p in files}
+    return {name: values for name, values in found.items() if values}
+
+
+def _sampled_values(conn) -> str:
+    """pg_statistic as SQL shows it (live rows only): every sampled value of every column, as text."""
+    rows = conn.execute(text(
+        "SELECT concat_ws(' ', most_common_vals::text, histogram_bounds::text) FROM pg_stats "
+        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")).scalars()
+    return " ".join(r for r in rows if r)
+
+
+def test_no_personal_column_is_ever_sampled(night):
+    """Neither ANALYZE of the whole database (autovacuum) nor the criteria's ANALYZE of its temporary
+    tables puts a personal value into pg_statistic, live or dead."""
+    _, engine, pattern = night
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert not pattern.search(_sampled_values(conn).encode())
+        files = _files(conn, "pg_catalog.pg_statistic")
+        if files is not None:
+            assert files, "pg_statistic has files"
+            assert _leaks(files, pattern) == {}
+        personal = conn.execute(text(
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'r' AND a.attnum > 0 AND a.attstattarget <> 0")).scalars().all()
+    assert [p for p in personal if p.split(".")[1] not in STATISTICS_KEPT] == []
+    assert set(c for t in metadata.tables.values() for c in t.c.keys() if c in IDENTIFYING) <= \
+        {c for c in IDENTIFYING} - STATISTICS_KEPT
+
+
+def test_purge_leaves_no_personal_value_in_the_database_files(night):
+    """A warehouse analysed before tfp zeroed the statistics targets (sample values live in
+    pg_statistic): after the programme-end purge, no file of the database or the shared catalog
+    holds a personal value."""
+    config, engine, pattern = night
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for table in ("links", "stg_families", "stg_incidents"):
+            conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN record_id SET STATISTICS -1"))
+            if table == "stg_families":
+                for column in ("surname", "nino", "postcode"):
+                    conn.execute(text(f"ALTER TABLE {table} ALTER COLUMN {column} SET STATISTICS -1"))
+            conn.execute(text(f"ANALYZE {table}"))
+        assert pattern.search(_sampled_values(conn).encode()), "the old warehouse's statistics hold values"
+        before = _database_files(conn)
+        if before is not None:
+            assert _leaks(before, pattern), "the database files hold personal data before the purge"
+    end = config.retention.delete_all_after
+    run_category(engine, config, "programme_end", end + timedelta(days=1), dry_run=False)
+    compact(engine)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        assert not pattern.search(_sampled_values(conn).encode())
+        after = _database_files(conn)
+    if after is not None:
+        assert _leaks(after, pattern) == {}

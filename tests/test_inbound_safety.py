@@ -290,3 +290,15 @@ def test_folders_others_can_write_to_are_warned_about(tmp_path, sqlite_url):
     assert len(warnings) == 2
     assert warnings[0].startswith(f"work_dir {config.work_dir} is writable by group (mode 0770)")
     assert warnings[1].startswith(f"the folder holding work_dir {tmp_path} is writable by group and others")
+
+
+def test_tfp_run_prints_the_warning(tmp_path, sqlite_url, keys_env, monkeypatch, capsys):
+    from helpers import write_config
+    from tfp import runner
+
+    config_path = write_config(tmp_path, sqlite_url)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work").chmod(0o777)
+    monkeypatch.setattr(runner, "run_dag", lambda *args, **kwargs: ("success", tmp_path / "work"))
+    runner.run_nightly(config_path, R)
+    assert f"warning: work_dir {tmp_path / 'work'} is writable by group and others (mode 0777)" in capsys.readouterr().err

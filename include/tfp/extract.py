@@ -4,6 +4,11 @@ A run for reference date R looks at every feed file of a source dated on or befo
 whose bytes were landed before is recognised by its SHA-256 and not landed again (under another
 name it is logged as a duplicate, never counted twice). A new file is copied, encrypted with its
 own key, into ``work_dir/landing`` and recorded in the landing log.
+
+A drop is partner input, so it is not trusted: nothing in a local drop folder is followed (a link
+named like a feed file is refused unread), a file over ``quality.max_file_bytes`` is rejected before
+it is read, and once a landing is committed the partner's plaintext is removed from the drop (local
+folders unless ``inbound.keep_local_files``; SFTP with ``remove_after_pickup``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,10 @@
 
 Tokens and match keys are keyed hashes: without the keys nobody can reverse them or test a
 guess, and the recipient can still link the same person across submissions and to other
-sources that hold the linkage key. Quasi-identifiers are generalised to k-anonymity and the
-aggregate counts go through small-cell suppression and rounding. Only people kept by the
+sources that hold the linkage key. Quasi-identifiers are generalised to k-anonymity, never finer
+for a person than on a night released before (tokens are stable, so a recipient can combine
+nights), and the aggregate counts go through small-cell suppression, secondary suppression (so
+no [c] can be worked out from the other cells and totals) and rounding. Only people kept by the
 consent stage are read; nobody else reaches any output.
 """
 
@@ -395,17 +397,16 @@ def _k_anonymise_over_nights(submission: pd.DataFrame, refs: pd.Series, k: int,
                              floor: Levels) -> tuple[pd.DataFrame, Levels]:
     """k-anonymity for tonight, starting each person at the coarsest level released for them before, so
     nobody's quasi-identifiers become finer than a recipient already saw; returns the levels released."""
-    raw = submission[list(QUASI_IDENTIFIERS)].copy()
     start = submission.copy()
+    ref_list = refs.tolist()
     for i, column in enumerate(QUASI_IDENTIFIERS):
-        levels = refs.map(lambda ref, i=i: floor[ref][i] if ref in floor else 0)
-        start[column] = [generalise(v, column, lvl) for v, lvl in zip(raw[column], levels, strict=True)]
+        levels = [floor[ref][i] if ref in floor else 0 for ref in ref_list]
+        start[column] = [generalise(v, column, lvl) for v, lvl in zip(submission[column], levels, strict=True)]
     out = k_anonymise(start, k)
-    released = {
-        ref: tuple(level_of(raw.at[index, q], out.at[index, q], q) for q in QUASI_IDENTIFIERS)
-        for index, ref in refs.items()
-    }
-    return out, released
+    per_column = [[level_of(raw, shown, q) for raw, shown in zip(submission[q], out.loc[submission.index, q],
+                                                                  strict=True)]
+                  for q in QUASI_IDENTIFIERS]
+    return out, dict(zip(ref_list, zip(*per_column, strict=True), strict=True))
 
 
 def _read(engine: Engine, reference_date: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Levels]:

@@ -4,12 +4,13 @@
 # .env with AIRFLOW_UID alone (compose reads it for ${AIRFLOW_UID}; no secret is in it) and logs/
 # (mode 700). Refuses to overwrite existing secrets: rotating one is a deliberate, per-secret act.
 set -euo pipefail
-cd "${TFP_STACK_DIR:-$(dirname "$0")/..}"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "${TFP_STACK_DIR:-$repo}"
 [ -e secrets ] && { echo "secrets/ exists: remove it first if you really mean to rotate every secret"; exit 1; }
 uid=${AIRFLOW_UID:-$(id -u)}
 # The containers run as this uid and read the 600 secret files, so it must own them; never root.
 [ "$uid" = 0 ] && { echo "run this as the unprivileged user that will run the stack (or set AIRFLOW_UID)"; exit 1; }
-py=${PYTHON:-python3}
+py=${PYTHON:-$repo/.venv/bin/python}   # tfp's venv: `tfp keys` makes the tfp keys
 command -v openssl >/dev/null || { echo "openssl is needed (to hash the SFTP password)"; exit 1; }
 rand() { "$py" -c "import secrets; print(secrets.token_urlsafe($1))"; }
 umask 077
@@ -32,16 +33,22 @@ put AIRFLOW__CORE__FERNET_KEY "$("$py" -c "import base64, os; print(base64.urlsa
 put AIRFLOW__API_AUTH__JWT_SECRET "$(rand 48)"
 put AIRFLOW__API__SECRET_KEY "$(rand 32)"
 put _AIRFLOW_WWW_USER_PASSWORD "$(rand 18)"
-put TFP_PSEUDONYM_KEY "$("$py" -c "import secrets; print(secrets.token_hex(32))")"
-put TFP_LINKAGE_KEY "$("$py" -c "import secrets; print(secrets.token_hex(32))")"
-put TFP_SIGNING_KEY "$("$py" -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())")"
+keys=$(mktemp -d secrets/.keys.XXXXXX)   # same filesystem: the moves below are renames
+"$py" -m tfp.cli keys --out "$keys/k" >/dev/null
+mv "$keys/k/pseudonym.key" secrets/TFP_PSEUDONYM_KEY
+mv "$keys/k/linkage.key" secrets/TFP_LINKAGE_KEY
+mv "$keys/k/signing.key" secrets/TFP_SIGNING_KEY
+mv "$keys/k/signing.pub" secrets/signing.pub        # public: for the recipient, mounted nowhere
+rm -rf "$keys"  # age.key/age.pub: the recipient makes its own pair and gives you its public key
 # The stand-in recipient gets only a SHA-512 crypt hash; the password itself goes into the sftp_ons
 # Connection (Admin → Connections), typed by a maintainer, and into no container.
 put recipient_sftp_password "$sftp"
 put recipient_sftp_users "ons:$(printf '%s' "$sftp" | openssl passwd -6 -stdin):e:1001::inbound/E09000031"
 chmod 600 secrets/*
+chmod 644 secrets/signing.pub
 [ "$(id -u)" = "$uid" ] || chown -R "$uid" secrets logs
 printf 'AIRFLOW_UID=%s\n' "$uid" > .env
 echo "wrote secrets/ (files 600, folder 700) and .env (AIRFLOW_UID only)."
 echo "The admin password is secrets/_AIRFLOW_WWW_USER_PASSWORD; give on-call engineers their own accounts."
 echo "Keep a copy of secrets/TFP_* in the council's key store: losing them breaks every later night."
+echo "Give secrets/signing.pub to the recipient (tfp verify-delivery --signing-public-key)."

@@ -116,8 +116,10 @@ def test_every_secret_is_a_file_that_init_env_writes(generated):
     for name, spec in declared.items():
         assert set(spec) == {"file"} and spec["file"].startswith("./secrets/"), name
         assert Path(spec["file"]).name in written, f"init-env.sh does not write {spec['file']}"
-    # the plaintext SFTP password is for the maintainer's sftp_ons Connection: in no container
-    assert "recipient_sftp_password" in written and "recipient_sftp_password" not in declared
+    # the plaintext SFTP password is for the maintainer's sftp_ons Connection, the signing public key
+    # for the recipient: in no container
+    for name in ("recipient_sftp_password", "signing.pub"):
+        assert name in written and name not in declared
 
 
 def test_keys_and_warehouse_password_reach_the_worker_only():
@@ -133,7 +135,7 @@ def test_init_env_writes_private_files_and_no_secret_in_dot_env(generated):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((generated / "logs").stat().st_mode) == 0o700
     for path in folder.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+        assert stat.S_IMODE(path.stat().st_mode) == (0o644 if path.name == "signing.pub" else 0o600), path.name
         assert path.read_text().strip(), f"{path.name} is empty"
     assert [line.split("=")[0] for line in (generated / ".env").read_text().split()] == ["AIRFLOW_UID"]
     ignored = (ROOT / ".gitignore").read_text().split()
@@ -378,7 +380,8 @@ def test_warehouse_is_its_own_database_and_role(generated):
                                               "tfp_owner_password", "tfp_app_password")}) == 4
     mounts = SERVICES["postgres"]["volumes"]
     assert "./scripts/postgres-init.sh:/docker-entrypoint-initdb.d/10-tfp.sh:ro" in mounts
-    assert _environment(SERVICES["postgres"]) == {"POSTGRES_PASSWORD_FILE": "/run/secrets/postgres_password"}
+    assert _environment(SERVICES["postgres"])["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert "POSTGRES_PASSWORD" not in _environment(SERVICES["postgres"])
 
 
 def test_pin_images_rewrites_every_reference(tmp_path):

@@ -346,6 +346,13 @@ def test_services_run_as_a_non_root_user(name):
     assert user and user.split(":")[0] not in ("0", "root"), f"{name} runs as {user or 'the image default'}"
 
 
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - {"recipient-sftp"}))
+def test_services_drop_every_capability_and_cannot_gain_privileges(name):
+    """sshd in the stand-in needs its capabilities (chroot, setuid); nothing else does."""
+    assert SERVICES[name].get("cap_drop") == ["ALL"], name
+    assert "no-new-privileges:true" in SERVICES[name].get("security_opt", []), name
+
+
 def test_task_logs_are_0600_in_0700_folders():
     options = _airflow_options("logging")
     for option, mode in (("file_task_handler_new_folder_permissions", "0o700"),

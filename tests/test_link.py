@@ -285,3 +285,40 @@ def test_accuracy_on_a_generated_borough(tmp_path):
     assert true_pairs > 10_000
     assert precision >= 0.99, precision
     assert recall >= 0.97, recall
+
+
+def test_nicknames_come_from_the_nicknames_data_and_the_supplement():
+    """Bob/Robert from the maintained ``nicknames`` data; Alfie/Alfred from the project supplement."""
+    from tfp.link import NICKNAME_SUPPLEMENT, forename_variants
+
+    assert "ROBERT" in forename_variants("BOB")
+    assert "ALFRED" in forename_variants("ALFIE")
+    assert forename_variants("ZXQV") == ("ZXQV",)
+    with NICKNAME_SUPPLEMENT.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(r["name"] and r["stands_for"] and r["reason"].strip() for r in rows)
+
+
+@pytest.mark.parametrize("value, parts", [
+    ("e17 4ab", ("E17 4AB", "E17 4", "E17", "E")),
+    ("E17", (None, None, "E17", "E")),
+    ("E17 4A", (None, "E17 4", "E17", "E")),
+    ("4223", ("4223", None, None, None)),
+    ("  ", (None, None, None, None)),
+])
+def test_postcode_parts_keep_what_a_partial_postcode_supports(value, parts):
+    from tfp.link import postcode_parts
+
+    assert postcode_parts(value) == parts
+
+
+def test_a_partial_postcode_counts_as_evidence_at_its_level(roster):
+    """A record with only the district (or sector) of its person's postcode is more likely theirs than
+    one with no postcode, and less than one with the full postcode; a partial from elsewhere is less."""
+    base = dict(forename="Grace", surname="Adeyemi", date_of_birth="1978-09-03", sex="F")
+    result = link_records(roster, records(
+        dict(record_id="full", postcode="B1 1BB", **base), dict(record_id="sector", postcode="B1 1", **base),
+        dict(record_id="district", postcode="b1", **base), dict(record_id="none", postcode=None, **base),
+        dict(record_id="away", postcode="LS6", **base)))
+    p = {r: one(result, r)["match_probability"] for r in ("full", "sector", "district", "none", "away")}
+    assert p["full"] > p["sector"] > p["district"] > p["none"] > p["away"], p

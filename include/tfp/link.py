@@ -21,6 +21,7 @@ import logging
 import math
 import re
 from datetime import date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -35,117 +36,37 @@ RESULT_COLUMNS = ["record_id", "person_ref", "match_probability", "method"]
 # DuckDB keeps the frame handed to pandas small.
 MIN_MATCH_WEIGHT = -40.0
 
-# Full forenames and their common English short forms. A name's variants are itself and every full
+# Which full names a forename may stand for comes from the ``nicknames`` package (a curated English
+# name-nickname dataset), plus a short project supplement (``models/nicknames_supplement.csv``, each
+# entry with its reason) for British short forms it lacks. A name's variants are itself and every full
 # name it may stand for; overlapping variants are a comparison level of their own, so that "Bob" and
-# "Robert" agree without being treated as identical. Splink ships no nickname list.
-_NICKNAME_GROUPS: dict[str, tuple[str, ...]] = {
-    "ALEXANDER": ("ALEX", "ALEC", "SANDY", "XANDER"),
-    "ALEXANDRA": ("ALEXA", "LEXI", "LEXIE", "SASHA"),
-    "ANDREW": ("ANDY", "DREW"),
-    "ANTHONY": ("TONY", "ANT"),
-    "BENJAMIN": ("BEN", "BENNY", "BENJI"),
-    "CATHERINE": ("CATH", "CATHY", "CATE", "KATE", "KATIE", "KATHERINE", "KATHRYN", "KATHY", "KAT",
-                  "KATY", "KITTY"),
-    "CHARLES": ("CHARLIE", "CHAS", "CHUCK"),
-    "CHARLOTTE": ("LOTTIE", "CHARLIE", "LOTTE"),
-    "CHRISTOPHER": ("CHRIS", "KIT"),
-    "CHRISTINE": ("CHRIS", "CHRISSIE", "TINA", "CHRISTINA"),
-    "DANIEL": ("DAN", "DANNY"),
-    "DAVID": ("DAVE", "DAVY", "DAI"),
-    "EDWARD": ("ED", "EDDIE", "EDDY", "TED", "TEDDY", "NED"),
-    "ELIZABETH": ("LIZ", "LIZZIE", "LIZZY", "BETH", "BETTY", "ELIZA", "LIBBY", "BESS", "BESSIE", "ELSIE",
-                  "LISA", "ELISE"),
-    "ELEANOR": ("ELLIE", "NELL", "NELLIE", "ELLA", "NORA"),
-    "FREDERICK": ("FRED", "FREDDIE", "FREDDY"),
-    "GEORGE": ("GEORDIE",),
-    "HARRY": ("HARRISON", "HAL"),
-    "HENRY": ("HARRY", "HANK", "HAL"),
-    "ISABELLA": ("ISABEL", "ISABELLE", "IZZY", "BELLA", "ISSY"),
-    "JACOB": ("JAKE",),
-    "JAMES": ("JIM", "JIMMY", "JAMIE", "JIMMIE"),
-    "JENNIFER": ("JEN", "JENNY", "JENNI"),
-    "JESSICA": ("JESS", "JESSIE"),
-    "JOHN": ("JACK", "JOHNNY", "JON", "JONNY"),
-    "JONATHAN": ("JON", "JONNY", "JONNO"),
-    "JOSEPH": ("JOE", "JOEY", "JOE"),
-    "JOSHUA": ("JOSH",),
-    "LEONARD": ("LEN", "LENNY", "LEO"),
-    "MARGARET": ("MAGGIE", "MAG", "MEG", "PEGGY", "MADGE", "MARGIE", "MAISIE", "GRETA", "RITA"),
-    "MATTHEW": ("MATT", "MATTY"),
-    "MICHAEL": ("MIKE", "MICK", "MICKY", "MIKEY", "MICKEY"),
-    "NATHAN": ("NATE", "NAT"),
-    "NATHANIEL": ("NAT", "NATE", "NATHAN"),
-    "NICHOLAS": ("NICK", "NICKY", "NICO"),
-    "OLIVER": ("OLLIE", "OLLY"),
-    "OLIVIA": ("LIVVY", "LIV", "LIVIA", "OLLIE"),
-    "PATRICK": ("PAT", "PADDY"),
-    "PATRICIA": ("PAT", "PATSY", "PATTY", "TRISH", "TRICIA"),
-    "PETER": ("PETE",),
-    "PHILIP": ("PHIL", "PHILLIP", "PIP"),
-    "REBECCA": ("BECKY", "BECKIE", "BECCA", "BEX"),
-    "RICHARD": ("RICH", "RICHIE", "RICK", "RICKY", "DICK"),
-    "ROBERT": ("ROB", "ROBBIE", "BOB", "BOBBY", "BERT", "ROBBY"),
-    "SAMUEL": ("SAM", "SAMMY"),
-    "SAMANTHA": ("SAM", "SAMMY", "SAMMIE"),
-    "SARAH": ("SARA", "SALLY", "SAL", "SADIE"),
-    "STEPHEN": ("STEVE", "STEVIE", "STEVEN", "STEPH"),
-    "STEPHANIE": ("STEPH", "STEFF", "STEFFI"),
-    "SUSAN": ("SUE", "SUSIE", "SUZY", "SUZIE", "SUZANNE"),
-    "THOMAS": ("TOM", "TOMMY", "THOM"),
-    "TIMOTHY": ("TIM", "TIMMY"),
-    "VICTORIA": ("VICKY", "VICKIE", "VIC", "TORI", "TORY"),
-    "WILLIAM": ("BILL", "BILLY", "WILL", "WILLIE", "LIAM", "WILLY"),
-    "ZACHARY": ("ZACH", "ZACK", "ZAK"),
-    "DEBORAH": ("DEBBIE", "DEB", "DEBBY"),
-    "ABIGAIL": ("ABBY", "ABBIE", "ABI"),
-    "AMELIA": ("MILLIE", "MILLY", "AMY"),
-    "GARETH": ("GAZ",),
-    "GARY": ("GAZ",),
-    "KIMBERLEY": ("KIM", "KIMBERLY"),
-    "GREGORY": ("GREG",),
-    "LESLIE": ("LES",),
-    "TERENCE": ("TERRY", "TEL"),
-    "LAWRENCE": ("LARRY", "LAURIE"),
-    "RAYMOND": ("RAY",),
-    "RONALD": ("RON", "RONNIE"),
-    "DONALD": ("DON", "DONNY"),
-    "KENNETH": ("KEN", "KENNY"),
-    "GEOFFREY": ("GEOFF", "JEFF"),
-    "JOSEPHINE": ("JO", "JOSIE"),
-    "JOANNE": ("JO", "JOANNA"),
-    "NATALIE": ("NAT", "TALLY"),
-    "JACQUELINE": ("JACKIE", "JACKY"),
-    "GILLIAN": ("GILL", "JILL"),
-    "DOROTHY": ("DOT", "DOTTIE", "DOLLY"),
-    "HANNAH": ("HANNA",),
-    "MILLICENT": ("MILLIE",),
-    "ALFRED": ("ALF", "ALFIE"),
-    "ARCHIBALD": ("ARCHIE",),
-    "THEODORE": ("THEO", "TED", "TEDDY"),
-    "SOPHIA": ("SOPHIE",),
-    "EMILY": ("EMMY", "EM"),
-    "EMMA": ("EM",),
-    "ANNE": ("ANNIE", "ANN", "NAN"),
-    "MARY": ("MOLLY", "POLLY", "MAY", "MAMIE"),
-    "HELEN": ("NELL", "NELLIE"),
-    "DOUGLAS": ("DOUG",),
-    "GERALD": ("GERRY",),
-    "BERNARD": ("BERNIE",),
-    "NORMAN": ("NORM",),
-    "VINCENT": ("VINCE", "VINNY"),
-}
+# "Robert" agree without being treated as identical.
+NICKNAME_SUPPLEMENT = Path(__file__).resolve().parent / "models" / "nicknames_supplement.csv"
 
 
-def _nickname_table() -> dict[str, tuple[str, ...]]:
-    """Each name -> itself and every full name it may stand for (CHRIS -> CHRIS, CHRISTOPHER, CHRISTINE)."""
+@cache
+def _supplement() -> dict[str, frozenset[str]]:
     table: dict[str, set[str]] = {}
-    for canonical, short_forms in _NICKNAME_GROUPS.items():
-        for name in short_forms:
-            table.setdefault(name, {name}).add(canonical)
-    return {name: tuple(sorted(forms)) for name, forms in table.items()}
+    with NICKNAME_SUPPLEMENT.open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            table.setdefault(row["name"].strip().upper(), set()).add(row["stands_for"].strip().upper())
+    return {k: frozenset(v) for k, v in table.items()}
 
 
-NICKNAMES: dict[str, tuple[str, ...]] = _nickname_table()
+@cache
+def _nicknamer():
+    from nicknames import NickNamer
+
+    return NickNamer()
+
+
+@cache
+def forename_variants(name: str) -> tuple[str, ...]:
+    """A normalised forename, itself and every full name it may stand for (CHRIS -> CHRIS, CHRISTINE, ...)."""
+    full = {normalise_name(c) for c in _nicknamer().canonicals_of(name.lower())}
+    return tuple(sorted({name} | full | _supplement().get(name, frozenset())))
+
+
 _TOKEN_SPLIT = re.compile(r"[\s\-]+")
 
 
@@ -203,11 +124,32 @@ def _dob_swapped(d: date | None) -> str | None:
     return date(d.year, d.day, d.month).isoformat()
 
 
-def _postcode(value: Any) -> str | None:
+_OUTWARD = re.compile(r"^([A-Z]{1,2})[0-9][A-Z0-9]?$")
+
+
+def postcode_parts(value: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """(postcode, sector, district, area): each level the text supports, None where it does not.
+
+    A valid UK postcode gives all four (``E17 4AB``, ``E17 4``, ``E17``, ``E``). A partial or
+    malformed one still counts at the level it supports: ``E17`` gives district and area, ``E17 4A``
+    sector too. Text that is no UK postcode at all (a foreign code) is kept whole, upper case without
+    spaces, in ``postcode`` only, so that two copies of it agree and nothing else is claimed.
+    """
     text = _text(value)
-    if not text or not is_valid_postcode(text):
-        return None
-    return normalise_postcode(text)
+    if not text:
+        return None, None, None, None
+    if is_valid_postcode(text):
+        full = normalise_postcode(text)
+        outward, inward = full.split(" ")
+        return full, f"{outward} {inward[0]}", outward, _OUTWARD.match(outward).group(1)
+    spaced = re.sub(r"\s+", " ", text.upper()).strip()
+    outward, _, inward = spaced.partition(" ")
+    found = _OUTWARD.match(outward)
+    if found:
+        sector = f"{outward} {inward[0]}" if inward[:1].isdigit() else None
+        return None, sector, outward, found.group(1)
+    compact = re.sub(r"[^A-Z0-9]", "", spaced)
+    return (compact or None), None, None, None
 
 
 def _sex(value: Any) -> str | None:
@@ -252,7 +194,8 @@ def comparison_frame(frame: pd.DataFrame, id_column: str):
 
     Normalisation: names NFKD, no accents, upper case A-Z, split into tokens at spaces and hyphens;
     the forename's first token and the full names it may be short for; dates as ISO strings plus the
-    day/month-swapped date; postcodes with one space, foreign or invalid ones missing; sex M/F only.
+    day/month-swapped date; postcodes split into full code, sector, district and area as far as the
+    text supports them (``postcode_parts``); sex M/F only.
     """
     import pyarrow as pa
 
@@ -269,7 +212,7 @@ def comparison_frame(frame: pd.DataFrame, id_column: str):
     def forename_fields(v: Any) -> tuple[str | None, str | None, list[str] | None]:
         tokens = name_tokens(v)
         first = tokens[0] if tokens else None
-        return "".join(tokens) or None, first, list(NICKNAMES.get(first, (first,))) if first else None
+        return "".join(tokens) or None, first, list(forename_variants(first)) if first else None
 
     def surname_fields(v: Any) -> tuple[str | None, list[str] | None]:
         tokens = name_tokens(v)
@@ -287,13 +230,15 @@ def comparison_frame(frame: pd.DataFrame, id_column: str):
     columns = {
         "unique_id": pa.array([str(v) for v in frame[id_column].tolist()], type=text),
         **forename, **surname, **dob,
-        **derived("postcode", lambda v: (_postcode(v),), {"postcode": text}),
+        **derived("postcode", postcode_parts, {"postcode": text, "postcode_sector": text,
+                                                "postcode_district": text, "postcode_area": text}),
         **derived("sex", lambda v: (_sex(v),), {"sex": text}),
     }
     schema = pa.schema([
         ("unique_id", pa.string()), ("forename", pa.string()), ("forename_first", pa.string()),
         ("forename_names", pa.list_(pa.string())), ("surname", pa.string()), ("surname_tokens", pa.list_(pa.string())),
         ("dob", pa.string()), ("dob_swap", pa.string()), ("yob", pa.int32()), ("postcode", pa.string()),
+        ("postcode_sector", pa.string()), ("postcode_district", pa.string()), ("postcode_area", pa.string()),
         ("sex", pa.string()),
     ])
     return pa.table([columns[f.name] for f in schema], schema=schema)

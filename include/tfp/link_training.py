@@ -73,11 +73,20 @@ def comparisons() -> list[dict[str, Any]]:
         _level("abs(date_diff('day', CAST(dob_l AS DATE), CAST(dob_r AS DATE))) <= 366", "within a year"),
         _level("ELSE", "else"),
     ]
+    # A partial postcode (district or sector only) that agrees as far as it goes is its own level:
+    # it is weaker than a full match but, unlike two full postcodes that differ within a district
+    # (a move), no sign against the pair.
+    partial = "(postcode_l IS NULL OR postcode_r IS NULL)"
     postcode = [
-        _level("postcode_l IS NULL OR postcode_r IS NULL", "null", null=True),
+        _level("(postcode_l IS NULL AND postcode_area_l IS NULL) OR (postcode_r IS NULL AND postcode_area_r IS NULL)",
+               "null", null=True),
         _level("postcode_l = postcode_r", "exact"),
-        _level("left(postcode_l, length(postcode_l) - 2) = left(postcode_r, length(postcode_r) - 2)", "sector"),
-        _level("split_part(postcode_l, ' ', 1) = split_part(postcode_r, ' ', 1)", "district"),
+        _level(f"{partial} AND postcode_sector_l = postcode_sector_r", "partial, agrees to the sector"),
+        _level(f"{partial} AND (postcode_sector_l IS NULL OR postcode_sector_r IS NULL) "
+               "AND postcode_district_l = postcode_district_r", "partial, agrees to the district"),
+        _level("postcode_sector_l = postcode_sector_r", "sector"),
+        _level("postcode_district_l = postcode_district_r", "district"),
+        _level("postcode_area_l = postcode_area_r", "area"),
         _level("ELSE", "else"),
     ]
     sex = [
@@ -158,6 +167,28 @@ def train(roster: pd.DataFrame, records: pd.DataFrame, truth: dict[str, str], se
     return model
 
 
+# Share of training records whose postcode is cut to the district or the sector, so that the partial
+# levels are learned from pairs (the generator writes full postcodes only).
+PARTIAL_POSTCODE_SHARE = 0.06
+
+
+def with_partial_postcodes(records: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Cut a share of the records' postcodes to ``E17`` or ``E17 4`` (true and false pairs alike)."""
+    import random
+
+    r = random.Random(seed)
+    records = records.copy()
+    cut = []
+    for value in records["postcode"].tolist():
+        text = (value or "").strip()
+        if " " in text and r.random() < PARTIAL_POSTCODE_SHARE:
+            outward, inward = text.split(" ", 1)
+            text = outward if r.random() < 0.5 else f"{outward} {inward[:1]}"
+        cut.append(text or None)
+    records["postcode"] = cut
+    return records
+
+
 def training_data(families: int, seed: int, on: date) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Roster, valid partner records (with a unique key) and record key -> true person_ref."""
     from tfp.feeds import PARTNER_DATASETS
@@ -166,7 +197,8 @@ def training_data(families: int, seed: int, on: date) -> tuple[pd.DataFrame, pd.
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         generate(out, families=families, seed=seed, on=on)
-        return read_generated(out, PARTNER_DATASETS)
+        roster, records, truth = read_generated(out, PARTNER_DATASETS)
+    return roster, with_partial_postcodes(records, seed), truth
 
 
 def read_generated(out: Path, datasets) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:

@@ -224,4 +224,43 @@ def all_cases(quick: bool = False) -> list[Case]:
     if quick:
         return [febrl(1), rldata(500)]
     return [febrl(1), febrl(2), febrl(3), febrl(4), rldata(500), rldata(10000),
-            generated(777), generated(778, harsh=True)]
+            generated(777), generated(778, harsh=True), confounded(779)]
+
+
+def confounded(seed: int, families: int = 1500, share: float = 0.3) -> Case:
+    """A generated borough (unseen seed, harsher errors) whose roster also holds, for a share of the
+    persons who have records, a look-alike in the same family who has none: a same-sex twin (same
+    birthday, another forename), a parent or child of the same name (about 25 years apart), a
+    sibling born 10-14 months apart, or a cousin of the same forename. Any link to a look-alike is
+    wrong, so this measures the wrong links that households make."""
+    base = generated(seed, families, harsh=True)
+    r = random.Random(seed * 7 + 1)
+    roster = base.roster
+    with_records = set(base.truth.values())
+    pool = sorted({str(n) for n in roster["forename"].dropna()})
+    extra = []
+    for row in roster[roster["person_ref"].isin(with_records)].to_dict("records"):
+        if r.random() >= share or not row.get("date_of_birth"):
+            continue
+        dob = date.fromisoformat(row["date_of_birth"][:10])
+        kind = r.randrange(4)
+        twin = dict(row, person_ref=f"{row['person_ref']}-LOOKALIKE", nino=None, upn=None,
+                    record_id=f"{row.get('record_id')}-L")
+        if kind == 0:
+            twin["forename"] = r.choice(pool)
+        elif kind == 1:
+            years = r.choice((-1, 1)) * r.randrange(20, 32)
+            try:
+                twin["date_of_birth"] = dob.replace(year=dob.year + years).isoformat()
+            except ValueError:
+                twin["date_of_birth"] = (dob + timedelta(days=365 * years)).isoformat()
+        elif kind == 2:
+            twin["forename"] = r.choice(pool)
+            twin["date_of_birth"] = (dob + timedelta(days=r.choice((-1, 1)) * r.randrange(300, 430))).isoformat()
+        else:
+            twin["date_of_birth"] = (dob + timedelta(days=r.choice((-1, 1)) * r.randrange(400, 4000))).isoformat()
+            twin["surname"] = r.choice(sorted({str(n) for n in roster["surname"].dropna()}))
+        extra.append(twin)
+    roster = pd.concat([roster, pd.DataFrame(extra)], ignore_index=True)
+    return Case(f"generated, seed {seed}, household look-alikes", roster, base.records, base.truth,
+                f"{families} families, harsher errors, {len(extra)} look-alikes in the families")

@@ -193,9 +193,24 @@ def test_withdrawn_people_lose_records_links_and_needs(setup):
                 role="subject"))
             conn.execute(insert(links).values(reference_date=D, dataset="incidents", record_id=f"i{person}",
                                               person_ref=person, match_probability=0.99, method="probabilistic"))
+        roster_lid = _landing(conn, dataset="families", source="children_services")
+        for i, person in enumerate(("P1", "P2")):
+            conn.execute(insert(staging["families"]).values(
+                landing_id=roster_lid, record_id=person, file_date=date(2025, 1, 1), row_number=i + 1,
+                forename="Anna", surname="Kowalska", date_of_birth=date(1980, 1, 1), postcode="SW1A 1AA",
+                family_ref="F1", person_ref=person, role="adult", nino="AB123456C", programme_status="comparison"))
+            conn.execute(insert(quarantine).values(
+                landing_id=roster_lid, row_number=10 + i, rules="nino_format", quarantined_on=D,
+                row_json=f'{{"person_ref": "{person}", "surname": "Kowalska", "nino": "AB12"}}'))
     dry = run_category(engine, config, "withdrawn", D, dry_run=True)
-    assert dry.found == 3 and _count(engine, staging["incidents"]) == 3
+    assert dry.found == 5 and _count(engine, staging["incidents"]) == 3  # record, need, link, roster row, quarantined
     run_category(engine, config, "withdrawn", D, dry_run=False)
+    with engine.connect() as conn:
+        roster = {r.person_ref: r for r in conn.execute(select(staging["families"]))}
+        assert conn.execute(select(quarantine.c.row_number)).scalars().all() == [11]  # P1's quarantined row gone
+    assert [c for c in staging["families"].c.keys() if getattr(roster["P1"], c) is not None] == \
+        ["landing_id", "record_id", "file_date", "row_number", "family_ref", "person_ref"]
+    assert roster["P2"].nino == "AB123456C"
     with engine.connect() as conn:
         assert sorted(conn.execute(select(staging["incidents"].c.record_id)).scalars()) == ["iP2", "iP3"]
         assert sorted(conn.execute(select(staging["needs"].c.person_ref)).scalars()) == ["P2", "P3"]

@@ -141,3 +141,54 @@ def test_broken_file_fails_naming_file_and_rule_and_keeps_failing(tmp_path, ware
     write_feed(tmp_path, "children_services", name, NEEDS, [["n1", "P1", "neet", "2024-01-01", ""]])
     _process(engine, config, R, ["children_services"])
     assert _table_counts(engine)["needs"] == 1
+
+
+CONSENT = ["record_id", "person_ref", "purpose", "status", "recorded_at"]
+
+
+def test_a_withdrawn_person_is_never_stored_with_identifiers_again(tmp_path, warehouse_url):
+    """Review item 5: after a withdrawal the roster kept name, date of birth, NINO, UPN, UPRN and
+    postcode in every snapshot. The withdrawal retention empties them in old snapshots; a later
+    snapshot that still lists the person is staged with the references only, also when it comes in
+    the same night as the withdrawal and is dated before it."""
+    from tfp.retention import ROSTER_SCRUBBED, run_category
+
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+
+    def person(ref, nino):
+        return [ref, "Anna", "Kowalska", "1980-01-01", "F", "SW1A 1AA", "F1", ref, "adult", "", nino,
+                "100020000004", "intervention", "2024-06-01"]
+
+    def roster_rows(file_date):
+        table = staging["families"]
+        with engine.connect() as conn:
+            return {r.person_ref: r for r in conn.execute(select(table).where(table.c.file_date == file_date))}
+
+    write_feed(tmp_path, "children_services", "families_20250101.csv", FAMILIES,
+               [person("A", "AB123456C"), person("B", "AB123457C"), person("C", "AB123458C")])
+    write_feed(tmp_path, "children_services", "consent_20250101.csv", CONSENT,
+               [["c1", "A", "tfp_evaluation", "given", "2024-06-01T10:00:00"],
+                ["c2", "B", "tfp_evaluation", "given", "2024-06-01T10:00:00"]])
+    _process(engine, config, date(2025, 1, 31), ["children_services"])
+    write_feed(tmp_path, "children_services", "consent_20250215.csv", CONSENT,
+               [["c3", "A", "tfp_evaluation", "withdrawn", "2025-02-15T09:00:00"]])
+    _process(engine, config, date(2025, 2, 28), ["children_services"])
+    run_category(engine, config, "withdrawn", date(2025, 2, 28), dry_run=False)
+    old = roster_rows(date(2025, 1, 1))
+    assert all(getattr(old["A"], c) is None for c in ROSTER_SCRUBBED)
+    assert (old["A"].person_ref, old["A"].family_ref) == ("A", "F1")
+    assert old["B"].nino == "AB123457C" and old["B"].surname == "Kowalska"  # others untouched
+    # the next roster still lists A; B withdraws in a consent file of the same night, dated after the roster
+    write_feed(tmp_path, "children_services", "families_20250305.csv", FAMILIES,
+               [person("A", "AB123456C"), person("B", "AB123457C"), person("C", "AB123458C"),
+                person("D", "AB123459C")])
+    write_feed(tmp_path, "children_services", "consent_20250310.csv", CONSENT,
+               [["c4", "B", "tfp_evaluation", "withdrawn", "2025-03-10T09:00:00"],
+                ["c5", "A", "tfp_evaluation", "given", "2025-03-10T09:00:00"]])  # consent again: still no identifiers
+    _process(engine, config, R, ["children_services"])
+    new = roster_rows(date(2025, 3, 5))
+    for ref in ("A", "B"):
+        assert all(getattr(new[ref], c) is None for c in ROSTER_SCRUBBED), ref
+        assert (new[ref].person_ref, new[ref].family_ref) == (ref, "F1")
+    assert new["C"].nino == "AB123458C" and new["C"].date_of_birth == date(1980, 1, 1)

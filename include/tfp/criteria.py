@@ -153,7 +153,7 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
         )).all()
         status: dict[str, str] = {}
         for family_ref, programme_status, counted in roster:
-            if not counted:
+            if not counted or programme_status is None:  # None: a withdrawn person's row keeps references only
                 continue
             # Members should agree; if they do not, the family is treated as intervention.
             if status.get(family_ref) != "intervention":

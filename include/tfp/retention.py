@@ -223,6 +223,69 @@ def withdrawn_people(engine: Engine, run_date: date) -> set[str]:
     return set(states.loc[states["state"] == "withdrawn", "person_ref"])
 
 
+# What stays of a withdrawn person's roster row: their reference, their family's, and the row's own keys.
+ROSTER_KEPT: tuple[str, ...] = ("landing_id", "record_id", "file_date", "row_number", "person_ref", "family_ref")
+ROSTER_SCRUBBED: tuple[str, ...] = tuple(c.name for c in staging["families"].c if c.name not in ROSTER_KEPT)
+
+
+def ever_withdrawn(conn, until: date | None = None) -> set[str]:
+    """Everyone with a ``tfp_evaluation`` withdrawal recorded (on or before ``until``; None: ever).
+
+    A person withdrawn stays withdrawn for their identifiers: consent given again later does not
+    bring back what the withdrawal took away.
+    """
+    from tfp.consent import as_datetime
+    from tfp.current import current_rows
+
+    events = current_rows(conn, "consent", until or date(9999, 12, 31))
+    if events.empty:
+        return set()
+    chosen = events[(events["purpose"] == "tfp_evaluation") & (events["status"] == "withdrawn")]
+    return {str(ref) for ref, at in zip(chosen["person_ref"], chosen["recorded_at"], strict=True)
+            if until is None or ((when := as_datetime(at)) is not None and when.date() <= until)}
+
+
+def _roster_identified(people: list[str]):
+    table = staging["families"]
+    return and_(table.c.person_ref.in_(people), or_(*(table.c[c].is_not(None) for c in ROSTER_SCRUBBED)))
+
+
+def scrub_roster(conn, people: set[str]) -> int:
+    """Empty every column but ROSTER_KEPT of these people's rows in every roster snapshot; returns rows changed."""
+    refs = sorted(people)
+    table = staging["families"]
+    changed = 0
+    for i in range(0, len(refs), 500):
+        changed += conn.execute(update(table).where(_roster_identified(refs[i:i + 500]))
+                                .values({c: None for c in ROSTER_SCRUBBED})).rowcount
+    return changed
+
+
+def _roster_rows_identified(engine: Engine, people: set[str]) -> int:
+    refs = sorted(people)
+    return sum(_count(engine, staging["families"], _roster_identified(refs[i:i + 500]))
+               for i in range(0, len(refs), 500))
+
+
+def _quarantined_of(engine: Engine, people: set[str]) -> list[int]:
+    """Quarantined rows of the council's own feeds (roster, needs, consent) that name one of ``people``."""
+    if not people:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(select(quarantine.c.id, quarantine.c.row_json).join(
+            landing_log, landing_log.c.id == quarantine.c.landing_id).where(
+            landing_log.c.source == "children_services")).all()
+    found = []
+    for row_id, row_json in rows:
+        try:
+            ref = json.loads(row_json).get("person_ref")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(ref, str) and ref.strip() in people:
+            found.append(row_id)
+    return found
+
+
 def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple[int, str]]]:
     """(landing_id, record_id) of every staged partner record ever linked to one of ``people``."""
     targets: dict[str, set[tuple[int, str]]] = {d: set() for d in PARTNER_DATASETS}
@@ -256,9 +319,17 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
     released = released_generalisation
     n_released = sum(_count(engine, released, released.c.person_ref.in_(refs[i:i + 500]))
                      for i in range(0, len(refs), 500))
-    found = sum(len(t) for t in targets.values()) + n_needs + n_links + n_released
-    if not dry_run and people:
+    # the roster keeps only the references of anyone who withdrew on or before D, whatever their state now
+    with engine.connect() as conn:
+        roster_people = ever_withdrawn(conn, run_date) | people
+    n_roster = _roster_rows_identified(engine, roster_people)
+    held = _quarantined_of(engine, roster_people)
+    found = sum(len(t) for t in targets.values()) + n_needs + n_links + n_released + n_roster + len(held)
+    if not dry_run and roster_people:
         with engine.begin() as conn:
+            scrub_roster(conn, roster_people)
+            for i in range(0, len(held), 500):
+                conn.execute(delete(quarantine).where(quarantine.c.id.in_(held[i:i + 500])))
             for dataset, pairs in targets.items():
                 table = staging[dataset]
                 for landing_id, record_id in pairs:
@@ -272,6 +343,7 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
         left = sum(len(t) for t in again.values()) + sum(
             _count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) + _count(
                 engine, released, released.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
+        left += _roster_rows_identified(engine, roster_people) + len(_quarantined_of(engine, roster_people))
         if left:
             raise RetentionIncomplete(f"{left} records of withdrawn people remain after deletion")
     return Outcome("withdrawn", run_date.isoformat(), found, 0 if dry_run else found, "rows")

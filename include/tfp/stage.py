@@ -144,7 +144,9 @@ def typed_rows(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
 def stage_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
     """Type the validated rows of a source into its staging tables; idempotent per landing."""
     counts = {"files_staged": 0, "rows_staged": 0, "files_superseded": 0}
-    for row in _landings(engine, source, "validated", reference_date):
+    # consent first: a roster file staged in the same run must already know who has withdrawn
+    landings = sorted(_landings(engine, source, "validated", reference_date), key=lambda r: r.dataset != "consent")
+    for row in landings:
         dataset = DATASETS[row.dataset]
         text = read_landing(engine, config, row.id, b"validated").decode("utf-8")
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
@@ -155,6 +157,8 @@ def stage_source(engine: Engine, config: Config, source: str, reference_date: da
         with engine.begin() as conn:
             if not _still(conn, source, row.id, "validated"):  # a concurrent run (backfill) got there first
                 continue
+            if row.dataset == "families":
+                rows = _without_withdrawn_identifiers(conn, rows)
             conn.execute(delete(table).where(table.c.landing_id == row.id))
             if len(rows):
                 insert_rows(conn, table, {c: rows[c].tolist() for c in rows.columns})
@@ -170,6 +174,21 @@ def stage_source(engine: Engine, config: Config, source: str, reference_date: da
         counts["rows_staged"] += len(rows)
         counts["files_superseded"] += superseded
     return counts
+
+
+def _without_withdrawn_identifiers(conn, rows: pd.DataFrame) -> pd.DataFrame:
+    """A roster snapshot as it may be stored: of anyone who has ever withdrawn, only the references stay
+    (contract section 10), whatever date the snapshot or the run has."""
+    from tfp.retention import ROSTER_SCRUBBED, ever_withdrawn
+
+    withdrawn = ever_withdrawn(conn)
+    if not withdrawn:
+        return rows
+    rows = rows.copy()
+    mask = rows["person_ref"].isin(withdrawn)
+    for column in ROSTER_SCRUBBED:
+        rows[column] = rows[column].astype(object).where(~mask, None)
+    return rows
 
 
 def quarantine_reasons(engine: Engine, landing_id: int) -> dict[str, int]:

@@ -11,7 +11,10 @@ tfp_retention, everything else on tfp_nightly. Every response carries a strict C
 (no script but this origin's files), ``nosniff`` and ``no-referrer``: the pages run with the reader's
 Airflow session, which the REST API accepts. A file is opened one path component at a time below
 the reports folder, refusing ``..`` and every symlink (``O_NOFOLLOW``), so a link planted in
-``work_dir`` (to the warehouse, to ``/``) serves nothing.
+``work_dir`` (to the warehouse, to ``/``) serves nothing. Scripts come only from the installed tfp
+package (the vendored libraries, at ``/tfp-reports/static/``) or are the scripts the Data Docs build
+moved out of its pages, named by their SHA-256 and served only while name and content agree: a file
+written into ``work_dir`` cannot become a script the pages run.
 """
 
 from __future__ import annotations
@@ -90,9 +93,23 @@ def _read_below(root: Path, parts: list[str]) -> bytes:
             os.close(fd)
 
 
-def _file(parts: list[str]) -> Response:
-    body = _read_below(_reports_dir(), parts)
+def _static_dir() -> Path:
+    from tfp.datadocs import STATIC
+
+    return STATIC
+
+
+def _is_script(media: str) -> bool:
+    return media in ("application/javascript", "text/javascript", "application/ecmascript", "text/ecmascript")
+
+
+def _file(parts: list[str], root: Path | None = None) -> Response:
+    from tfp.datadocs import script_name
+
+    body = _read_below(root or _reports_dir(), parts)
     media = mimetypes.guess_type(parts[-1])[0] or "application/octet-stream"
+    if root is None and _is_script(media) and parts[-1] != script_name(body):
+        raise HTTPException(404, "no such page")  # not a script the Data Docs build wrote
     if media.startswith("text/") or media in ("application/javascript", "application/json"):
         media += "; charset=utf-8"
     return Response(body, media_type=media)
@@ -129,6 +146,15 @@ def index() -> str:
     return ("<!doctype html><html lang=en><meta charset=utf-8><title>tfp reports</title>"
             "<style>body{font-family:sans-serif;margin:2em}</style>"
             f"<h1>tfp reports</h1><ul>{items or '<li>no runs yet</li>'}</ul></html>")
+
+
+@app.get("/static/{path:path}")
+def static(path: str) -> Response:
+    """tfp's vendored scripts, styles and fonts, from the installed package (read-only to work_dir)."""
+    parts = path.split("/")
+    if parts[0] not in ("vendor", "tfp"):
+        raise HTTPException(404, "no such page")
+    return _file(parts, root=_static_dir())
 
 
 @app.get("/{day}/{page}")

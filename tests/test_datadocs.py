@@ -362,15 +362,17 @@ LOCAL_REF = re.compile(r"""\b(?:src|href)\s*=\s*["']([^"'#]+)["']|url\(\s*["']?(
 
 
 def test_site_is_self_contained(tmp_path, project_result):
-    """Every page and stylesheet GX wrote refers only to files inside the site: no CDN, no inline script,
-    no onclick; every local reference exists; the vendored files are byte for byte what VENDOR.json says."""
+    """Every page and stylesheet GX wrote refers only to files of the site or of tfp's package (served by
+    the plugin two levels up): no CDN, no inline script, no onclick; every local reference exists; moved
+    scripts are named by their content; the vendored files are byte for byte what VENDOR.json says."""
     import hashlib
 
-    site = tmp_path / "site"
+    site = tmp_path / "reports" / "2025-03-31" / "data_docs"  # where the plugin serves it from
+    served_static = tmp_path / "reports" / "static"  # what /tfp-reports/static/ serves: gxdocs.STATIC
     gxdocs.build_data_docs(site, [("a.csv", project_result)])
     checked = 0
     for p in all_files(site):
-        if p.suffix not in (".html", ".css") or (site / "static" / "vendor") in p.parents:
+        if p.suffix not in (".html", ".css"):
             continue
         text = p.read_text(encoding="utf-8")
         assert gxdocs.external_references(text) == [], p.relative_to(site)
@@ -380,17 +382,24 @@ def test_site_is_self_contained(tmp_path, project_result):
             if ref.startswith("data:"):
                 continue
             target = (p.parent / ref.split("?")[0]).resolve()
+            if target.is_relative_to(served_static.resolve()):
+                target = gxdocs.STATIC / target.relative_to(served_static.resolve())
+                assert target.is_file(), (p.relative_to(site), ref)
+                continue
             assert target.is_relative_to(site.resolve()) and target.is_file(), (p.relative_to(site), ref)
         checked += 1
     assert checked >= 4  # index, validation page, suite page, GX's stylesheet
     pages = [p for p in all_files(site) if p.suffix == ".html"]
-    assert all("static/vendor/jquery-3.7.1/jquery.min.js" in p.read_text() for p in pages)
+    assert all("../static/vendor/jquery-3.7.1/jquery.min.js" in p.read_text() for p in pages)
     assert any("data-tfp-call=" in p.read_text() for p in pages)  # onclick moved to handlers.js
+    moved = list((site / "static" / "tfp").iterdir())
+    assert moved and all(p.name == gxdocs.script_name(p.read_bytes()) for p in moved)
+    assert not (site / "static" / "vendor").exists()  # served from the package, not copied into work_dir
     manifest = json.loads((gxdocs.STATIC / "vendor" / "VENDOR.json").read_text())
     for folder, entry in manifest.items():
-        assert (site / "static" / "vendor" / folder / entry["license_file"]).is_file()
+        assert (gxdocs.STATIC / "vendor" / folder / entry["license_file"]).is_file()
         for name, meta in entry["files"].items():
-            data = (site / "static" / "vendor" / folder / name).read_bytes()
+            data = (gxdocs.STATIC / "vendor" / folder / name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == meta["sha256"], (folder, name)
 
 
@@ -419,9 +428,10 @@ def test_localise_makes_links_off_site_plain_text_and_scripts_files(tmp_path):
     gxdocs.localise_site(site)
     text = page.read_text(encoding="utf-8")
     assert "<a>GX</a>" in text
-    assert 'src="../../static/vendor/jquery-3.7.1/jquery.min.js"' in text
+    assert 'src="../../../../static/vendor/jquery-3.7.1/jquery.min.js"' in text
     moved = re.findall(r'src="\.\./\.\./(static/tfp/[0-9a-f]{24}\.js)"', text)
     assert len(moved) == 1 and (site / moved[0]).read_text() == "var x = 1;"
+    assert moved[0].endswith(gxdocs.script_name(b"var x = 1;"))
     assert 'data-tfp-on="click" data-tfp-call="showAllValidations"' in text
-    assert text.index("static/tfp/handlers.js") > text.index("data-tfp-call")
+    assert text.index('src="../../../../static/tfp/handlers.js"') > text.index("data-tfp-call")
     assert gxdocs.external_references(text) == []

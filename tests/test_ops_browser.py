@@ -348,7 +348,7 @@ def test_reading_reports_needs_a_role(borough, served):
     stack = served
     pages = ["", f"{R.isoformat()}/run_report.html", f"{R.isoformat()}/run_report.json",
              f"{R.isoformat()}/data_docs/index.html",
-             f"{R.isoformat()}/data_docs/static/vendor/jquery-3.7.1/jquery.min.js"]
+             "static/vendor/jquery-3.7.1/jquery.min.js"]
     tokens = {user: stack.token(user) for user in ROLES}
     for page in pages:
         path = f"/tfp-reports/{page}"

@@ -118,3 +118,34 @@ def test_dot_dot_and_directories_are_refused(work, url):
 def test_a_fifo_is_not_opened(work):
     os.mkfifo(work["night"] / "data_docs" / "pipe.html")
     _refused(work["client"].get(f"/{DAY}/data_docs/pipe.html"))
+
+
+def test_vendored_files_come_from_the_package(work):
+    client = work["client"]
+    response = client.get("/static/vendor/jquery-3.7.1/jquery.min.js")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
+    assert response.content.startswith(b"/*! jQuery v3.7.1")
+    assert client.get("/static/tfp/handlers.js").status_code == 200
+    for url in ("/static/vendor/VENDOR.json/../../datadocs.py", "/static/datadocs.py", "/static/..%2Fdatadocs.py",
+                "/static/vendor/../../config.py"):
+        _refused(client.get(url))
+
+
+def test_only_the_builds_own_scripts_are_served_from_work_dir(work, plugin):
+    """A script in a night's site is served only under the name of its SHA-256: one written (or
+    replaced) by someone who can write in work_dir is not, so the CSP's 'self' does not let it run."""
+    from tfp.datadocs import script_name
+
+    scripts = work["night"] / "data_docs" / "static" / "tfp"
+    scripts.mkdir(parents=True)
+    good = b"function showAllValidations() {}"
+    (scripts / script_name(good)).write_bytes(good)
+    client = work["client"]
+    assert client.get(f"/{DAY}/data_docs/static/tfp/{script_name(good)}").content == good
+    evil = b"fetch('/api/v2/variables').then(r => r.text()).then(t => navigator.sendBeacon('/x', t))"
+    (scripts / script_name(good)).write_bytes(evil)  # replaced
+    (scripts / "planted.js").write_bytes(evil)  # added
+    (scripts / "planted.mjs").write_bytes(evil)
+    for name in (script_name(good), "planted.js", "planted.mjs"):
+        response = client.get(f"/{DAY}/data_docs/static/tfp/{name}")
+        assert response.status_code == 404 and b"fetch" not in response.content, name

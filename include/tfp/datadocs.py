@@ -10,8 +10,11 @@ into ``reports/<date>/data_docs``. An in-memory GX context writes nothing outsid
 GX's pages load jQuery, Bootstrap, vega and Font Awesome from public CDNs and run inline scripts;
 served under the api-server's address they would run with an engineer's session. ``localise_site``
 rewrites every page to tfp's vendored copies (``tfp/static/vendor``, see VENDOR.json), moves inline
-scripts and onclick handlers into files, and refuses a page that still refers to anything outside
-the site, so the pages work under ``Content-Security-Policy: default-src 'self'``.
+scripts into content-addressed files and onclick handlers into attributes, and refuses a page that
+still refers to anything outside the site, so the pages work under
+``Content-Security-Policy: default-src 'self'``. The vendored files are not copied into the site: the
+tfp_reports plugin serves them from the installed package (nothing in ``work_dir`` can replace them),
+at ``/tfp-reports/static/``, two levels above a night's site (``/tfp-reports/<date>/data_docs/``).
 """
 
 from __future__ import annotations
@@ -268,6 +271,8 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
 
 
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
+# Where the plugin serves STATIC, relative to a night's site root (reports/<date>/data_docs).
+SERVED_STATIC = "../../static/"
 # GX 1.24's CDN addresses (query strings aside) -> the vendored file, relative to the site root.
 _VENDORED = {
     "https://cdn.jsdelivr.net/npm/vega@5": "vega-5.33.1/vega.min.js",
@@ -294,23 +299,28 @@ _VENDORED = {
         "bootstrap-dark-1.1.0/css/bootstrap-prefers-dark.min.css",
     "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome-free-6.6.0/css/all.min.css",
 }
-_LOCAL = {  # GX's logos on S3 -> its own copies in the site's static/images
+_LOCAL = {  # GX's logos on S3 -> its own copies in the site's static/images; the rest -> tfp's package
     "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/logo-long.png": "static/images/logo-long.png",
     "https://great-expectations-web-assets.s3.us-east-2.amazonaws.com/full_logo_dark.png":
         "static/images/logo-long.png",
-    **{url: f"static/vendor/{path}" for url, path in _VENDORED.items()},
+    **{url: f"{SERVED_STATIC}vendor/{path}" for url, path in _VENDORED.items()},
 }
 _EXTERNAL = r"(?:[a-z][a-z0-9+.-]*:|//)"  # any scheme (https:, javascript:, data:) or a scheme-relative URL
 _EXTERNAL_LINK = re.compile(rf"""(<a\b[^>]*?)\s+href\s*=\s*(["']){_EXTERNAL}[^"']*\2""", re.I | re.S)
 _URL = re.compile(rf"""(?P<pre>\b(?:src|href|action|formaction|poster|data)\s*=\s*(?P<q>["']))(?P<url>{_EXTERNAL}[^"']*)(?P=q)"""
                   rf"""|(?P<cpre>url\(\s*(?P<cq>["']?))(?P<curl>{_EXTERNAL}[^"')]*)(?P=cq)\s*\)"""
                   rf"""|(?P<ipre>@import\s+(?P<iq>["']))(?P<iurl>{_EXTERNAL}[^"']*)(?P=iq)""", re.I)
-_STATIC_REF = re.compile(r"""(\b(?:src|href)\s*=\s*["'])(?:\.\./)*static/""", re.I)
+_STATIC_REF = re.compile(r"""(\b(?:src|href)\s*=\s*["'])(?:\.\./)*static/(?=images/|styles/|fonts/)""", re.I)
 _SCRIPT = re.compile(r"<script\b(?P<attrs>[^>]*)>(?P<body>.*?)</script\s*>", re.I | re.S)
 _JS_TYPE = re.compile(r"""\btype\s*=\s*["']?(?!(?:text|application)/(?:java|ecma)script|module)""", re.I)
 _HANDLER = re.compile(r"""(<[a-z][^<>]*?)\s(on[a-z]+)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.I | re.S)
 _CALL = re.compile(r"""^\s*(\w+)\(\s*(?:'([^'\\]*)')?\s*\)\s*;?\s*$""")
 _HANDLED = frozenset({"clearTableFilters", "hideSucceededValidations", "showAllValidations"})  # handlers.js
+
+
+def script_name(content: bytes) -> str:
+    """The file name of a script moved out of a page: its SHA-256, so replacing it is detectable."""
+    return hashlib.sha256(content).hexdigest()[:24] + ".js"
 
 
 def external_references(text: str) -> list[str]:
@@ -337,10 +347,11 @@ def _localise(text: str, prefix: str, site_dir: pathlib.Path) -> str:
         attrs, body = m.group("attrs"), m.group("body")
         if "src" in attrs.lower() or _JS_TYPE.search(attrs):
             return m.group(0)
-        name = hashlib.sha256(body.encode()).hexdigest()[:24] + ".js"
+        # named by its content: the plugin serves a script of the site only if name and content agree
+        name = script_name(body.encode())
         out = site_dir / "static" / "tfp" / name
         if not out.exists():
-            out.write_text(body, encoding="utf-8")
+            out.write_bytes(body.encode())
         return f'<script src="{prefix}static/tfp/{name}"></script>'
 
     def handler(m: re.Match) -> str:
@@ -352,16 +363,16 @@ def _localise(text: str, prefix: str, site_dir: pathlib.Path) -> str:
         return f'{m.group(1)} data-tfp-on="{m.group(2)[2:].lower()}" data-tfp-call="{call.group(1)}"{arg}'
 
     text = _EXTERNAL_LINK.sub(r"\1", text)  # a link off-site (GX's home page, its newsletter) becomes text
-    text = _URL.sub(local, text)
     # GX gets the depth wrong for the favicon of a validation page: its static folder is at the site root
     text = _STATIC_REF.sub(lambda m: f"{m.group(1)}{prefix}static/", text)
+    text = _URL.sub(local, text)
     text = _SCRIPT.sub(script, text)
     moved = _HANDLER.subn(handler, text)
     while moved[1]:  # one tag can carry several handlers
         text = moved[0]
         moved = _HANDLER.subn(handler, text)
     if "data-tfp-call=" in text:
-        text = re.sub(r"</body\s*>", f'<script src="{prefix}static/tfp/handlers.js"></script></body>', text,
+        text = re.sub(r"</body\s*>", f'<script src="{prefix}{SERVED_STATIC}tfp/handlers.js"></script></body>', text,
                       count=1, flags=re.I)
     return text
 
@@ -369,13 +380,10 @@ def _localise(text: str, prefix: str, site_dir: pathlib.Path) -> str:
 def localise_site(site_dir: pathlib.Path) -> None:
     """Make a built site self-contained (see the module docstring); raises if anything external is left."""
     site_dir = pathlib.Path(site_dir)
-    shutil.copytree(STATIC / "vendor", site_dir / "static" / "vendor", dirs_exist_ok=True)
     shutil.rmtree(site_dir / "static" / "tfp", ignore_errors=True)  # GX rewrote every page: their scripts too
     (site_dir / "static" / "tfp").mkdir(parents=True)
-    shutil.copy(STATIC / "tfp" / "handlers.js", site_dir / "static" / "tfp" / "handlers.js")
-    vendor = site_dir / "static" / "vendor"
     for path in sorted(site_dir.rglob("*")):
-        if path.suffix not in (".html", ".css") or not path.is_file() or vendor in path.parents:
+        if path.suffix not in (".html", ".css") or not path.is_file():
             continue
         prefix = "../" * (len(path.relative_to(site_dir).parts) - 1)
         text = path.read_text(encoding="utf-8")

@@ -65,8 +65,10 @@ def records(*rows: dict) -> pd.DataFrame:
     return frame
 
 
-def one(result: pd.DataFrame, record_id: str) -> dict:
-    return result.set_index("record_id").loc[record_id].to_dict()
+def one(result: pd.DataFrame, record_id: str, review: bool = False) -> dict:
+    """A record's person_ref, match_probability and method (and the review columns if asked)."""
+    row = result.set_index("record_id").loc[record_id].to_dict()
+    return row if review else {k: row[k] for k in ("person_ref", "match_probability", "method")}
 
 
 def test_exact_identifiers_win_over_names(roster):
@@ -322,3 +324,15 @@ def test_a_partial_postcode_counts_as_evidence_at_its_level(roster):
         dict(record_id="away", postcode="LS6", **base)))
     p = {r: one(result, r)["match_probability"] for r in ("full", "sector", "district", "none", "away")}
     assert p["full"] > p["sector"] > p["district"] > p["none"] > p["away"], p
+
+
+def test_twins_leave_a_doubtful_record_with_its_runner_up_for_review(roster):
+    """Nothing tells the twins apart: no link, both candidates kept for a person to decide."""
+    result = link_records(roster, records(
+        dict(record_id="t", forename=None, surname="Brennan", date_of_birth="2011-06-14", sex="M",
+             postcode="LS1 4AP")))
+    row = one(result, "t", review=True)
+    assert row["person_ref"] is None and row["method"] == "unlinked"
+    assert {row["runner_up_ref"]} <= {"T1", "T2"} and row["runner_up_probability"] is not None
+    assert row["match_probability"] + row["runner_up_probability"] <= 1.0 + 1e-9
+    assert row["doubtful"] is True

@@ -32,6 +32,11 @@ from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, n
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "linkage_model.json"
 PROBABILITY_DECIMALS = 6
 RESULT_COLUMNS = ["record_id", "person_ref", "match_probability", "method"]
+# What a review queue needs (issue 15): the runner-up and its probability, and ``doubtful`` for a
+# record left unlinked although its best two candidates together reached DOUBTFUL_FROM: it is
+# probably one of them, but nothing in it decides which (twins), or the best alone falls short.
+REVIEW_COLUMNS = ["runner_up_ref", "runner_up_probability", "doubtful"]
+DOUBTFUL_FROM = 0.5
 # Candidate pairs whose match weight is below this cannot matter to any decision; dropping them in
 # DuckDB keeps the frame handed to pandas small.
 MIN_MATCH_WEIGHT = -40.0
@@ -291,7 +296,8 @@ def best_candidates(pairs: pd.DataFrame) -> pd.DataFrame:
     p_i = odds_i / (1 + sum_j odds_j), computed in log space; ties go to the smallest person_ref.
     """
     if pairs.empty:
-        return pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": []})
+        return pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": [], "runner_up_ref": [],
+                             "runner_up_probability": []})
     pairs = pairs.copy()
     pairs["match_weight"] = pairs["match_weight"].astype(float).clip(-1000, 1000)
     pairs = pairs.sort_values(["record_key", "match_weight", "person_ref"], ascending=[True, False, True],
@@ -303,7 +309,14 @@ def best_candidates(pairs: pd.DataFrame) -> pd.DataFrame:
     top_w = best["match_weight"]
     denominator = others.reindex(best.index) + 2.0 ** (-top_w)
     best["match_probability"] = 1.0 / denominator
-    return best.reset_index()[["record_key", "person_ref", "match_probability"]]
+    # The runner-up and its probability on the same scale, so a doubtful record can go to a person.
+    second = pairs[pairs["record_key"].duplicated(keep="first")].drop_duplicates("record_key", keep="first")
+    second = second.set_index("record_key").reindex(best.index)
+    best["runner_up_ref"] = second["person_ref"].astype(object).where(second["person_ref"].notna(), None)
+    best["runner_up_probability"] = (best["match_probability"] * 2.0 ** (second["match_weight"] - top_w)).astype(
+        object).where(second["match_weight"].notna(), None)
+    return best.reset_index()[["record_key", "person_ref", "match_probability", "runner_up_ref",
+                               "runner_up_probability"]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +353,11 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
 
     Returns one row per record: record_id, person_ref (None when unlinked), match_probability (1.0
     for an identifier link; otherwise the best candidate's probability even below the threshold, or
-    None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked).
+    None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked), then the
+    REVIEW_COLUMNS: the runner-up candidate and its probability (None when there was none) and
+    ``doubtful``. The probabilities of all candidates and of "nobody" add up to one, so twins or a
+    parent and child of the same name share it and neither reaches the threshold unless the record's
+    other fields decide between them.
     """
     import numpy as np
 
@@ -358,7 +375,7 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     has_upn = np.array([p is not None for p in by_upn.tolist()], dtype=bool) & ~has_nino
     rest = records[~(has_nino | has_upn)]
 
-    best = pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": []})
+    best = best_candidates(pd.DataFrame())
     if len(rest) and len(roster):
         settings = settings_for_roster(model or load_model(), len(roster))
         pairs = _candidate_pairs(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
@@ -388,9 +405,18 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     method[probabilistic] = "probabilistic"
     method[has_upn] = "upn"
     method[has_nino] = "nino"
+    runner_up = np.array(best["runner_up_ref"].tolist() + [None], dtype=object)[position]
+    runner_up_p = np.array(best["runner_up_probability"].tolist() + [None], dtype=object)[position]
+    runner_up[has_upn | has_nino] = None
+    runner_up_p[has_upn | has_nino] = None
+    doubtful = np.array([m == "unlinked" and p is not None and p + (q or 0.0) >= DOUBTFUL_FROM
+                         for m, p, q in zip(method.tolist(), probability.tolist(), runner_up_p.tolist(),
+                                            strict=True)], dtype=bool)
     return pd.DataFrame({"record_id": record_ids, "person_ref": person_ref.tolist(),
-                         "match_probability": probability.tolist(), "method": method.tolist()},
-                        columns=RESULT_COLUMNS, dtype=object)
+                         "match_probability": probability.tolist(), "method": method.tolist(),
+                         "runner_up_ref": runner_up.tolist(), "runner_up_probability": runner_up_p.tolist(),
+                         "doubtful": doubtful.tolist()},
+                        columns=RESULT_COLUMNS + REVIEW_COLUMNS, dtype=object)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -167,3 +167,33 @@ def test_purge_leaves_no_personal_value_in_the_database_files(night):
         after = _database_files(conn)
     if after is not None:
         assert _leaks(after, pattern) == {}
+
+
+def test_an_older_warehouse_loses_its_sampled_values_on_connect(pg_url):
+    """A warehouse analysed before this version holds sample values that a statistics target of 0
+    does not remove: connecting drops them (the column's own type declared again), table kept."""
+    from sqlalchemy import insert
+
+    from tfp.warehouse import create_schema, landing_log, staging
+
+    engine = connect(pg_url)
+    with engine.begin() as conn:
+        lid = conn.execute(insert(landing_log).values(
+            source="children_services", dataset="families", file_name="families_20250101.csv",
+            file_date=R, sha256="0" * 64, bytes=1, landed_at=datetime.now(UTC), landed_by_run=R,
+            status="staged")).inserted_primary_key[0]
+        conn.execute(insert(staging["families"]), [
+            {"landing_id": lid, "record_id": f"R{i}", "file_date": R, "row_number": i, "surname": f"Surname{i % 7}",
+             "nino": f"AB{i:06d}C", "person_ref": f"P{i:07d}", "family_ref": "F1"} for i in range(300)])
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for column in ("surname", "nino", "person_ref"):  # as every column was before
+            conn.execute(text(f"ALTER TABLE stg_families ALTER COLUMN {column} SET STATISTICS -1"))
+        conn.execute(text("ANALYZE stg_families"))
+        assert "Surname3" in _sampled_values(conn)
+        node = conn.execute(text("SELECT pg_relation_filenode('stg_families')")).scalar_one()
+    create_schema(engine)
+    with engine.connect() as conn:
+        sampled = _sampled_values(conn)
+        assert "Surname" not in sampled and "AB000" not in sampled and "P000" not in sampled
+        assert conn.execute(text("SELECT pg_relation_filenode('stg_families')")).scalar_one() == node
+        assert conn.execute(text("SELECT count(*) FROM stg_families")).scalar_one() == 300

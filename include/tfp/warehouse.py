@@ -251,21 +251,33 @@ STATISTICS_KEPT: frozenset[str] = frozenset({
 
 def no_personal_statistics(conn, table_names=None, temporary: bool = False) -> int:
     """Set the statistics target of every personal column of these tables (default: all of tfp's) to 0;
-    returns how many columns it changed. One catalog query, and ALTERs only where still needed."""
+    returns how many columns it changed. One catalog query, and ALTERs only where still needed.
+
+    A target of 0 stops future sampling but keeps what ANALYZE stored before (an older warehouse):
+    re-declaring the column's own type makes PostgreSQL drop that column's statistics, without
+    rewriting the table; only the owner may, as for every ALTER here.
+    """
     if conn.dialect.name != "postgresql":
         return 0  # SQLite's ANALYZE (never run by tfp) keeps row counts only, unless built with STAT4
     names = sorted(table_names or metadata.tables)
     rows = conn.execute(text(
-        "SELECT c.relname, a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), "
+        "EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname AND s.tablename = c.relname "
+        "AND s.attname = a.attname) "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE a.attrelid IN (SELECT to_regclass(n) FROM unnest(CAST(:names AS text[])) AS n) "
         "AND a.attnum > 0 AND NOT a.attisdropped AND a.attstattarget <> 0 ORDER BY 1, 2"),
         {"names": [f"pg_temp.{n}" if temporary else n for n in names]}).all()
     quote = conn.dialect.identifier_preparer.quote
     changed = 0
-    for table_name, column in rows:
-        if column not in STATISTICS_KEPT:
-            conn.execute(text(f"ALTER TABLE {quote(table_name)} ALTER COLUMN {quote(column)} SET STATISTICS 0"))
-            changed += 1
+    for table_name, column, kind, sampled in rows:
+        if column in STATISTICS_KEPT:
+            continue
+        target = f"ALTER TABLE {quote(table_name)} ALTER COLUMN {quote(column)}"
+        conn.execute(text(f"{target} SET STATISTICS 0"))
+        if sampled:
+            conn.execute(text(f"{target} TYPE {kind}"))
+        changed += 1
     return changed
 
 

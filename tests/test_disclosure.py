@@ -403,3 +403,21 @@ def test_levels_recorded_are_the_levels_released(warehouse_url, tmp_path, keys_e
         assert tuple(level(q, v) for q, v in zip(QUASI_IDENTIFIERS, values, strict=True)) == tuple(
             r[q] for q in QUASI_IDENTIFIERS)
     assert "'P1'" not in repr(out)  # internal refs stay out of any repr that might be logged
+
+
+def test_the_package_task_records_what_it_packaged(warehouse_url, tmp_path, keys_env):
+    """pipeline.package (the DAG's task) writes the files, then the levels; its XCom stays counts only."""
+    from helpers import write_config
+    from tfp import pipeline
+    from tfp.warehouse import connect
+
+    engine = connect(warehouse_url)
+    night = date(2025, 3, 31)
+    roster = [(f"P{i}", f"F{i}", 1980 + i % 3, "MF"[i % 2], "SW1A 1AA") for i in range(12)]
+    seed_night(engine, night, roster, {fam: ("intervention", {"health"}) for _, fam, *_ in roster})
+    packaged = pipeline.package(str(write_config(tmp_path, warehouse_url)), night)
+    with engine.connect() as conn:
+        refs = set(conn.execute(select(released_generalisation.c.person_ref)
+                                .where(released_generalisation.c.reference_date == night)).scalars())
+    assert refs == {ref for ref, *_ in roster} and packaged["persons_submitted"] == 12
+    assert not any(ref in repr(packaged) for ref in ("'P1'", "P11"))

@@ -92,8 +92,10 @@ def test_changed_file_replaces_the_old_one_and_is_logged(sqlite_url, tmp_path):
     assert (rows[-1].file_name, rows[-1].plaintext_sha256) == (NAMES[1], files[1].plaintext_sha256)
 
 
-def test_same_plaintext_new_ciphertext_is_not_uploaded(sqlite_url, tmp_path):
-    """With age the ciphertext differs every run: the plaintext checksum decides."""
+def test_same_plaintext_new_ciphertext_is_uploaded(sqlite_url, tmp_path):
+    """An unchanged output keeps its ciphertext (package reuses it), so a re-run sends nothing. A fresh
+    ciphertext of the same plaintext (package's state lost or untrusted) is sent: the signed manifest sent
+    with it lists the new ciphertext, and the old one would fail the recipient's check."""
     engine = connect(sqlite_url)
     dest = tmp_path / "ons"
     outbox = tmp_path / "outbox"
@@ -101,9 +103,32 @@ def test_same_plaintext_new_ciphertext_is_not_uploaded(sqlite_url, tmp_path):
     name = "tfp_submission_E09000031_20250331.csv.age"
     first = _write(outbox, name, b"ciphertext-1", plaintext=b"header\nrow\n", rows=1)
     assert _run([first], engine, dest, transport="directory", conn_id=None)["uploaded"] == 1
+    assert _run([first], engine, dest, transport="directory", conn_id=None) == {"uploaded": 0, "skipped": 1}
     again = _write(outbox, name, b"ciphertext-2", plaintext=b"header\nrow\n", rows=1)
-    assert _run([again], engine, dest, transport="directory", conn_id=None) == {"uploaded": 0, "skipped": 1}
-    assert (dest / name).read_bytes() == b"ciphertext-1"
+    assert _run([again], engine, dest, transport="directory", conn_id=None) == {"uploaded": 1, "skipped": 0}
+    assert (dest / name).read_bytes() == b"ciphertext-2"
+
+
+def test_a_same_size_file_that_is_not_what_the_log_says_is_sent_again(sqlite_url, tmp_path):
+    engine = connect(sqlite_url)
+    dest = tmp_path / "ons"
+    files = _outbox(tmp_path)
+    _run(files, engine, dest, transport="directory", conn_id=None)
+    good = (dest / NAMES[0]).read_bytes()
+    (dest / NAMES[0]).write_bytes(bytes(len(good)))  # same size, other bytes
+    assert _run(files, engine, dest, transport="directory", conn_id=None) == {"uploaded": 1, "skipped": 4}
+    assert (dest / NAMES[0]).read_bytes() == good
+
+
+def test_a_folder_deliver_creates_is_private_and_files_are_0600(sqlite_url, tmp_path):
+    old = os.umask(0o022)
+    try:
+        _run(_outbox(tmp_path), connect(sqlite_url), tmp_path / "new" / "ons", transport="directory", conn_id=None)
+    finally:
+        os.umask(old)
+    dest = tmp_path / "new" / "ons"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in dest.iterdir()} == {n: "0o600" for n in NAMES}
+    assert oct(dest.stat().st_mode & 0o777) == "0o700" and oct((tmp_path / "new").stat().st_mode & 0o777) == "0o700"
 
 
 def test_file_missing_at_destination_is_sent_again(sqlite_url, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tfp.anonymise import Outputs
-from tfp.package import packaged_files, write_package
+from tfp.package import OutboxTampered, packaged_files, write_package
 
 R = date(2025, 3, 31)
 LA = "E09000031"
@@ -131,11 +131,11 @@ def test_switching_encryption_leaves_no_stale_copy(tmp_path, keys_env):
 def test_packaged_files_reads_back_what_was_written(tmp_path, keys_env):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     written = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
-    assert packaged_files(tmp_path, LA, R) == written
+    assert packaged_files(tmp_path, LA, R, signing_key(keys_env)) == written
     assert written[0].local_path == written[0].path
     os.truncate(written[1].path, 10)
-    with pytest.raises(ValueError, match="does not match its manifest"):
-        packaged_files(tmp_path, LA, R)
+    with pytest.raises(OutboxTampered, match="does not match its manifest"):
+        packaged_files(tmp_path, LA, R, signing_key(keys_env))
 
 
 def test_age_needs_a_recipient(tmp_path, keys_env):

@@ -1,9 +1,13 @@
 """Stage 9: deliver the packaged files, atomically and idempotently (contract section 7, "Delivery rules").
 
 Each file lands under a temporary name in the destination folder and is renamed onto its final
-name only when complete. The delivery log remembers the plaintext checksum of what was sent, so a
-re-run whose outputs are unchanged uploads nothing, even when age encryption makes the ciphertext
-differ on every run; a changed output replaces the old one and is logged again.
+name only when complete. The delivery log remembers the plaintext checksum and the SHA-256 of what was
+sent. A file is not sent again when the log's last delivery of it had the same plaintext and the same
+bytes and the destination still holds exactly those bytes (read back and hashed): package reuses an
+unchanged output's ciphertext, so a re-run whose outputs are unchanged uploads nothing. Anything else
+is uploaded again: a changed output; a fresh ciphertext of the same plaintext (the signed manifest now
+lists that one, so the old one would fail the recipient's check); a destination file that is missing or
+not what the log says.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import hashlib
 import logging
 import os
 import posixpath
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,6 +26,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, insert, select
 
+from tfp.fsmodes import private_dir, private_writer
 from tfp.sftp import SftpClient, SftpEndpoint, endpoint_from_connection
 from tfp.warehouse import delivery_log
 
@@ -35,6 +41,7 @@ class DeliveryFile:
     local_path: Path
     plaintext_sha256: str  # of the content before encryption: the identity of the output
     rows: int | None = None  # data rows, excluding the header; None for the manifest and signature
+    sha256: str | None = None  # of the bytes to deliver, when the caller checked them (tfp.package does)
 
 
 class _Directory:
@@ -47,26 +54,24 @@ class _Directory:
     def sizes(self) -> dict[str, int]:
         return {p.name: p.stat().st_size for p in self.folder.iterdir() if p.is_file()}
 
+    def sha256(self, name: str) -> str | None:
+        """Of the regular file ``name`` (never through a link), None when there is none."""
+        try:
+            fd = os.open(self.folder / name, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
     def remove(self, name: str) -> None:
         (self.folder / name).unlink(missing_ok=True)
 
     def upload(self, data: bytes, name: str) -> None:
-        fd, temp = tempfile.mkstemp(prefix=f".{name}.part-", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, self.folder / name)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
+        """0600, through a `.<name>.part-*` temporary file renamed into place (a link there is replaced)."""
+        with private_writer(self.folder / name, temp_name=f".{name}.part-{secrets.token_hex(6)}") as out:
+            out.write(data)
 
 
 class _Sftp:
@@ -81,6 +86,13 @@ class _Sftp:
     def sizes(self) -> dict[str, int]:
         return dict(self.client.list_files(self.path))
 
+    def sha256(self, name: str) -> str | None:
+        """Of the file ``name`` as read back from the server, None when it cannot be read."""
+        try:
+            return hashlib.sha256(self.client.read_bytes(posixpath.join(self.path, name))).hexdigest()
+        except OSError:  # no such file, or not readable (a lost connection raises SftpError)
+            return None
+
     def remove(self, name: str) -> None:
         self.client.remove(posixpath.join(self.path, name))
 
@@ -93,7 +105,8 @@ def _destination(transport: str, path: str, conn_id: str | None,
                  endpoint: SftpEndpoint | None) -> Iterator[_Directory | _Sftp]:
     if transport == "directory":
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            private_dir(folder)  # a folder tfp makes is 0700; an existing one is the recipient's, left as it is
         yield _Directory(folder)
     elif transport == "sftp":
         if endpoint is None:
@@ -109,21 +122,33 @@ def _destination(transport: str, path: str, conn_id: str | None,
 def _last_delivered(engine: Engine, reference_date: date, name: str, destination: str):
     with engine.connect() as conn:
         return conn.execute(
-            select(delivery_log.c.plaintext_sha256, delivery_log.c.bytes)
+            select(delivery_log.c.plaintext_sha256, delivery_log.c.sha256, delivery_log.c.bytes)
             .where(delivery_log.c.reference_date == reference_date, delivery_log.c.file_name == name,
                    delivery_log.c.destination == destination)
             .order_by(delivery_log.c.id.desc()).limit(1)
         ).first()
 
 
+def _is_base_name(name: str) -> bool:
+    return (bool(name) and "/" not in name and "\\" not in name and "\0" not in name and name not in (".", "..")
+            and posixpath.basename(name) == name)
+
+
 def deliver(files: list[DeliveryFile], *, transport: str, path: str, conn_id: str | None,
             engine: Engine, reference_date: date, endpoint: SftpEndpoint | None = None) -> dict[str, int]:
     """Send ``files`` in the order given (the caller puts the manifest and its .sig last).
 
-    A file is skipped when the last delivery of that name for this reference date to this
-    destination had the same plaintext checksum and a file of the delivered size is still there;
-    otherwise it is uploaded atomically and a delivery_log row is appended. Returns counts only.
+    A file is skipped when the last delivery of that name for this reference date to this destination
+    had the same plaintext checksum and the same SHA-256 as the file now, and the destination holds a
+    file of that size and SHA-256; otherwise it is uploaded atomically and a delivery_log row is
+    appended. Every name must be a plain file name (nothing is sent otherwise), and a file whose bytes
+    differ from the ``sha256`` it was checked with is refused. Returns counts only.
     """
+    from tfp.package import OutboxTampered
+
+    if bad := [f.name for f in files if not _is_base_name(f.name)]:
+        raise OutboxTampered(f"{len(bad)} file(s) to deliver, such as {ascii(bad[0])[:120]}, are named by a path "
+                             "rather than a file name; nothing was delivered")
     uploaded = skipped = 0
     with _destination(transport, path, conn_id, endpoint) as dest:
         present = dest.sizes()
@@ -132,17 +157,22 @@ def deliver(files: list[DeliveryFile], *, transport: str, path: str, conn_id: st
             dest.remove(stale)
             del present[stale]
         for f in files:
+            data = Path(f.local_path).read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            if getattr(f, "sha256", None) is not None and sha != f.sha256:
+                raise OutboxTampered(f"{f.name} in the outbox changed after it was checked against its manifest; "
+                                     "run package again")
             last = _last_delivered(engine, reference_date, f.name, dest.destination)
-            if last is not None and last.plaintext_sha256 == f.plaintext_sha256 and present.get(f.name) == last.bytes:
+            if (last is not None and last.plaintext_sha256 == f.plaintext_sha256 and last.sha256 == sha
+                    and present.get(f.name) == last.bytes and dest.sha256(f.name) == sha):
                 skipped += 1
                 log.info("delivery: %s unchanged, already at the destination; not uploaded", f.name)
                 continue
-            data = Path(f.local_path).read_bytes()
             dest.upload(data, f.name)
             with engine.begin() as conn:
                 conn.execute(insert(delivery_log).values(
                     reference_date=reference_date, file_name=f.name, destination=dest.destination,
-                    sha256=hashlib.sha256(data).hexdigest(), plaintext_sha256=f.plaintext_sha256,
+                    sha256=sha, plaintext_sha256=f.plaintext_sha256,
                     bytes=len(data), rows=f.rows, delivered_at=datetime.now(UTC),
                 ))
             uploaded += 1

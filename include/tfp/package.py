@@ -5,28 +5,45 @@ delivered file's size, SHA-256 and data rows, and an Ed25519 signature of the ma
 proves it came from us. age ciphertext differs on every encryption, so when a CSV's plaintext is
 unchanged the ciphertext already in the outbox is reused: a re-run then writes the same bytes, the
 same manifest and the same signature (Ed25519 signatures are deterministic).
+
+Nothing read back from the outbox is trusted unchecked: whoever can write there holds no key. The
+state file that allows a ciphertext's reuse carries an HMAC under a key derived from the signing key
+(a state that does not verify means: encrypt afresh), and :func:`packaged_files`, what `deliver`
+sends, verifies the manifest's signature and the rules the recipient applies
+(:func:`tfp.verify.manifest_problems`) before it opens any file the manifest names.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from tfp.anonymise import Outputs
 from tfp.fsmodes import PRIVATE_FILE, private_dir, write_private
+from tfp.landing import LandingTampered
 
 log = logging.getLogger(__name__)
 
 KINDS: tuple[str, ...] = ("submission", "summary", "withdrawals")
 # Beside the files in outbox/<date>/: which plaintext and recipient each ciphertext holds. Checksums
-# only; it is never delivered.
+# only, under an HMAC; it is never delivered.
 STATE_FILE = ".package_state.json"
+_STATE_KEY_LABEL = b"tfp package state v1"
+
+
+class OutboxTampered(LandingTampered):
+    """A file in the outbox is not what tfp packaged: a manifest that does not verify or breaks the naming
+    rules, a file that differs from its signed manifest, or a state file whose HMAC does not verify.
+    The message names the file and the rule only."""
 
 
 @dataclass(frozen=True)
@@ -73,17 +90,59 @@ def write_atomic(path: Path, data: bytes) -> None:
     write_private(path, data)
 
 
-def _load_state(folder: Path) -> dict[str, dict[str, str]]:
+def _state_mac(signing_key: bytes, la_code: str, reference_date: date, entries: object) -> str:
+    """HMAC-SHA256 of the state's entries, bound to LA and R, under a key derived from the signing key
+    (its own key, so a state MAC can never stand for a manifest signature or the other way round)."""
+    key = hmac.new(signing_key, _STATE_KEY_LABEL, hashlib.sha256).digest()
+    message = canonical_json({"entries": entries, "la_code": la_code, "reference_date": reference_date.isoformat()})
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _state_bytes(entries: dict[str, dict[str, str]], signing_key: bytes, la_code: str, reference_date: date) -> bytes:
+    return canonical_json({"entries": entries, "mac": _state_mac(signing_key, la_code, reference_date, entries)})
+
+
+def _load_state(folder: Path, signing_key: bytes, la_code: str,
+                reference_date: date) -> dict[str, dict[str, str]] | None:
+    """The state's entries when its HMAC verifies; {} when there is no state; None when there is one that
+    does not verify (altered, written by an older tfp without a MAC, or under another signing key)."""
     try:
-        return json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
+        state = json.loads(_read_regular(folder / STATE_FILE).decode("utf-8"))
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(state, dict) and isinstance(state.get("mac"), str) and isinstance(state.get("entries"), dict)):
+        return None
+    expected = _state_mac(signing_key, la_code, reference_date, state["entries"])
+    return state["entries"] if hmac.compare_digest(expected, state["mac"]) else None
+
+
+def _read_regular(path: Path) -> bytes:
+    """A regular file's bytes, never through a symbolic link (OSError otherwise)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise OSError(f"{path.name} is not a regular file")
+        return f.read()
 
 
 def _encrypt(plaintext: bytes, recipient: str) -> bytes:
     import pyrage
 
     return pyrage.encrypt(plaintext, [pyrage.x25519.Recipient.from_str(recipient)])
+
+
+def _reusable(path: Path, before: dict[str, str], plain_sha: str, recipient: str | None) -> bytes | None:
+    """The ciphertext at ``path`` when the verified state says it holds this plaintext for this recipient
+    and its bytes are the ones recorded; else None."""
+    if before.get("plaintext_sha256") != plain_sha or before.get("recipient") != recipient:
+        return None
+    try:
+        data = _read_regular(path)
+    except OSError:
+        return None
+    return data if _sha256(data) == before.get("sha256") else None
 
 
 def sign(manifest: bytes, signing_key: bytes) -> bytes:
@@ -104,7 +163,10 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
     private_dir(Path(outbox))
     folder = private_dir(Path(outbox) / reference_date.isoformat())
     names = file_names(la_code, reference_date)
-    previous = _load_state(folder)
+    previous = _load_state(folder, signing_key, la_code, reference_date)
+    if previous is None:
+        log.warning("%s in %s does not verify: every CSV is encrypted afresh", STATE_FILE, folder)
+        previous = {}
     state: dict[str, dict[str, str]] = {}
     texts = {"submission": (outputs.submission, outputs.submission_rows),
              "summary": (outputs.summary, outputs.summary_rows),
@@ -120,9 +182,7 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
             name = plain_name + ".age"
             path = folder / name
             before = previous.get(name, {})
-            reusable = (before.get("plaintext_sha256") == plain_sha and before.get("recipient") == recipient
-                        and path.is_file() and _sha256(path.read_bytes()) == before.get("sha256"))
-            data = path.read_bytes() if reusable else _encrypt(plaintext, recipient)
+            data = _reusable(path, before, plain_sha, recipient) or _encrypt(plaintext, recipient)
             state[name] = {"plaintext_sha256": plain_sha, "recipient": recipient, "sha256": _sha256(data)}
             stale = folder / plain_name
         else:
@@ -139,7 +199,7 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
         "reference_date": reference_date.isoformat(),
     })
     signature = sign(manifest, signing_key)
-    write_atomic(folder / STATE_FILE, canonical_json(state))
+    write_atomic(folder / STATE_FILE, _state_bytes(state, signing_key, la_code, reference_date))
     for name, data in ((names["manifest"], manifest), (names["manifest"] + ".sig", signature)):
         write_atomic(folder / name, data)
         files.append(PackagedFile(name, folder / name, _sha256(data), None, _sha256(data), len(data)))
@@ -147,35 +207,69 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
     return files
 
 
-def packaged_files(outbox: Path, la_code: str, reference_date: date) -> list[PackagedFile]:
+def packaged_files(outbox: Path, la_code: str, reference_date: date, signing_key: bytes) -> list[PackagedFile]:
     """The files :func:`write_package` wrote for R, read back from the outbox in delivery order.
 
-    Checks every file against the manifest, so a file changed since packaging fails here loudly
-    instead of being delivered.
+    Trusts nothing in the outbox it has not checked, in this order: the manifest's signature (with the
+    public half of ``signing_key``) before anything in it is read; its signed la_code and reference_date
+    are the config's LA and R; the recipient's naming rules (plain names of this LA and R, none twice);
+    then every file's size and SHA-256, and for a ciphertext its plaintext checksum from a state whose
+    HMAC verifies. Any failure raises :class:`OutboxTampered` naming the file and the rule, before a byte
+    is delivered; re-running ``package`` for R writes a good package again.
     """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from tfp.verify import manifest_problems
+
     folder = Path(outbox) / reference_date.isoformat()
     manifest_name = file_names(la_code, reference_date)["manifest"]
-    manifest_path = folder / manifest_name
-    if not manifest_path.is_file():
+    manifest_path, sig_path = folder / manifest_name, folder / (manifest_name + ".sig")
+    if not manifest_path.is_file() and not manifest_path.is_symlink():
         raise FileNotFoundError(f"no package for {reference_date}: {manifest_path} is missing")
-    manifest_bytes = manifest_path.read_bytes()
-    manifest = json.loads(manifest_bytes)
-    state = _load_state(folder)
+    try:
+        manifest_bytes, sig = _read_regular(manifest_path), _read_regular(sig_path)
+    except OSError as e:
+        raise OutboxTampered(f"{manifest_name} or {sig_path.name} in the outbox is missing, a link or not a "
+                             f"regular file ({type(e).__name__}); run package again") from None
+    public = Ed25519PrivateKey.from_private_bytes(signing_key).public_key()
+    try:
+        public.verify(base64.b64decode(sig.strip(), validate=True), manifest_bytes)
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise OutboxTampered(f"{sig_path.name} does not verify {manifest_name} with the signing key: the manifest "
+                             "was changed after it was packaged; run package again") from None
+    try:
+        manifest = json.loads(manifest_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        manifest = None
+    problems = manifest_problems(manifest_name, manifest)
+    if not problems and (manifest["la_code"], manifest["reference_date"]) != (la_code, reference_date.isoformat()):
+        problems.append(f"NAME MISMATCH {manifest_name}: its signed la_code and reference_date are not this "
+                        "config's LA and R (a replayed delivery)")
+    if problems:
+        raise OutboxTampered("; ".join(problems))
+    state = _load_state(folder, signing_key, la_code, reference_date)
     files: list[PackagedFile] = []
     for entry in manifest["files"]:
-        path = folder / entry["name"]
-        data = path.read_bytes()
+        name = entry["name"]
+        path = folder / name
+        try:
+            data = _read_regular(path)
+        except OSError as e:
+            raise OutboxTampered(f"{name} in the outbox is missing, a link or not a regular file "
+                                 f"({type(e).__name__})") from None
         if len(data) != entry["bytes"] or _sha256(data) != entry["sha256"]:
-            raise ValueError(f"{entry['name']} in the outbox does not match its manifest")
-        if entry["name"].endswith(".age"):
-            plain_sha = state.get(entry["name"], {}).get("plaintext_sha256")
-            if not plain_sha:
-                raise ValueError(f"{entry['name']}: its plaintext checksum is not recorded in {STATE_FILE}")
+            raise OutboxTampered(f"{name} in the outbox does not match its manifest")
+        if name.endswith(".age"):
+            if state is None:
+                raise OutboxTampered(f"{STATE_FILE} in the outbox does not verify (its HMAC); run package again")
+            recorded = state.get(name, {})
+            plain_sha = recorded.get("plaintext_sha256")
+            if not plain_sha or recorded.get("sha256") != entry["sha256"]:
+                raise OutboxTampered(f"{name}: its plaintext checksum is not recorded in {STATE_FILE}")
         else:
             plain_sha = entry["sha256"]
-        files.append(PackagedFile(entry["name"], path, plain_sha, entry["rows"], entry["sha256"], entry["bytes"]))
-    sig_path = folder / (manifest_name + ".sig")
-    sig = sig_path.read_bytes()
+        files.append(PackagedFile(name, path, plain_sha, entry["rows"], entry["sha256"], entry["bytes"]))
     files.append(PackagedFile(manifest_name, manifest_path, _sha256(manifest_bytes), None, _sha256(manifest_bytes),
                               len(manifest_bytes)))
     files.append(PackagedFile(sig_path.name, sig_path, _sha256(sig), None, _sha256(sig), len(sig)))

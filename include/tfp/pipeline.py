@@ -112,7 +112,8 @@ def deliver(config_path: str, reference_date: date, dry_run: bool = False) -> di
     from tfp.package import packaged_files
 
     config, engine = _open(config_path)
-    files = packaged_files(config.outbox_dir, config.local_authority.code, reference_date)
+    files = packaged_files(config.outbox_dir, config.local_authority.code, reference_date,
+                           load_keys(config).signing)
     if dry_run:
         return {"uploaded": 0, "skipped": len(files), "dry_run": 1}
     d = config.delivery

@@ -41,3 +41,14 @@ def test_report_page_refers_to_nothing_outside_itself(tmp_path):
     _, page = _report(tmp_path, anonymisation={"k": 1}, disclosure={"round_to": 1, "allow_weak_disclosure": True})
     assert external_references(page) == []
     assert "<script" not in page.lower() and "http" not in page.lower()
+
+
+def test_totals_are_the_summarys_published_cells_not_a_second_disclosure(tmp_path):
+    """A cell that secondary suppression hid in the summary is not shown by the report beside it."""
+    config = make_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}")
+    published = {"families_assessed": {"intervention": "[c]", "comparison": "[c]", "all": "[c]"},
+                 "families_eligible": {"intervention": "0", "comparison": "0", "all": "0"}}
+    path = write_run_report(connect(config.warehouse_url), config, R, {"package": {"published_summary": published}})
+    report = json.loads(path.read_text())
+    assert report["families_assessed"] == "[c]" and report["families_eligible"] == "0"
+    assert report["eligibility"] == published

@@ -72,9 +72,11 @@ def build_run_report(engine: Engine, config: Config, reference_date: date, stage
     files = current_files(engine, reference_date)
     linkage = _link_counts(engine, reference_date)
     d = config.disclosure
-    delivered = {k: disclose(v, d.suppress_below, d.round_to)
-                 for k, v in _family_counts(engine, reference_date, "kept").items()}
     package = stage_counts.get("package") or {}
+    published = package.get("published_summary") or {}
+    # as the summary published them (secondary suppression may hide a cell that disclose() alone would show)
+    delivered = {k: published.get(k, {}).get("all") or disclose(v, d.suppress_below, d.round_to)
+                 for k, v in _family_counts(engine, reference_date, "kept").items()}
     consent = stage_counts.get("consent") or {}
     return {
         "reference_date": reference_date.isoformat(),
@@ -89,7 +91,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date, stage
         **delivered,
         "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, "all")["families_assessed"],
                                                   d.suppress_below, d.round_to),
-        "eligibility": package.get("published_summary") or {},
+        "eligibility": published,
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
         # the settings below tfp's floor while disclosure.allow_weak_disclosure is on; [] normally
         "weak_disclosure": list(config.weak_disclosure),

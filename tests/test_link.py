@@ -336,3 +336,19 @@ def test_twins_leave_a_doubtful_record_with_its_runner_up_for_review(roster):
     assert {row["runner_up_ref"]} <= {"T1", "T2"} and row["runner_up_probability"] is not None
     assert row["match_probability"] + row["runner_up_probability"] <= 1.0 + 1e-9
     assert row["doubtful"] is True
+
+
+def test_a_parent_and_child_of_one_name_are_told_apart_only_by_the_other_fields(roster):
+    """Robert Hughes senior and junior at one address: the date of birth decides; without it, no link."""
+    junior = pd.DataFrame([dict(zip(PERSON, ("P1J", "Robert", "Hughes", "2010-03-07", "M", "SW1A 1AA", None, None),
+                                strict=True))])
+    family = pd.concat([roster, junior], ignore_index=True)
+    base = dict(forename="Bob", surname="Hughes", sex="M", postcode="SW1A 1AA")
+    result = link_records(family, records(dict(record_id="senior", date_of_birth="1984-03-07", **base),
+                                          dict(record_id="junior", date_of_birth="2010-07-03", **base),
+                                          dict(record_id="either", date_of_birth=None, **base)))
+    assert one(result, "senior")["person_ref"] == "P1"
+    assert one(result, "junior")["person_ref"] == "P1J"  # day and month swapped, still the child's
+    either = one(result, "either", review=True)
+    assert either["person_ref"] is None and either["doubtful"] is True
+    assert {either["runner_up_ref"]} <= {"P1", "P1J"}

@@ -107,6 +107,7 @@ BLOCKING_RULES = [
     "l.surname = r.surname AND l.yob = r.yob",
     "l.forename = r.forename AND l.surname = r.surname",
     "l.postcode = r.postcode AND l.yob = r.yob",
+    "l.postcode = r.postcode AND l.surname = r.surname",  # the household, when the date is missing or wrong
     "l.forename = r.surname AND l.surname = r.forename",
     "l.dob = r.dob_swap",
 ]

@@ -224,7 +224,7 @@ def all_cases(quick: bool = False) -> list[Case]:
     if quick:
         return [febrl(1), rldata(500)]
     return [febrl(1), febrl(2), febrl(3), febrl(4), rldata(500), rldata(10000),
-            generated(777), generated(778, harsh=True), confounded(779)]
+            generated(777), generated(778, harsh=True), confounded(779), other_names(780)]
 
 
 def confounded(seed: int, families: int = 1500, share: float = 0.3) -> Case:
@@ -249,7 +249,8 @@ def confounded(seed: int, families: int = 1500, share: float = 0.3) -> Case:
         if kind == 0:
             twin["forename"] = r.choice(pool)
         elif kind == 1:
-            years = r.choice((-1, 1)) * r.randrange(20, 32)
+            years = r.randrange(20, 32)
+            years = years if dob.year + years <= 2024 else -years  # a child, or else a parent
             try:
                 twin["date_of_birth"] = dob.replace(year=dob.year + years).isoformat()
             except ValueError:
@@ -264,3 +265,60 @@ def confounded(seed: int, families: int = 1500, share: float = 0.3) -> Case:
     roster = pd.concat([roster, pd.DataFrame(extra)], ignore_index=True)
     return Case(f"generated, seed {seed}, household look-alikes", roster, base.records, base.truth,
                 f"{families} families, harsher errors, {len(extra)} look-alikes in the families")
+
+
+def other_names(seed: int, families: int = 1500) -> Case:
+    """A generated borough (unseen seed) whose names are drawn from other distributions: Faker's
+    Indian, Pakistani, Nigerian (Yoruba), Turkish and Vietnamese pools instead of the English ones
+    the model was trained on. Short surname pools (Nguyen, Tran, ...) make many namesakes. Each
+    roster name maps to one new name; a record keeps its generator error (a typo stays a typo of the
+    new name, a case change stays one, a blank stays blank)."""
+    from faker import Faker
+
+    from tfp.identifiers import normalise_name
+
+    base = generated(seed, families)
+    r = random.Random(seed * 11 + 3)
+    pools: dict[str, list[str]] = {"M": [], "F": [], "S": []}
+    for salt, locale in enumerate(("en_IN", "en_PK", "yo_NG", "tr_TR", "vi_VN")):
+        fake = Faker(locale)
+        fake.seed_instance(seed * 17 + salt)
+        pools["M"] += [fake.first_name_male() for _ in range(80)]
+        pools["F"] += [fake.first_name_female() for _ in range(80)]
+        pools["S"] += [fake.last_name() for _ in range(80)]
+    forenames: dict[str, str] = {}
+    surnames: dict[str, str] = {}
+    roster = base.roster.copy()
+    for i, row in roster.iterrows():
+        fn, sn, sex = row["forename"], row["surname"], row["sex"] if row["sex"] in ("M", "F") else "F"
+        if fn and fn not in forenames:
+            forenames[fn] = r.choice(pools[sex])
+        if sn and sn not in surnames:
+            surnames[sn] = r.choice(pools["S"])
+        roster.at[i, "forename"] = forenames.get(fn)
+        roster.at[i, "surname"] = surnames.get(sn)
+    originals = base.roster.set_index("person_ref")
+
+    def moved(value, original, table: dict[str, str], pool: list[str]):
+        if not value:
+            return value
+        new = table.get(original) if original else None
+        if new is None:
+            new = table.setdefault(value, r.choice(pool))
+            return new
+        if value == original:
+            return new
+        if normalise_name(value) == normalise_name(original):
+            return new.upper()
+        return _typo(r, new)
+
+    records = base.records.copy()
+    names = []
+    for rid, fn, sn, sex in records[["record_id", "forename", "surname", "sex"]].itertuples(index=False):
+        ref = base.truth.get(rid)
+        person = originals.loc[ref] if ref else None
+        names.append((moved(fn, person["forename"] if ref else None, forenames, pools["M" if sex == "M" else "F"]),
+                      moved(sn, person["surname"] if ref else None, surnames, pools["S"])))
+    records[["forename", "surname"]] = pd.DataFrame(names, index=records.index)
+    return Case(f"generated, seed {seed}, other name distributions", roster, records, base.truth,
+                f"{families} families; names from Indian, Pakistani, Yoruba, Turkish, Vietnamese pools")

@@ -17,6 +17,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from sqlalchemy import MetaData, create_engine, func, select
 
 from conftest import make_keys
@@ -69,7 +70,11 @@ def test_backfill_through_the_scheduler_matches_tfp_run_and_a_rerun_changes_noth
     scheduled, by_hand = tmp_path / "scheduled", tmp_path / "by-hand"
     for folder in (scheduled, by_hand):
         folder.mkdir()
-        write_config(folder, f"sqlite:///{folder / 'warehouse.db'}", inbound=str(inbound))
+        config = write_config(folder, f"sqlite:///{folder / 'warehouse.db'}", inbound=str(inbound))
+        # the scheduled runs and `tfp run` read one drop folder: neither may remove what it landed there
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+        config.write_text(yaml.safe_dump({**raw, "inbound": {"keep_local_files": True}}, sort_keys=False),
+                          encoding="utf-8")
     keys = make_keys()
 
     manual: list[subprocess.CompletedProcess] = []

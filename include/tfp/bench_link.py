@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         generate(feeds, families=args.families, seed=args.seed, on=ON)
     run = Path(tempfile.mkdtemp(prefix="tfp-bench-link-"))
     try:
+        # Extraction takes the files away from a directory source: work on a copy, keep the cache.
+        shutil.copytree(feeds, run / "feeds")
         example = example_settings(
             warehouse_url=f"sqlite:///{run / 'warehouse.db'}", work_dir=str(run / "work"),
-            sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
+            sources={s: {"transport": "directory", "path": str(run / "feeds" / s)} for s in SOURCES},
             delivery={"transport": "directory", "path": str(run / "out"), "encryption": "none"})
         config = run / "tfp.yaml"
         config.write_text(yaml.safe_dump(example))

@@ -107,7 +107,9 @@ BLOCKING_RULES = [
     "l.surname = r.surname AND l.yob = r.yob",
     "l.forename = r.forename AND l.surname = r.surname",
     "l.postcode = r.postcode AND l.yob = r.yob",
-    "l.postcode = r.postcode AND l.surname = r.surname",  # the household, when the date is missing or wrong
+    # The household when a date is missing (a parent and child of one name are then both candidates);
+    # only then, as a whole family's members share postcode and surname.
+    "l.postcode = r.postcode AND l.surname = r.surname AND (l.dob IS NULL OR r.dob IS NULL)",
     "l.forename = r.surname AND l.surname = r.forename",
     "l.dob = r.dob_swap",
 ]

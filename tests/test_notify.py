@@ -24,3 +24,11 @@ def test_the_alert_names_the_weak_disclosure_settings_in_force_and_nothing_when_
     assert "weak disclosure allowed: anonymisation.k, disclosure.round_to" in body
     _, body = failure_summary("tfp_nightly", "deliver", R, None)
     assert "weak disclosure" not in body
+
+
+def test_a_tampered_outbox_is_quoted_by_the_alert():
+    from tfp.package import OutboxTampered
+
+    _, body = failure_summary("tfp_nightly", "deliver", date(2025, 3, 31),
+                              OutboxTampered("outbox manifest tfp_manifest_E09000031_20250331.json: bad signature"))
+    assert "bad signature" in body and "details in the task log" not in body

@@ -11,7 +11,7 @@ import html
 from datetime import date
 
 SAFE_EXCEPTIONS = {"FilesRejected", "FileRejected", "LandingTampered", "ConfigError", "RetentionIncomplete",
-                   "SftpError", "HostKeyRefused"}
+                   "SftpError", "HostKeyRefused", "OutboxTampered"}
 
 
 def failure_summary(dag_id: str, task_id: str, reference_date: date | None, error: BaseException | None,

@@ -181,6 +181,9 @@ def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None) -> s
             cells = [f"{_med(b['stages_s'].get(s))} / {_med(a['stages_s'].get(s))}"
                      for s in ("validate", "stage", "link", "consent", "criteria", "package")]
             lines.append(f"| {r['families']:,} | {_med(b['wall_s'])} | {_med(a['wall_s'])} | " + " | ".join(cells) + " |")
+    if doc.get("validation_memory"):
+        lines += ["", "Memory of the validate stage on one large file (a schools attendance file of generated rows, "
+                  "`validation_memory`): " + _validation_memory_line(doc["validation_memory"])]
     notes = doc.get("notes") or []
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
@@ -636,6 +639,101 @@ def pandas_peer(run_dir: Path, feeds: Path, validate_stage_s: float) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------------
+# Validation memory: one large file through the validate stage, in a process of its own
+
+VALIDATION_MEMORY_MB = 200  # about the size of the file a security review saw take 12x its size
+
+_LAND = """
+import sys
+from datetime import date
+from tfp.config import load_config
+from tfp.extract import land_source
+from tfp.warehouse import connect
+config = load_config(sys.argv[1])
+land_source(connect(config.warehouse_url), config, "schools", date.fromisoformat(sys.argv[2]))
+"""
+
+_VALIDATE = """
+import json, resource, sys, time
+from datetime import date
+from tfp import feeds
+from tfp.config import load_config
+from tfp.stage import validate_source
+from tfp.validate import read_feed, validate_feed
+from tfp.warehouse import connect
+config = load_config(sys.argv[1])
+engine = connect(config.warehouse_url)
+header = (",".join(feeds.DATASETS["attendance"].columns) + "\\n").encode()
+validate_feed(read_feed(header, "warm.csv", "attendance"), "attendance", date(2025, 1, 1), "warm.csv", 1.0)
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+counts = validate_source(engine, config, "schools", date.fromisoformat(sys.argv[2]))
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "seconds": seconds, "counts": counts}))
+"""
+
+
+def big_attendance_file(work: Path, megabytes: int, seed: int = SEED) -> Path:
+    """A schools attendance file of about ``megabytes`` MB, kept between runs: a generated borough's
+    attendance rows repeated under fresh record_ids."""
+    import csv
+    import io
+
+    small, _ = generate_feeds(work, 2000, seed)
+    (source,) = (small / "schools").glob("attendance_*.csv")
+    path = work / f"attendance-{megabytes}mb-{seed}" / source.name
+    if path.exists():
+        return path
+    with source.open(encoding="utf-8", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    target, written, copy = megabytes * 10**6, 0, 0
+    with part.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out, lineterminator="\r\n").writerow(header)
+        while written < target:
+            copy += 1
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\r\n").writerows([f"{r[0]}-{copy}", *r[1:]] for r in rows)
+            written += out.write(buffer.getvalue())
+    part.rename(path)
+    return path
+
+
+def validation_memory(work: Path, megabytes: int = VALIDATION_MEMORY_MB, seed: int = SEED) -> dict[str, Any]:
+    """Peak resident memory of the validate stage on one file of about ``megabytes`` MB, against its size.
+
+    The file is landed by one process and validated by another that has first warmed up (GX imported,
+    its context and the suite loaded, as in a worker that has validated before): ``ru_maxrss`` of that
+    process before and after ``validate_source`` gives what validating the file itself took.
+    """
+    import pyrage
+
+    path = big_attendance_file(work, megabytes, seed)
+    run_dir = work / f"validation-memory-{megabytes}mb"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    feeds = run_dir / "feeds"
+    for source in SOURCES:
+        (feeds / source).mkdir(parents=True)
+    shutil.copyfile(path, feeds / "schools" / path.name)  # landing removes the plaintext it lands
+    config = write_config(run_dir, feeds, str(pyrage.x25519.Identity.generate().to_public()))
+    env = _clean_env(new_keys())
+    day = REFERENCE_DATE.isoformat()
+    subprocess.run([sys.executable, "-c", _LAND, str(config), day], cwd=run_dir, env=env, check=True)
+    done = subprocess.run([sys.executable, "-c", _VALIDATE, str(config), day], cwd=run_dir, env=env, check=True,
+                          capture_output=True, text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    shutil.rmtree(run_dir, ignore_errors=True)
+    size = path.stat().st_size
+    grew = figures["peak_rss_bytes"] - figures["baseline_rss_bytes"]
+    return {"file_bytes": size, "file_mb": size / 10**6, "baseline_rss_mb": figures["baseline_rss_bytes"] / 10**6,
+            "peak_rss_mb": figures["peak_rss_bytes"] / 10**6, "validation_mb": grew / 10**6,
+            "ratio": grew / size, "seconds": figures["seconds"], "rows_read": figures["counts"]["rows_read"],
+            "rows_quarantined": figures["counts"]["rows_quarantined"]}
+
+
+# ---------------------------------------------------------------------------------------------
 # The benchmark
 
 
@@ -649,7 +747,7 @@ def machine() -> dict[str, Any]:
 
 def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: int = SEED,
               peers: bool = True, command: str = "python -m tfp.bench", say=print,
-              notes: Sequence[str] = ()) -> dict[str, Any]:
+              notes: Sequence[str] = (), memory: bool = True) -> dict[str, Any]:
     """Run every size ``repeats`` times and write results.json, results.md and time_per_stage.png."""
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -679,7 +777,17 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
                                "generate_s": gen_s, "runs": runs, "summary": summarise(runs)})
         doc["scaling"] = scaling(doc["results"])
         write_outputs(doc, out)  # after every size, so a long benchmark leaves what it has done
+    if memory:
+        doc["validation_memory"] = validation_memory(work, seed=seed)
+        say(_validation_memory_line(doc["validation_memory"]))
+        write_outputs(doc, out)
     return doc
+
+
+def _validation_memory_line(m: dict[str, Any]) -> str:
+    return (f"Validating one {m['file_mb']:.0f} MB file ({m['rows_read']:,} rows) took {m['validation_mb']:.0f} MB "
+            f"of memory beyond the warmed-up process ({m['baseline_rss_mb']:.0f} MB), {m['ratio']:.1f}× the file, "
+            f"in {m['seconds']:.0f} s (peak resident {m['peak_rss_mb']:.0f} MB).")
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> list[Path]:
@@ -702,11 +810,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--no-peers", action="store_true", help="skip the Splink and pandas peers")
     parser.add_argument("--note", action="append", default=[], help="a line for the table (e.g. what else ran)")
+    parser.add_argument("--no-validation-memory", action="store_true",
+                        help=f"skip validating one {VALIDATION_MEMORY_MB} MB file for its memory")
+    parser.add_argument("--validation-memory-only", type=int, metavar="MB", default=None,
+                        help="only measure the memory of validating one file of about MB megabytes, and print it")
     args = parser.parse_args(argv)
+    if args.validation_memory_only:
+        print(_validation_memory_line(validation_memory(args.work.resolve(), args.validation_memory_only, args.seed)))
+        return 0
     args.out, args.work = args.out.resolve(), args.work.resolve()  # each night runs in its own folder
     command = "python -m tfp.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = benchmark(args.sizes, args.repeats, args.out, args.work, args.seed, not args.no_peers, command.strip(),
-                    notes=args.note)
+                    notes=args.note, memory=not args.no_validation_memory)
     failed = [r["families"] for r in doc["results"] if r["summary"]["repeats"] < args.repeats]
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'time_per_stage.png'}")
     if failed:

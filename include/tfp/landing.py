@@ -14,7 +14,8 @@ import secrets
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -80,6 +81,66 @@ def decrypt_from(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw
     if offset != len(blob):
         raise LandingTampered(problem)
     return b"".join(parts)
+
+
+@contextmanager
+def encrypting_to(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw") -> Iterator[Callable[[bytes], None]]:
+    """``encrypt_to`` for data that comes in pieces (so that it is never held whole): yields a
+    ``write(piece)``; the copy, segment for segment what ``encrypt_to`` writes, appears when the block
+    ends without an exception, and not at all otherwise."""
+    aes = AESGCM(key)
+    prefix = secrets.token_bytes(8)
+    private_dir(path.parent)
+    temp_name = f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    with private_writer(path, temp_name) as out:
+        out.write(MAGIC + prefix + struct.pack(">I", 0))  # the segment count, written at the end
+        pending, count = bytearray(), 0
+
+        def seal(segment: bytes, last: bool) -> None:
+            nonlocal count
+            sealed = aes.encrypt(prefix + struct.pack(">I", count), segment, _aad(landing_id, purpose, count, last))
+            out.write(struct.pack(">Q", len(sealed)) + sealed)
+            count += 1
+
+        def write(piece: bytes) -> None:
+            pending.extend(piece)
+            while len(pending) > SEGMENT:  # more follows: this segment is not the last
+                seal(bytes(pending[:SEGMENT]), False)
+                del pending[:SEGMENT]
+
+        yield write
+        seal(bytes(pending), True)
+        out.seek(len(MAGIC) + 8)
+        out.write(struct.pack(">I", count))
+
+
+def decrypt_segments(path: Path, key: bytes, landing_id: int, purpose: bytes = b"raw") -> Iterator[bytes]:
+    """``decrypt_from`` a segment at a time, for a reader that must not hold the whole file.
+
+    Each segment is yielded once it is authenticated; a copy altered, reordered or cut short raises
+    LandingTampered where that shows, possibly after earlier segments were yielded: commit nothing
+    read this way before the iteration has ended.
+    """
+    aes = AESGCM(key)
+    problem = f"landing copy {landing_id} ({purpose.decode()}) failed authentication"
+    with open(path, "rb") as blob:
+        head = blob.read(len(MAGIC) + 12)
+        if len(head) < len(MAGIC) + 12 or not head.startswith(MAGIC):
+            raise LandingTampered(problem)
+        prefix = head[len(MAGIC):len(MAGIC) + 8]
+        (count,) = struct.unpack(">I", head[len(MAGIC) + 8:])
+        for index in range(count):
+            size = blob.read(8)
+            if len(size) != 8 or struct.unpack(">Q", size)[0] > SEGMENT + 16:  # 16: the GCM tag
+                raise LandingTampered(problem)
+            try:
+                plain = aes.decrypt(prefix + struct.pack(">I", index), blob.read(struct.unpack(">Q", size)[0]),
+                                    _aad(landing_id, purpose, index, index == count - 1))
+            except (InvalidTag, ValueError):
+                raise LandingTampered(problem) from None
+            yield plain
+        if blob.read(1):
+            raise LandingTampered(problem)
 
 
 def _alive(pid: int) -> bool:

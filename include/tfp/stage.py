@@ -14,6 +14,7 @@ import io
 import json
 import logging
 from datetime import date
+from functools import partial
 
 import pandas as pd
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, and_, delete, func, insert, select, update
 from tfp.config import Config
 from tfp.extract import landing_copy_path, read_landing, source_lock
 from tfp.feeds import DATASETS, Dataset
-from tfp.landing import encrypt_to
+from tfp.landing import decrypt_segments, encrypting_to
 from tfp.warehouse import insert_rows, landing_key, landing_log, quarantine, staging
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,19 @@ def _landings(engine: Engine, source: str, status: str, reference_date: date) ->
 
 def validate_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
     """Validate the new landings of a source; fail naming every current file that breaks a file-level rule."""
-    from tfp.validate import FileRejected, read_feed, validate_feed
+    from tfp.validate import FileRejected, validate_file
 
     counts = {"files_validated": 0, "rows_read": 0, "rows_quarantined": 0, "files_rejected": 0}
     for row in _landings(engine, source, "landed", reference_date):
-        raw = read_landing(engine, config, row.id)
+        key = _key(engine, row.id)
+        raw = landing_copy_path(config, row.id, b"raw", engine)
         try:
-            frame = read_feed(raw, row.file_name, row.dataset)
-            result = validate_feed(frame, row.dataset, row.file_date, row.file_name,
-                                   config.quality.max_bad_row_fraction)
+            # A chunk at a time, the landing copy decrypted and the validated copy encrypted as they
+            # go: memory follows the chunk, not the file. The validated copy appears only on success.
+            with encrypting_to(landing_copy_path(config, row.id, b"validated", engine), key, row.id,
+                               b"validated") as write:
+                result = validate_file(partial(decrypt_segments, raw, key, row.id), row.dataset, row.file_date,
+                                       row.file_name, config.quality.max_bad_row_fraction, write)
         except FileRejected as rejected:
             with engine.begin() as conn:
                 source_lock(conn, source)
@@ -59,10 +64,6 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
                              .values(status="rejected", rejection=rejected.rule))
             counts["files_rejected"] += 1
             continue
-        buffer = io.StringIO()
-        result.clean.to_csv(buffer, index=False)
-        encrypt_to(landing_copy_path(config, row.id, b"validated", engine), buffer.getvalue().encode("utf-8"),
-                   _key(engine, row.id), row.id, b"validated")
         quarantined = [
             {"landing_id": row.id, "row_number": int(q["_row"]), "rules": q["rules"], "row_json": q["row_json"],
              "quarantined_on": reference_date}

@@ -17,16 +17,18 @@ context's results store.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,9 @@ log = logging.getLogger(__name__)
 EXPECTATIONS_DIR = Path(os.environ.get("TFP_EXPECTATIONS_DIR") or Path(__file__).resolve().parents[2] / "expectations")
 ROW = "_row"
 BOM = b"\xef\xbb\xbf"
+CHUNK_BYTES = 8 * 1024 * 1024  # about this much of a file is validated at a time: what bounds validation's memory
+BLOCK_BYTES = 1024 * 1024  # what Arrow parses at a time (its default; it reads up to 32 blocks ahead)
+DECODE_BYTES = 1024 * 1024  # the UTF-8 check decodes this much at a time
 DOB_FROM = 19000101  # dates of birth from 1900-01-01, as YYYYMMDD
 FILE_DATE_PARAMETER = "file_date"  # GX suite parameter: the file's date as YYYYMMDD
 
@@ -85,66 +90,244 @@ class ValidationResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading
+# Reading, in chunks: a file is never held whole (contract section 3's file-level rules, streamed)
 
 
-def read_feed(data: bytes, file_name: str, dataset: str) -> pd.DataFrame:
-    """Parse a feed file's bytes into strings (empty = ""), the dataset's columns plus ``_row``.
+class _Plaintext(io.RawIOBase):
+    """A feed's bytes, given as pieces, as a file for Arrow's streaming CSV reader.
 
-    RFC 4180 is enforced strictly: a row with too few or too many fields, or a quoted field that
-    never ends, makes the whole file unreadable rather than silently shifting values.
+    On the way through it makes the byte-level checks ``read_feed`` always made on the whole file
+    (UTF-8, NUL bytes, an unclosed quote, nothing but blanks), drops a leading BOM and adds a line end
+    at the end if the file lacks one (Arrow cannot read a header-only file without it).
     """
+
+    def __init__(self, pieces: Iterable[bytes]) -> None:
+        super().__init__()
+        self._pieces = iter(pieces)
+        self._decoder = codecs.getincrementaldecoder("utf-8")()
+        self._buffer = memoryview(b"")
+        self._offset = 0
+        self._head: bytes | None = b""  # the first bytes until the BOM is settled, then None
+        self._ended = False
+        self.utf8 = True
+        self.nul = False
+        self.quotes = 0
+        self.blank = True
+        self.size = 0
+        self._last = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _check(self, piece: bytes) -> bytes:
+        if self.utf8:
+            try:
+                for start in range(0, len(piece), DECODE_BYTES):
+                    self._decoder.decode(piece[start:start + DECODE_BYTES])
+            except UnicodeDecodeError:
+                self.utf8 = False
+        self.nul = self.nul or b"\x00" in piece
+        self.quotes += piece.count(b'"')
+        self.blank = self.blank and not piece.strip()
+        self.size += len(piece)
+        if piece:
+            self._last = piece[-1:]
+        return piece
+
+    def _more(self) -> bytes:
+        """The next checked bytes for the reader; b"" at the end."""
+        for piece in self._pieces:
+            if self._head is not None:
+                self._head += piece
+                if len(self._head) < len(BOM):
+                    continue
+                piece, self._head = self._head.removeprefix(BOM), None
+            if piece:
+                return self._check(piece)
+        if self._ended:
+            return b""
+        self._ended = True
+        tail = self._check(self._head.removeprefix(BOM)) if self._head else b""  # shorter than a BOM
+        self._head = None
+        if self.utf8:
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                self.utf8 = False
+        return tail + (b"" if not self.size or self._last in (b"\n", b"\r") else b"\n")
+
+    def readinto(self, target: Any) -> int:
+        """Fill ``target`` unless the file ends first: Arrow takes a short read for a block."""
+        filled = 0
+        while filled < len(target):
+            if self._offset >= len(self._buffer):
+                self._buffer, self._offset = memoryview(self._more()), 0
+                if not self._buffer:
+                    break
+            n = min(len(target) - filled, len(self._buffer) - self._offset)
+            target[filled:filled + n] = self._buffer[self._offset:self._offset + n]
+            self._offset += n
+            filled += n
+        return filled
+
+    def drain(self) -> None:
+        """Run the checks over what the reader did not read (after it stopped at a broken row)."""
+        self._buffer, self._offset = memoryview(b""), 0
+        while self._more():
+            pass
+
+    def reject(self, file_name: str) -> None:
+        """Raise the first byte-level rule the file broke, in the order they were always checked."""
+        if not self.utf8:
+            raise FileRejected(file_name, "not readable as UTF-8")
+        if self.blank:
+            return
+        if self.nul:  # UTF-16 or a damaged file; PostgreSQL text cannot hold NUL either
+            raise FileRejected(file_name, "not readable as CSV (it contains NUL bytes)")
+        if self.quotes % 2:
+            raise FileRejected(file_name, "not readable as CSV (a quoted field is not closed)")
+
+
+@dataclass
+class FeedScan:
+    """What a first pass over a feed found: how to read it again, its rows and its duplicated ids."""
+
+    rows: int
+    duplicated: pd.Index  # record_ids (stripped, non-empty) on more than one row of the file
+    block_size: int = 0
+    names: tuple[str, ...] = ()  # the header's column names; () for a file with nothing but blanks
+
+
+def _csv_reader(source: _Plaintext, block_size: int, names: Sequence[str] = ()) -> Any:
+    """Arrow's streaming CSV reader, RFC 4180 strictly, every named column read as text."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    return pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=block_size, use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _head(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The first ``size`` bytes or so of a file: enough for Arrow to read the header from."""
+    for piece in pieces:
+        yield piece[:size]
+        size -= len(piece)
+        if size <= 0:
+            return
+
+
+def scan_feed(open_pieces: Callable[[], Iterable[bytes]], file_name: str, dataset: str,
+              block_bytes: int = BLOCK_BYTES) -> FeedScan:
+    """The first pass over a feed: its file-level rules, its row count and its duplicated record_ids.
+
+    ``open_pieces`` gives the file's bytes from the start, in pieces, each time it is called. RFC 4180
+    is enforced strictly: a row with too few or too many fields, or a quoted field that never ends,
+    makes the whole file unreadable rather than silently shifting values.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     columns = feeds.DATASETS[dataset].columns
-    body = data[len(BOM):] if data.startswith(BOM) else data
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FileRejected(file_name, "not readable as UTF-8") from None
-    if not body.strip():
-        return _with_row(pd.DataFrame({c: pd.Series([], dtype="str") for c in columns}))
-    if b"\x00" in body:  # UTF-16 or a damaged file; PostgreSQL text cannot hold NUL either
-        raise FileRejected(file_name, "not readable as CSV (it contains NUL bytes)")
-    if body.count(b'"') % 2:
-        raise FileRejected(file_name, "not readable as CSV (a quoted field is not closed)")
-    if not body.endswith((b"\n", b"\r")):
-        body += b"\n"  # Arrow cannot read a header-only file without its line end
-
-    def parse(block_size: int | None) -> Any:
-        return pacsv.read_csv(
-            io.BytesIO(body),
-            read_options=pacsv.ReadOptions(block_size=block_size) if block_size else None,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in columns},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-
-    try:
+    block_size = block_bytes
+    while True:
+        source = _Plaintext(open_pieces())
+        names: tuple[str, ...] = ()
+        ids: list[Any] = []
+        rows = 0
         try:
-            table = parse(None)
+            # The header's names first (from the first block), so that every column, extra ones
+            # included, is read as text: a type guessed from one block could fail on a later one.
+            names = tuple(_csv_reader(_Plaintext(_head(open_pieces(), 2 * block_size)), block_size).schema.names)
+            position = names.index("record_id") if "record_id" in names else None
+            for batch in _csv_reader(source, block_size, names):
+                rows += batch.num_rows
+                if position is not None:
+                    record_ids = batch.column(position).to_pandas().astype("str").str.strip()  # as _normalised
+                    ids.append(pa.array(record_ids[record_ids != ""].array, type=pa.large_string()))
+            parsed = True
         except pa.ArrowInvalid:
-            # A row longer than Arrow's 1 MiB block fails to parse as if it were broken: try once
-            # with the whole file as one block before calling the file unreadable.
-            table = parse(len(body) + 1)
-    except pa.ArrowInvalid:
-        # Arrow's message quotes the offending row; it must not reach a log.
-        raise FileRejected(file_name, "not readable as CSV (a row has the wrong number of fields)") from None
-    names = table.column_names
+            parsed = False
+        source.drain()
+        source.reject(file_name)
+        if source.blank:
+            return FeedScan(rows=0, duplicated=pd.Index([], dtype="str"))
+        if parsed:
+            break
+        if block_size > source.size:
+            # Arrow's message quotes the offending row; it must not reach a log.
+            raise FileRejected(file_name, "not readable as CSV (a row has the wrong number of fields)")
+        # A row longer than a block fails to parse as if it were broken: try once with the whole
+        # file as one block before calling the file unreadable.
+        block_size = source.size + 2
     for column in columns:
         if column not in names:
             raise FileRejected(file_name, f"required column missing: {column}")
         if names.count(column) > 1:
             raise FileRejected(file_name, f"not readable as CSV (column repeated: {column})")
-    table = table.select(list(columns))
-    frame = table.to_pandas()
-    for column in columns:  # a header-only file gives Arrow no type to infer
+    # Sorted, a repeated id sits next to itself (a sort takes far less memory than a hash table here).
+    every_id = pa.chunked_array(ids, type=pa.large_string()).combine_chunks()
+    ordered = every_id.take(pc.sort_indices(every_id))
+    del every_id
+    repeated = pc.filter(ordered[1:], pc.equal(ordered[1:], ordered[:-1])) if len(ordered) > 1 else ordered[:0]
+    duplicated = pd.Index(pc.unique(repeated).to_pylist(), dtype="str")
+    return FeedScan(rows=rows, duplicated=duplicated, block_size=block_size, names=names)
+
+
+def feed_chunks(open_pieces: Callable[[], Iterable[bytes]], scan: FeedScan, dataset: str,
+                chunk_bytes: int = CHUNK_BYTES) -> Iterator[pd.DataFrame]:
+    """The second pass: the feed as frames of about ``chunk_bytes`` of its columns each (whole rows),
+    the dataset's columns as strings (empty = "") plus ``_row``, the row's number in the file."""
+    columns = list(feeds.DATASETS[dataset].columns)
+    if not scan.names:
+        return
+    first, batches, size = 1, [], 0
+    for batch in chain(_csv_reader(_Plaintext(open_pieces()), scan.block_size, scan.names), [None]):
+        if batch is not None:
+            batches.append(batch)
+            size += batch.nbytes
+            if size < chunk_bytes:
+                continue
+        frame = _to_frame(batches, columns)
+        batches, size = [], 0
+        if not len(frame):
+            continue
+        frame[ROW] = pd.RangeIndex(first, first + len(frame), dtype="int64")
+        first += len(frame)
+        yield frame
+
+
+def _to_frame(batches: list[Any], columns: list[str]) -> pd.DataFrame:
+    import pyarrow as pa
+
+    if not batches:
+        return pd.DataFrame()
+    table = pa.Table.from_batches(batches)
+    frame = table.select([table.column_names.index(c) for c in columns]).to_pandas()
+    frame.columns = columns
+    for column in columns:  # a header-only file gives no rows to convert
         frame[column] = frame[column].astype("str")
-    return _with_row(frame)
+    return frame.reset_index(drop=True)
+
+
+def read_feed(data: bytes, file_name: str, dataset: str) -> pd.DataFrame:
+    """Parse a whole feed file's bytes into strings (empty = ""), the dataset's columns plus ``_row``.
+
+    The same two passes as the validate stage makes over a landing copy, with the frames put together.
+    """
+    columns = feeds.DATASETS[dataset].columns
+    scan = scan_feed(lambda: [data], file_name, dataset)
+    frames = list(feed_chunks(lambda: [data], scan, dataset))
+    if not frames:
+        return _with_row(pd.DataFrame({c: pd.Series([], dtype="str") for c in columns}))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _with_row(frame: pd.DataFrame) -> pd.DataFrame:
@@ -385,9 +568,9 @@ def _values_fit(values: pd.DataFrame, d: feeds.Dataset) -> pd.Series:
 
 
 def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name: str
-               ) -> tuple[list[tuple[str, set[int]]], list[dict[str, Any]], dict[str, Any]]:
-    """Run the dataset's suite; return (rule, failing _row numbers) per expectation, a counts summary
-    and GX's result with every value and row number taken out (for Data Docs)."""
+               ) -> tuple[list[tuple[str, set[int]]], dict[str, Any]]:
+    """Run the dataset's suite on one chunk; return (rule, failing _row numbers) per expectation in the
+    suite's order, and GX's result with every value and row number taken out (for Data Docs)."""
     suite, batch_definition = _suite_and_batch_definition(dataset)
     from great_expectations.validator.v1_validator import Validator
 
@@ -396,81 +579,207 @@ def _run_suite(gx_frame: pd.DataFrame, dataset: str, file_date: date, file_name:
     result = validator.validate_expectation_suite(
         suite, expectation_parameters={FILE_DATE_PARAMETER: int(f"{file_date:%Y%m%d}")})
     failures: list[tuple[str, set[int]]] = []
-    summary: list[dict[str, Any]] = []
     order = {e.meta["rule"]: i for i, e in reversed(list(enumerate(suite.expectations)))}
     # GX returns results in no fixed order; the suite's order keeps "rules" strings stable.
     for r in sorted(result.results, key=lambda r: order[r.expectation_config.meta["rule"]]):
-        config = r.expectation_config
-        rule = config.meta["rule"]
+        rule = r.expectation_config.meta["rule"]
         if r.exception_info.get("raised_exception") or any(
             isinstance(v, dict) and v.get("raised_exception") for v in r.exception_info.values()
         ):
             # GX's exception text may quote values: name the rule only.
             raise RuntimeError(f"{file_name}: the expectation for rule {rule} could not be evaluated")
-        rows = {int(row) for entry in r.result.get("unexpected_index_list") or () for row in entry[ROW]}
-        failures.append((rule, rows))
-        summary.append({
-            "rule": rule,
-            "expectation_type": config.type,
-            "success": bool(r.success),
-            "element_count": int(r.result.get("element_count", 0)),
-            "unexpected_count": int(r.result.get("unexpected_count", 0)),
-        })
+        failures.append((rule, {int(row) for entry in r.result.get("unexpected_index_list") or ()
+                                for row in entry[ROW]}))
         r.result.pop("unexpected_index_list", None)  # row numbers, possibly millions: not worth serialising
     from tfp.datadocs import sanitise
 
-    return failures, summary, sanitise(result.to_json_dict())
+    return failures, sanitise(result.to_json_dict())
 
 
-def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name: str,
-                  max_bad_row_fraction: float) -> ValidationResult:
-    """Split a read feed into clean and quarantined rows by its GX suite.
+def _rule(expectation_result: dict[str, Any]) -> str:
+    return expectation_result["expectation_config"]["meta"]["rule"]
 
-    ``record_id_unique``: every row of a record_id that occurs more than once in the file is
-    quarantined, since which of them is right cannot be known.
-    Raises ``FileRejected`` when more than ``max_bad_row_fraction`` of the rows are quarantined.
-    """
-    d = feeds.DATASETS[dataset]
-    n = len(frame)
+
+def _add_result(total: dict[str, Any] | None, chunk: dict[str, Any]) -> dict[str, Any]:
+    """Add one chunk's (sanitised) GX result to the file's: counts add up, an expectation succeeds
+    when it succeeds on every chunk. Percentages are made by ``_finish_result``."""
+    if total is None:
+        return chunk
+    of_chunk = {_rule(r): r for r in chunk["results"]}
+    for r in total["results"]:
+        c = of_chunk[_rule(r)]
+        r["success"] = bool(r["success"] and c["success"])
+        for key in ("element_count", "missing_count", "unexpected_count"):
+            if key in r["result"]:
+                r["result"][key] += c["result"][key]
+    return total
+
+
+def _finish_result(total: dict[str, Any]) -> dict[str, Any]:
+    """The percentages and statistics of the summed counts, as GX computes them for a whole file
+    (``_format_map_output``, ``calc_validation_statistics``)."""
+    for r in total["results"]:
+        res = r["result"]
+        if "element_count" not in res or res.get("unexpected_count") is None:
+            continue
+        n, bad = res["element_count"], res["unexpected_count"]
+        of_all = bad / n * 100 if n > 0 else None
+        if "missing_count" in res:  # GX left out the missing counts when it skipped them
+            present = n - res["missing_count"]
+            res["missing_percent"] = res["missing_count"] / n * 100 if n > 0 else None
+            res["unexpected_percent_total"] = of_all
+            res["unexpected_percent_nonmissing"] = bad / present * 100 if n > 0 and present > 0 else None
+            res["unexpected_percent"] = res["unexpected_percent_nonmissing"]
+        else:
+            res["unexpected_percent"] = of_all
+    results = total["results"]
+    successful = sum(bool(r["success"]) for r in results)
+    total["success"] = successful == len(results)
+    total["statistics"] = {"evaluated_expectations": len(results), "successful_expectations": successful,
+                           "unsuccessful_expectations": len(results) - successful,
+                           "success_percent": successful / len(results) * 100 if results else None}
+    return total
+
+
+@dataclass
+class _Chunk:
+    values: pd.DataFrame  # normalised
+    bad: pd.Series  # per row: quarantined
+    broken: dict[str, pd.Series]  # per rule: the rows that broke it
+    result: dict[str, Any]  # GX's result, sanitised
+
+
+def _check_chunk(frame: pd.DataFrame, d: feeds.Dataset, file_date: date, file_name: str,
+                 duplicated: pd.Index | None) -> _Chunk:
+    """Run the suite on one chunk. ``duplicated``: the record_ids on several rows of the whole file
+    (None when the chunk is the whole file): GX sees duplicates within the chunk only, so every row
+    of a record_id the file repeats is counted as unexpected here, and GX's count made to match."""
     values = _normalised(frame, d)
-    failures, summary, gx_result = _run_suite(_gx_frame(values, d), dataset, file_date, file_name)
-
-    row_numbers = frame[ROW].to_numpy()
+    failures, result = _run_suite(_gx_frame(values, d), d.name, file_date, file_name)
+    if duplicated is not None:
+        repeated = values["record_id"].isin(duplicated).to_numpy()
+        rows = set(frame[ROW].to_numpy()[repeated].tolist())
+        failures = [(rule, rows if rule == "record_id_unique" else found) for rule, found in failures]
+        for r in result["results"]:
+            if _rule(r) == "record_id_unique":
+                r["result"]["unexpected_count"] = len(rows)
+                r["success"] = not rows
+    row_numbers = pd.Series(frame[ROW].to_numpy(), index=frame.index)
     broken: dict[str, pd.Series] = {}
-    rule_counts: dict[str, int] = {}
     for rule, rows in failures:
         if not rows:
             continue
-        mask = pd.Series(row_numbers, index=frame.index).isin(rows)
+        mask = row_numbers.isin(rows)
         broken[rule] = mask if rule not in broken else broken[rule] | mask
-    for rule, mask in broken.items():
-        rule_counts[rule] = int(mask.sum())
-
     bad = pd.Series(False, index=frame.index)
     for mask in broken.values():
         bad |= mask
-    n_bad = int(bad.sum())
-    if n and n_bad / n > max_bad_row_fraction:
-        raise FileRejected(
-            file_name, f"more than {max_bad_row_fraction:.0%} of rows quarantined ({n_bad} of {n})")
+    return _Chunk(values=values, bad=bad, broken=broken, result=result)
 
-    bad_index = frame.index[bad.to_numpy()]
+
+def _quarantined(frame: pd.DataFrame, chunk: _Chunk, d: feeds.Dataset) -> pd.DataFrame:
+    """The chunk's bad rows as they came (``_row``, record_id, the rules broken, the row as JSON)."""
+    bad_index = frame.index[chunk.bad.to_numpy()]
     rules = pd.Series("", index=bad_index, dtype="str")
-    for rule, mask in broken.items():
+    for rule, mask in chunk.broken.items():
         hit = mask[bad_index]
         rules = rules.where(~hit, rules.where(rules == "", rules + "; ") + rule)
     raw = frame.loc[bad_index, list(d.columns)]
-    quarantined = pd.DataFrame({
+    return pd.DataFrame({
         ROW: frame.loc[bad_index, ROW].astype("int64"),
         "record_id": raw["record_id"].astype("str"),
         "rules": rules.astype("str"),
         "row_json": [json.dumps(dict(zip(d.columns, r, strict=True)), ensure_ascii=False)
                      for r in zip(*(raw[c].tolist() for c in d.columns), strict=True)],
     }).reset_index(drop=True)
-    clean = values[~bad.to_numpy()].reset_index(drop=True)
-    log.info("%s: %d rows read, %d clean, %d quarantined", file_name, n, len(clean), len(quarantined))
-    return ValidationResult(clean=clean, quarantined=quarantined, rule_counts=rule_counts,
+
+
+def _empty(d: feeds.Dataset) -> pd.DataFrame:
+    return _with_row(pd.DataFrame({c: pd.Series([], dtype="str") for c in d.columns}))
+
+
+def validate_chunks(chunks: Iterable[pd.DataFrame], dataset: str, file_date: date, file_name: str,
+                    max_bad_row_fraction: float, duplicated: pd.Index | None = None, rows: int | None = None,
+                    keep_clean: Callable[[pd.DataFrame], None] | None = None) -> ValidationResult:
+    """Split a feed read in chunks into clean and quarantined rows by its GX suite.
+
+    ``record_id_unique``: every row of a record_id that occurs more than once in the file is
+    quarantined, since which of them is right cannot be known; with several chunks ``duplicated``
+    must name those record_ids (``scan_feed`` finds them). ``keep_clean`` takes each chunk's clean
+    rows as they are found (then ``clean`` is empty); once ``rows`` (the file's row count) tells that
+    the file will be rejected, nothing more is kept, only counted.
+    Raises ``FileRejected`` when more than ``max_bad_row_fraction`` of the rows are quarantined.
+    """
+    d = feeds.DATASETS[dataset]
+    n = n_bad = 0
+    rule_counts: dict[str, int] = {}
+    quarantined: list[pd.DataFrame] = []
+    clean: list[pd.DataFrame] = []
+    total: dict[str, Any] | None = None
+    for frame in chunks:
+        if total is not None and not len(frame):
+            continue
+        chunk = _check_chunk(frame, d, file_date, file_name, duplicated)
+        total = _add_result(total, chunk.result)
+        n += len(frame)
+        n_bad += int(chunk.bad.sum())
+        for rule, mask in chunk.broken.items():
+            rule_counts[rule] = rule_counts.get(rule, 0) + int(mask.sum())
+        if rows and n_bad / rows > max_bad_row_fraction:
+            continue  # the file will be rejected: keep nothing more of it
+        quarantined.append(_quarantined(frame, chunk, d))
+        good = chunk.values[~chunk.bad.to_numpy()].reset_index(drop=True)
+        if keep_clean is None:
+            clean.append(good)
+        else:
+            keep_clean(good)
+    if total is None:  # no rows: the suite still runs, as GX's result is kept
+        return validate_chunks([_empty(d)], dataset, file_date, file_name, max_bad_row_fraction,
+                               keep_clean=keep_clean)
+    if n and n_bad / n > max_bad_row_fraction:
+        raise FileRejected(
+            file_name, f"more than {max_bad_row_fraction:.0%} of rows quarantined ({n_bad} of {n})")
+    gx_result = _finish_result(total)
+    summary = [{"rule": _rule(r), "expectation_type": r["expectation_config"]["type"], "success": bool(r["success"]),
+                "element_count": int(r["result"].get("element_count", 0)),
+                "unexpected_count": int(r["result"].get("unexpected_count", 0))} for r in gx_result["results"]]
+    order = {e["meta"]["rule"]: i for i, e in reversed(list(enumerate(suite_dict(dataset)["expectations"])))}
+    summary.sort(key=lambda s: order[s["rule"]])
+    quarantine = pd.concat([q for q in quarantined if len(q)] or quarantined[:1], ignore_index=True)
+    good = pd.concat(clean, ignore_index=True) if clean else _normalised(_empty(d), d)
+    log.info("%s: %d rows read, %d clean, %d quarantined", file_name, n, n - n_bad, n_bad)
+    return ValidationResult(clean=good, quarantined=quarantine, rule_counts=rule_counts,
                             rows_read=n, expectations=summary, gx_result=gx_result)
+
+
+def validate_feed(frame: pd.DataFrame, dataset: str, file_date: date, file_name: str,
+                  max_bad_row_fraction: float) -> ValidationResult:
+    """Split a whole read feed into clean and quarantined rows by its GX suite (``validate_chunks``)."""
+    return validate_chunks([frame], dataset, file_date, file_name, max_bad_row_fraction)
+
+
+def validate_file(open_pieces: Callable[[], Iterable[bytes]], dataset: str, file_date: date, file_name: str,
+                  max_bad_row_fraction: float, write_clean: Callable[[bytes], None],
+                  chunk_bytes: int = CHUNK_BYTES, block_bytes: int = BLOCK_BYTES) -> ValidationResult:
+    """Validate a feed given as pieces of its bytes (a landing copy as it is decrypted), a chunk at a
+    time, so that memory follows the chunk and not the file.
+
+    ``open_pieces`` gives the bytes from the start each time it is called (it is read twice: once for
+    the file-level rules and the duplicated record_ids, once to validate). ``write_clean`` receives
+    the clean rows as CSV, header first: the bytes ``result.clean.to_csv(index=False)`` gives for the
+    whole file. They are complete only when this returns; after ``FileRejected`` they are to be thrown
+    away. ``clean`` of the result is empty.
+    """
+    d = feeds.DATASETS[dataset]
+    scan = scan_feed(open_pieces, file_name, dataset, block_bytes)
+    write_clean(_normalised(_empty(d), d).to_csv(index=False).encode("utf-8"))
+
+    def keep(clean: pd.DataFrame) -> None:
+        if len(clean):
+            write_clean(clean.to_csv(index=False, header=False).encode("utf-8"))
+
+    return validate_chunks(feed_chunks(open_pieces, scan, dataset, chunk_bytes), dataset, file_date, file_name,
+                           max_bad_row_fraction, duplicated=scan.duplicated, rows=scan.rows, keep_clean=keep)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ record_id uniqueness spans the whole file, and the file-level rules keep their o
 from __future__ import annotations
 
 import json
+from datetime import date
 
 import pytest
 from test_validate import FILE_DATE, row, to_csv
@@ -188,3 +189,31 @@ def test_scan_finds_only_repeated_ids():
     data = to_csv(rows, feeds.DATASETS["needs"].columns)
     scan = scan_feed(_pieces(data), "needs_20250131.csv", "needs", 1024)
     assert (scan.rows, list(scan.duplicated)) == (102, ["N7"])
+
+
+def test_a_copy_altered_in_a_later_segment_stops_validation_and_leaves_nothing(tmp_path, sqlite_url, monkeypatch):
+    """The landing copy is read a segment at a time: damage near its end is found after earlier
+    segments were validated, and still nothing is written or moved on."""
+    from helpers import make_config
+    from tfp.extract import land_source
+    from tfp.stage import validate_source
+    from tfp.warehouse import connect, landing_log, quarantine
+
+    monkeypatch.setattr(landing, "SEGMENT", 4096)
+    config = make_config(tmp_path, sqlite_url)
+    engine = connect(sqlite_url)
+    rows = [row("needs", f"N{i}", start_date="2099-01-01" if i % 3 == 0 else "2024-01-01") for i in range(2000)]
+    (tmp_path / "inbound/children_services/needs_20250131.csv").write_bytes(
+        to_csv(rows, feeds.DATASETS["needs"].columns))
+    land_source(engine, config, "children_services", date(2025, 1, 31))
+    (path,) = (config.work_dir / "landing" / "children_services").glob("*.raw.bin")
+    blob = bytearray(path.read_bytes())
+    assert len(blob) > 10 * 4096
+    blob[-10] ^= 0x01
+    path.write_bytes(bytes(blob))
+    with pytest.raises(landing.LandingTampered):
+        validate_source(engine, config, "children_services", date(2025, 1, 31))
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no validated copy, no temporary one
+    with engine.connect() as conn:
+        assert conn.execute(landing_log.select()).one().status == "landed"
+        assert conn.execute(quarantine.select()).all() == []

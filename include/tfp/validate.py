@@ -253,7 +253,7 @@ def scan_feed(open_pieces: Callable[[], Iterable[bytes]], file_name: str, datase
                     record_ids = batch.column(position).to_pandas().astype("str").str.strip()  # as _normalised
                     ids.append(pa.array(record_ids[record_ids != ""].array, type=pa.large_string()))
             parsed = True
-        except pa.ArrowInvalid:
+        except (pa.ArrowInvalid, UnicodeDecodeError):  # the latter: a header name that is not UTF-8
             parsed = False
         source.drain()
         source.reject(file_name)

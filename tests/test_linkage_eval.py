@@ -21,6 +21,15 @@ def test_public_set_precision_at_the_default_threshold(case):
     assert result["tfp"]["recall"] >= 0.7, result["tfp"]  # reported, not the target; guards a collapse
 
 
+def test_the_precision_gate_bites_when_links_are_made_too_eagerly():
+    """Linking every best candidate (threshold 0) on FEBRL 1 links its records of nobody: the same
+    gate as above then fails, so it is not a gate every linker passes."""
+    case = linkage_data.febrl(1)
+    best = linkage_eval.run_tfp(case)
+    assert linkage_eval.scores(best, case.truth, 0.0)["precision"] < 0.99
+    assert linkage_eval.scores(best, case.truth, linkage_eval.DEFAULT_THRESHOLD)["precision"] >= 0.99
+
+
 def test_public_sets_are_read_from_the_installed_wheels_not_the_network():
     frame = linkage_data.febrl(1)
     assert len(frame.roster) == 400 and len(frame.records) == 500

@@ -19,6 +19,7 @@ import pytest
 from conftest import make_keys
 from helpers import leak_pattern, personal_values, write_config
 from tfp.generate import generate
+from tfp.retention import months_before
 
 pytestmark = pytest.mark.slow
 
@@ -100,6 +101,10 @@ def test_a_withdrawal_removes_the_person_and_lists_their_token(tmp_path):
     with sqlite3.connect(warehouse) as db:
         assert staged(db) == 0
         assert db.execute("SELECT COUNT(*) FROM stg_needs WHERE person_ref = ?", (person,)).fetchone()[0] == 0
+        # the roster keeps their references only (review item 5)
+        roster = db.execute("SELECT forename, surname, date_of_birth, postcode, nino, upn, uprn, family_ref "
+                            "FROM stg_families WHERE person_ref = ?", (person,)).fetchall()
+        assert roster and all(r[:7] == (None,) * 7 and r[7] for r in roster)
         assert db.execute("SELECT COUNT(*) FROM links WHERE person_ref = ?", (person,)).fetchone()[0] == 0
     token = hmac.new(bytes.fromhex(env["TFP_PSEUDONYM_KEY"]), f"person:{person}".encode(), hashlib.sha256).hexdigest()
     delivered = root / "delivered"
@@ -114,3 +119,33 @@ def test_a_withdrawal_removes_the_person_and_lists_their_token(tmp_path):
     assert token in {row["person_token"] for row in _read(delivered / f"tfp_withdrawals_{LA}_{r3:%Y%m%d}.csv")}
     with sqlite3.connect(warehouse) as db:
         assert staged(db) == 0
+
+
+def test_retention_between_two_runs_of_a_date_changes_nothing_delivered(tmp_path):
+    """Review item 3: retention deleted open claims and orders that began before the staging cutoff,
+    and a re-run of the same night lost their families' worklessness and crime flags. The invariant:
+    retention of date R between two runs of R changes no delivered byte."""
+    root, env = _borough(tmp_path, 120, 31)
+    cutoff = months_before(R, 15)  # the example config's staging_months
+    open_claims = [b for b in _read(next((root / "inbound" / "dwp").glob("benefits_*.csv")))
+                   if b["out_of_work"] == "Y" and not b["claim_end"] and b["claim_start"] < cutoff.isoformat()]
+    open_orders = [c for c in _read(next((root / "inbound" / "probation").glob("cases_*.csv")))
+                   if c["order_type"] != "custody" and not c["end_date"] and c["start_date"] < cutoff.isoformat()]
+    assert len(open_claims) >= 5 and len(open_orders) >= 1, "the borough has open spells older than the cutoff"
+    _run(root, env, "run", "--date", R.isoformat())
+    delivered = root / "delivered"
+    kinds = ("submission", "summary", "withdrawals")
+    first = {k: (delivered / f"tfp_{k}_{LA}_{R:%Y%m%d}.csv").read_bytes() for k in kinds}
+    _run(root, env, "retention", "--date", R.isoformat())
+    warehouse = root / "work" / "warehouse.db"
+    with sqlite3.connect(warehouse) as db:
+        aged = db.execute("SELECT deleted FROM deletion_log WHERE category = 'staging' AND dry_run = 0").fetchone()[0]
+        kept_open = db.execute("SELECT COUNT(*) FROM stg_benefits WHERE claim_end IS NULL AND claim_start < ?",
+                               (cutoff.isoformat(),)).fetchone()[0]
+    _run(root, env, "run", "--date", R.isoformat())
+    again = {k: (delivered / f"tfp_{k}_{LA}_{R:%Y%m%d}.csv").read_bytes() for k in kinds}
+    assert again == first
+    assert aged > 0 and kept_open >= len(open_claims)  # retention did delete, but no open claim
+    with sqlite3.connect(warehouse) as db:  # no file of R delivered again with other contents
+        assert db.execute("SELECT file_name FROM delivery_log WHERE reference_date = ? GROUP BY file_name "
+                          "HAVING COUNT(DISTINCT plaintext_sha256) > 1", (R.isoformat(),)).fetchall() == []

@@ -217,3 +217,17 @@ def test_a_copy_altered_in_a_later_segment_stops_validation_and_leaves_nothing(t
     with engine.connect() as conn:
         assert conn.execute(landing_log.select()).one().status == "landed"
         assert conn.execute(quarantine.select()).all() == []
+
+
+def test_the_benchmark_table_reports_validation_memory_against_the_file_size():
+    from test_bench import _doc
+
+    from tfp import bench
+
+    doc = _doc()
+    doc["validation_memory"] = {"file_bytes": 200_473_978, "file_mb": 200.5, "baseline_rss_mb": 301.0,
+                                "peak_rss_mb": 732.0, "validation_mb": 431.0, "ratio": 2.15, "seconds": 22.4,
+                                "rows_read": 2_124_850, "rows_quarantined": 23_530}
+    table = bench.render_table(doc)
+    assert "Validating one 200 MB file (2,124,850 rows) took 431 MB" in table and "2.1× the file" in table
+    assert "Validating one" not in bench.render_table(_doc())

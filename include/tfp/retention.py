@@ -430,7 +430,10 @@ def compact(engine: Engine) -> None:
     elif engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in PERSONAL_TABLES:
-                conn.execute(text(f"VACUUM {table.name}"))
+                # VACUUM frees space without overwriting it; the key table is tiny, so it is rewritten
+                # whole: a destroyed landing copy's key must not stay readable in a free slot of its file
+                full = "FULL " if table is landing_key else ""
+                conn.execute(text(f"VACUUM {full}{table.name}"))
 
 
 RUNNERS = {

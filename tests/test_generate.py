@@ -34,6 +34,7 @@ from tfp.truth import (
     FAMILY_COLUMNS,
     add_months,
     consent_states,
+    ever_withdrawn,
     kept_persons,
     last_terms_ended,
     truth_flags,
@@ -224,7 +225,11 @@ def test_truth_files_agree_with_the_feeds(borough):
     assert ((persons["consent_state"] == "none") == (persons["consent_state_on"] == "")).all()
     everyone = read(borough / "truth" / "families.csv")
     assert list(everyone.columns) == list(FAMILY_COLUMNS)
-    assert sorted(everyone["family_ref"]) == sorted(set(roster["family_ref"]))
+    # everyone but the withdrawn: of them only references remain (contract section 10)
+    withdrawn = ever_withdrawn(feed(borough, "consent"), ON)
+    assert withdrawn
+    counted = roster[~roster["person_ref"].isin(withdrawn)]
+    assert sorted(everyone["family_ref"]) == sorted(set(counted["family_ref"]))
     for name, basis in (("families_consent", "consent"), ("families_public_task", "public_task")):
         kept = kept_persons(persons, basis)
         part = read(borough / "truth" / f"{name}.csv")

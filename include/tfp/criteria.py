@@ -28,9 +28,12 @@ CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases",
                                       "attendance")
 DATE_PARAMETERS: tuple[str, ...] = ("reference_date", "window_start", "release_window_end")
 
+# Everyone on the roster but the withdrawn: their rows keep references only (programme_status, a required
+# roster value, is gone), and what they withdrew counts for nothing, even in the evaluation's own checks.
 _COUNT_EVERY_ROSTER_PERSON = """
 INSERT INTO counted_persons (person_ref)
-SELECT DISTINCT f.person_ref FROM cur_families f WHERE f.person_ref IS NOT NULL
+SELECT DISTINCT f.person_ref FROM cur_families f
+WHERE f.person_ref IS NOT NULL AND f.programme_status IS NOT NULL
 """
 # "Only the people kept by section 6 count": kept as the consent stage decided it for this R.
 _COUNT_KEPT_PERSONS = """

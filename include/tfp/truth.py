@@ -85,6 +85,17 @@ def consent_states(consent: pd.DataFrame, roster: pd.DataFrame, reference_date: 
     return out[["person_ref", "family_ref", "consent_state", "consent_state_on"]].reset_index(drop=True)
 
 
+def ever_withdrawn(consent: pd.DataFrame, reference_date: date) -> set[str]:
+    """Everyone with a ``tfp_evaluation`` withdrawal recorded on or before R.
+
+    Contract section 10: after a withdrawal only the references of that person remain, so they count
+    for nothing, even in scope ``all`` and even if consent was given again later.
+    """
+    events = consent[(consent["purpose"] == "tfp_evaluation") & (consent["status"] == "withdrawn")]
+    recorded = pd.to_datetime(events["recorded_at"], errors="coerce", format="ISO8601")
+    return set(events.loc[recorded.dt.date <= reference_date, "person_ref"])
+
+
 def kept_persons(states: pd.DataFrame, lawful_basis: str) -> set[str]:
     """Section 6: under ``consent`` only ``given``; under ``public_task`` all but refused/withdrawn."""
     if lawful_basis == "consent":
@@ -241,7 +252,7 @@ def write_truth(out, on: date) -> dict[str, int]:
     """Read the feeds dated ``on`` and ``truth/records.csv`` under ``out``; write the other truth files.
 
     ``records.csv`` lists each partner file's rows in file order. Only rows marked valid count, each
-    for its true person. Writes persons.csv, families.csv (everyone counted), families_consent.csv
+    for its true person. Writes persons.csv, families.csv (everyone counted but the withdrawn), families_consent.csv
     and families_public_task.csv (only the people each lawful basis keeps). Returns rows per file.
     """
     from pathlib import Path
@@ -269,7 +280,8 @@ def write_truth(out, on: date) -> dict[str, int]:
     written = {"truth/persons.csv": len(states)}
     states.to_csv(truth_dir / "persons.csv", index=False, lineterminator="\n")
     hits = person_flags(roster, needs, records, on)
-    for name, kept in (("families", None), ("families_consent", kept_persons(states, "consent")),
+    counted = set(roster["person_ref"]) - ever_withdrawn(consent, on)
+    for name, kept in (("families", counted), ("families_consent", kept_persons(states, "consent")),
                        ("families_public_task", kept_persons(states, "public_task"))):
         flags = family_flags(roster, hits, kept=kept)
         flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")

@@ -28,6 +28,41 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve()
 PG_SERVER = os.environ.get("TFP_TEST_POSTGRES_URL")
 
 
+def _migrate_empty_then_check(engine, hint=None):
+    """Tests stand in for the operator's one `tfp db upgrade`: a warehouse that has no table at all
+    is migrated to head the first time anything connects to it; any other is only checked, as in
+    production. ``real_connect`` switches this off."""
+    from sqlalchemy import inspect
+
+    from tfp import warehouse
+
+    with engine.connect() as conn:
+        empty = not inspect(conn).get_table_names()
+    if empty:
+        warehouse.create_schema(engine)
+    _CHECK_SCHEMA(engine, **({"hint": hint} if hint else {}))
+
+
+def _install_test_migration() -> None:
+    from tfp import warehouse
+
+    global _CHECK_SCHEMA
+    _CHECK_SCHEMA = warehouse.check_schema
+    warehouse.check_schema = _migrate_empty_then_check  # connect() looks it up on every call
+
+
+_CHECK_SCHEMA = None
+_install_test_migration()
+
+
+@pytest.fixture
+def real_connect(monkeypatch):
+    """connect() exactly as in production: an empty or older warehouse is refused, not migrated."""
+    from tfp import warehouse
+
+    monkeypatch.setattr(warehouse, "check_schema", _CHECK_SCHEMA)
+
+
 def _new_pg_database() -> str:
     server = make_url(PG_SERVER)
     name = f"tfp_test_{uuid.uuid4().hex[:12]}"

@@ -169,12 +169,13 @@ def test_purge_leaves_no_personal_value_in_the_database_files(night):
         assert _leaks(after, pattern) == {}
 
 
-def test_an_older_warehouse_loses_its_sampled_values_on_connect(pg_url):
+def test_an_older_warehouse_loses_its_sampled_values_on_upgrade(pg_url):
     """A warehouse analysed before this version holds sample values that a statistics target of 0
-    does not remove: connecting drops them (the column's own type declared again), table kept."""
+    does not remove: `tfp db upgrade` (revision 0002) drops them (the column's own type declared
+    again), table kept."""
     from sqlalchemy import insert
 
-    from tfp.warehouse import create_schema, landing_log, staging
+    from tfp.warehouse import landing_log, staging, upgrade
 
     engine = connect(pg_url)
     with engine.begin() as conn:
@@ -191,7 +192,8 @@ def test_an_older_warehouse_loses_its_sampled_values_on_connect(pg_url):
         conn.execute(text("ANALYZE stg_families"))
         assert "Surname3" in _sampled_values(conn)
         node = conn.execute(text("SELECT pg_relation_filenode('stg_families')")).scalar_one()
-    create_schema(engine)
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))  # as 68f7203 left it
+    upgrade(pg_url)
     with engine.connect() as conn:
         sampled = _sampled_values(conn)
         assert "Surname" not in sampled and "AB000" not in sampled and "P000" not in sampled

@@ -1,23 +1,27 @@
-"""The warehouse schema on SQLite and PostgreSQL: a warehouse made by an earlier release gains the
-columns added since, on connect, and keeps its rows."""
+"""The warehouse schema on SQLite and PostgreSQL: a warehouse made on connect by a tfp before the schema
+history, older than 68f7203 (no landing_log.gx_result), is adopted by `tfp db upgrade`, gains the
+column and keeps its rows; until then connect() refuses it."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
+import pytest
 from sqlalchemy import MetaData, create_engine, insert, inspect, select
 
-from tfp.warehouse import ADDED_COLUMNS, connect, landing_log, metadata
+from tfp.config import ConfigError
+from tfp.warehouse import ADDED_TABLES, LEGACY_ADDED_COLUMNS, connect, landing_log, metadata, upgrade
 
 R = date(2025, 3, 31)
 
 
-def test_an_older_warehouse_gains_the_added_columns_and_keeps_its_rows(warehouse_url):
+def test_an_older_warehouse_gains_the_added_columns_and_keeps_its_rows(warehouse_url, real_connect):
     older = MetaData()
     for table in metadata.sorted_tables:
-        added = ADDED_COLUMNS.get(table.name, ())
+        if table.name in ADDED_TABLES:
+            continue
         table.to_metadata(older)
-        for name in added:
+        for name in LEGACY_ADDED_COLUMNS.get(table.name, ()):
             copy = older.tables[table.name]
             copy._columns.remove(copy.c[name])
     engine = create_engine(warehouse_url)
@@ -29,10 +33,23 @@ def test_an_older_warehouse_gains_the_added_columns_and_keeps_its_rows(warehouse
             bytes=1, landed_at=datetime(2025, 3, 31, 2, tzinfo=UTC), landed_by_run=R, status="landed"))
     engine.dispose()
 
+    with pytest.raises(ConfigError, match="before its schema history"):
+        connect(warehouse_url)
+    notes = upgrade(warehouse_url)
+    assert "stamped" in notes[0] and "added column landing_log.gx_result" in notes
     upgraded = connect(warehouse_url)
     assert {"gx_result"} <= {c["name"] for c in inspect(upgraded).get_columns("landing_log")}
     with upgraded.begin() as conn:
         conn.execute(landing_log.update().values(gx_result="{}"))
         assert conn.execute(select(landing_log.c.file_name, landing_log.c.gx_result)).all() == [
             ("incidents_20250331.csv", "{}")]
-    connect(warehouse_url)  # a second connect changes nothing
+    assert "nothing to do" in upgrade(warehouse_url)[0]  # a second upgrade changes nothing
+
+
+def test_a_database_with_only_some_tfp_tables_is_not_adopted(warehouse_url, real_connect):
+    """Stamping a half-made or foreign database would hide missing tables until a night failed."""
+    engine = create_engine(warehouse_url)
+    metadata.tables["landing_log"].to_metadata(MetaData()).create(engine)
+    engine.dispose()
+    with pytest.raises(ConfigError, match="not these of revision 0001: deletion_log"):
+        upgrade(warehouse_url)

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("keys", help="generate the keys of a new installation")
     p.add_argument("--out", required=True, type=Path)
 
+    p = sub.add_parser("db", help="the warehouse schema")
+    db = p.add_subparsers(dest="db_command", required=True)
+    p = db.add_parser("upgrade", help="migrate the warehouse schema to this tfp's revision (as its owner)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--user", help="connect as this database role instead of the config's (the owner)")
+    p.add_argument("--password-env", help="environment variable or Airflow Variable holding that role's password")
+
     p = sub.add_parser("verify-delivery", help="what the recipient runs: check signature and checksums, decrypt")
     p.add_argument("dir", type=Path)
     p.add_argument("--signing-public-key", required=True, type=Path)
@@ -95,11 +102,34 @@ def _dispatch(args: argparse.Namespace) -> int:
         for line in generate_keys(args.out):
             print(line)
         return 0
+    if args.command == "db":
+        return _db_upgrade(args.config, args.user, args.password_env)
     if args.command == "verify-delivery":
         from tfp.verify import verify_delivery
 
         return verify_delivery(args.dir, args.signing_public_key, args.age_identity, args.out)
     raise AssertionError(args.command)
+
+
+def _db_upgrade(config_path: Path, user: str | None, password_env: str | None) -> int:
+    """`tfp db upgrade`: migrate the config's warehouse, optionally as another role (its owner)."""
+    from sqlalchemy.engine import make_url
+
+    from tfp.config import ConfigError, load_config, read_secret, warehouse_url
+    from tfp.warehouse import upgrade
+
+    config = load_config(config_path)
+    url = make_url(warehouse_url(config) if not (user or password_env) else config.warehouse_url)
+    if user:
+        url = url.set(username=user)
+    if password_env:
+        password = read_secret(password_env)
+        if not password:
+            raise ConfigError(f"the password is missing: set the environment variable or Airflow Variable {password_env}")
+        url = url.set(password=password)
+    for line in upgrade(url.render_as_string(hide_password=False)):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ def _open(config_path: str | Path):
 
 
 def check_setup(config_path: str, reference_date: date) -> dict:
-    """Fail before any work when the config or a key is unusable; create the warehouse schema."""
-    config, _engine = _open(config_path)
+    """Fail before any work when the config or a key is unusable, or the warehouse schema is not this
+    tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
+    from tfp.warehouse import upgrade_embedded
+
+    for line in upgrade_embedded(warehouse_url(load_config(config_path))):
+        log.info("%s", line)
+    config, _engine = _open(config_path)  # refuses a PostgreSQL schema that `tfp db upgrade` has not migrated
     load_keys(config)
     for folder in (config.work_dir, config.reports_dir, config.landing_dir, config.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)

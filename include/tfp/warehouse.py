@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
 )
 
+from tfp.config import ConfigError
 from tfp.feeds import DATASETS, Dataset
 
 metadata = MetaData()
@@ -246,6 +247,7 @@ STATISTICS_KEPT: frozenset[str] = frozenset({
     "category", "proven", "order_type", "parenting_responsibility", "event", "benefit", "out_of_work",
     "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",
     "run_date", "unit", "dry_run", "problem_count", "eligible", *FLAGS,
+    "version_num",  # alembic_version: the schema's revision
 })
 
 
@@ -281,35 +283,137 @@ def no_personal_statistics(conn, table_names=None, temporary: bool = False) -> i
     return changed
 
 
-# Nullable columns added to a table after its first release: an older warehouse gains them on connect.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"landing_log": ("gx_result",)}
+# The schema's history is Alembic's (include/tfp/migrations): `tfp db upgrade` runs it as the
+# database's owner; connect() only checks the revision, so the app role needs no DDL privilege.
+SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (upgrades, the programme-end purge)
+FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
+# Tables in metadata that revision 0001 does not create (added by later revisions).
+ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation"})
+# A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.
+LEGACY_ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"landing_log": ("gx_result",)}
+UPGRADE_HINT = "tfp db upgrade --config FILE"
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every table (and the portable SQL functions) that does not exist yet, and add the
-    columns of ADDED_COLUMNS that an older warehouse lacks."""
+def _alembic_config(conn):
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "tfp:migrations")
+    config.attributes["connection"] = conn
+    return config
+
+
+def _script():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config(None))
+
+
+def head_revision() -> str:
+    """The revision this tfp's code expects."""
+    return _script().get_current_head()
+
+
+def schema_revision(conn) -> str | None:
+    """The warehouse's recorded revision; None when it has no history (empty, or made by an older tfp)."""
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _known(revision: str) -> bool:
+    from alembic.util import CommandError
+
+    try:
+        return _script().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def check_schema(engine: Engine, hint: str = UPGRADE_HINT) -> None:
+    """Refuse a warehouse whose schema is not at this tfp's head revision (empty or older: run
+    `tfp db upgrade`; newer: upgrade tfp), with a ConfigError the alert quotes. A query, never DDL."""
+    with engine.connect() as conn:
+        current = schema_revision(conn)
+        legacy = current is None and inspect(conn).has_table("landing_log")
+    head = head_revision()
+    if current == head:
+        return
+    if current is not None and not _known(current):
+        raise ConfigError(f"the warehouse schema is newer than this tfp ({current}; this tfp knows up to {head}); "
+                          "upgrade tfp")
+    state = (f"at {current}" if current else
+             "made by a tfp before its schema history" if legacy else "empty")
+    raise ConfigError(f"the warehouse schema is {state}, not {head}; run `{hint}`")
+
+
+def _adopt_legacy(conn) -> list[str]:
+    """Stamp a warehouse that an older tfp created on connect at revision 0001, once its tables are
+    those of 0001 (a column such a tfp added on connect is added here too)."""
+    inspector = inspect(conn)
+    missing = sorted(set(metadata.tables) - ADDED_TABLES - set(inspector.get_table_names()))
+    if missing:
+        raise ConfigError(f"the warehouse has tfp tables but not these of revision {FIRST_REVISION}: "
+                          f"{', '.join(missing)}; it was not made by tfp, restore it or start an empty one")
+    notes = []
+    for table_name, names in LEGACY_ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        for name in sorted(set(names) - present):
+            kind = metadata.tables[table_name].c[name].type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
+            notes.append(f"added column {table_name}.{name}")
+    from alembic import command
+
+    command.stamp(_alembic_config(conn), FIRST_REVISION)
+    notes.insert(0, f"the warehouse was made by a tfp before its schema history: recognised as revision "
+                    f"{FIRST_REVISION} (the schema of tfp 68f7203) and stamped")
+    return notes
+
+
+def create_schema(engine: Engine) -> list[str]:
+    """Migrate the warehouse to this tfp's head revision (what `tfp db upgrade` runs, as the owner):
+    an empty one from the first revision, one an older tfp made on connect after stamping it.
+    Returns what it did, one line each; refuses a newer schema."""
+    from alembic import command
+
+    notes: list[str] = []
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
-            # runs starting at once (a backfill) would race to create the same tables: one at a time
-            conn.execute(text("SELECT pg_advisory_xact_lock(7423001)"))
-        metadata.create_all(conn)
-        inspector = inspect(conn)
-        for table_name, names in ADDED_COLUMNS.items():
-            present = {c["name"] for c in inspector.get_columns(table_name)}
-            for name in names:
-                if name not in present:
-                    column = metadata.tables[table_name].c[name]
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.execute(text(f"ALTER TABLE {table_name} ADD COLUMN {name} {kind}"))
-        if engine.dialect.name == "postgresql":
-            conn.execute(text(PG_FUNCTIONS))
-            no_personal_statistics(conn)
+            # concurrent upgrades (two operators, a backfill's first runs) would race: one at a time
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
+        current = schema_revision(conn)
+        if current is not None and not _known(current):
+            raise ConfigError(f"the warehouse schema is newer than this tfp ({current}); upgrade tfp")
+        if current is None and inspect(conn).has_table("landing_log"):
+            notes += _adopt_legacy(conn)
+            current = FIRST_REVISION
+        head = head_revision()
+        if current == head:
+            notes.append(f"the warehouse schema is at {head}, this tfp's revision: nothing to do")
+            return notes
+        command.upgrade(_alembic_config(conn), "head")
+        notes.append(f"the warehouse schema was upgraded from {current or 'empty'} to {head}")
+    return notes
+
+
+def upgrade(url: str) -> list[str]:
+    """`tfp db upgrade`: migrate the warehouse at ``url`` to this tfp's revision."""
+    return create_schema(get_engine(url))
+
+
+def upgrade_embedded(url: str) -> list[str]:
+    """The nightly's first task migrates an embedded SQLite warehouse itself (one file, one owner:
+    the tfp process); a PostgreSQL warehouse is left to the operator's `tfp db upgrade`, run as its
+    owner, and only checked."""
+    engine = get_engine(url)
+    return create_schema(engine) if engine.dialect.name == "sqlite" else []
 
 
 def connect(url: str) -> Engine:
-    """The engine for ``url`` with the schema in place: what every stage calls first."""
+    """The engine for ``url``, refused unless its schema is at this tfp's revision: what every stage
+    calls first. No DDL: the app role, which may not create or alter a table, can call it."""
     engine = get_engine(url)
-    create_schema(engine)
+    check_schema(engine)
     return engine
 
 

@@ -1,0 +1,191 @@
+"""The warehouse schema's history (issue 16 item 4): Alembic migrations, `tfp db upgrade`, a run that
+refuses an unmigrated or newer schema, and no DDL on connect."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, inspect, select, text
+
+from tfp import warehouse
+
+R1 = date(2025, 3, 31)
+R2 = date(2025, 4, 30)
+
+
+def _as_68f7203(url: str) -> None:
+    """A warehouse as tfp 68f7203 left it: revision 0001's tables (its frozen DDL), no history."""
+    from alembic import command
+
+    with warehouse.get_engine(url).begin() as conn:
+        command.upgrade(warehouse._alembic_config(conn), warehouse.FIRST_REVISION)
+        conn.execute(text("DROP TABLE alembic_version"))
+
+
+def _copy_rows(source_url: str, target_url: str, tables) -> int:
+    """Every row of these tables, in dependency order; returns how many."""
+    source, target = warehouse.get_engine(source_url), warehouse.get_engine(target_url)
+    copied = 0
+    with source.connect() as src, target.begin() as dst:
+        for table in warehouse.metadata.sorted_tables:
+            if table.name in tables:
+                rows = [dict(r._mapping) for r in src.execute(select(table))]
+                if rows:
+                    dst.execute(table.insert(), rows)
+                copied += len(rows)
+        if target.dialect.name == "postgresql":  # serial columns continue after the copied ids
+            for name in ("landing_log", "quarantine", "delivery_log", "deletion_log"):
+                dst.execute(text(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                                 f"COALESCE((SELECT max(id) FROM {name}), 0) + 1, false)"))
+    return copied
+
+
+def _night(config_path: Path, day: date) -> dict[str, bytes]:
+    from tfp import pipeline
+    from tfp.feeds import SOURCES
+
+    pipeline.check_setup(str(config_path), day)
+    for source in SOURCES:
+        pipeline.extract(str(config_path), day, source)
+        pipeline.validate(str(config_path), day, source)
+        pipeline.stage(str(config_path), day, source)
+    pipeline.link(str(config_path), day)
+    pipeline.consent(str(config_path), day)
+    pipeline.criteria(str(config_path), day)
+    outbox = Path(pipeline.package(str(config_path), day)["outbox"])
+    return {p.name: p.read_bytes() for p in sorted(outbox.iterdir())
+            if p.is_file() and "manifest" not in p.name and not p.name.endswith(".sig")}
+
+
+def _new_url(kind: str, tmp_path: Path, name: str) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / name / 'warehouse.db'}"
+    from conftest import _new_pg_database
+
+    return _new_pg_database()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_68f7203_warehouse_with_data_upgrades_and_the_next_night_is_unchanged(kind, tmp_path, keys_env,
+                                                                                real_connect):
+    """Night R1 runs on a fresh warehouse; its rows go into a warehouse made by 68f7203's schema and
+    into a fresh one at head (neither has the release history 68f7203 did not keep). `tfp db upgrade`
+    adopts and migrates the old one; night R2 then delivers the same bytes from both."""
+    from conftest import PG_SERVER, _drop_pg_database
+    from helpers import write_config
+    from tfp.generate import generate
+
+    if kind == "postgresql" and not PG_SERVER:
+        pytest.skip("PostgreSQL variant: set TFP_TEST_POSTGRES_URL to run it")
+    urls = {name: _new_url(kind, tmp_path, name) for name in ("first", "old", "control")}
+    try:
+        for name in ("first", "control"):
+            warehouse.upgrade(urls[name])
+        _as_68f7203(urls["old"])
+        generate(tmp_path / "first" / "r1", families=40, seed=5, on=R1)
+        for name in ("old", "control"):  # a night takes its feeds from the drop folder: one copy each
+            generate(tmp_path / name / "r2", families=40, seed=5, on=R2)
+        configs = {}
+        for name, url in urls.items():
+            folder = tmp_path / name
+            configs[name] = write_config(folder, url, inbound="r1" if name == "first" else "r2",
+                                         delivery={"transport": "directory", "path": str(folder / "out"),
+                                                   "encryption": "none"})
+        _night(configs["first"], R1)
+        old_tables = set(warehouse.metadata.tables) - warehouse.ADDED_TABLES
+        for name in ("old", "control"):
+            assert _copy_rows(urls["first"], urls[name], old_tables) > 1000
+        with pytest.raises(warehouse.ConfigError, match="before its schema history"):
+            warehouse.connect(urls["old"])
+
+        notes = warehouse.upgrade(urls["old"])
+        assert "stamped" in notes[0] and f"to {warehouse.head_revision()}" in notes[-1]
+        old, control = _night(configs["old"], R2), _night(configs["control"], R2)
+        assert old and old == control
+    finally:
+        for url in urls.values():
+            warehouse.get_engine(url).dispose()
+            if kind == "postgresql":
+                _drop_pg_database(url)
+
+
+def test_connect_runs_no_ddl_on_a_migrated_warehouse(warehouse_url, real_connect):
+    warehouse.upgrade(warehouse_url)
+    engine = warehouse.get_engine(warehouse_url)
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        warehouse.connect(warehouse_url)
+        warehouse.connect(warehouse_url)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    ddl = [s for s in statements if s.lstrip().split()[0].upper() in ("CREATE", "ALTER", "DROP", "COMMENT", "GRANT")]
+    assert statements and not ddl, ddl
+
+
+def test_a_run_refuses_an_unmigrated_and_a_newer_schema(pg_url, sqlite_url, tmp_path, keys_env, real_connect):
+    """PostgreSQL is migrated by the operator's `tfp db upgrade` only; SQLite by the night itself;
+    a schema newer than this tfp is refused on both."""
+    from helpers import write_config
+    from tfp import pipeline
+
+    config = write_config(tmp_path, pg_url)
+    with pytest.raises(warehouse.ConfigError, match=r"schema is empty, not 0\d+; run `tfp db upgrade --config FILE`"):
+        pipeline.check_setup(str(config), R1)
+    assert not inspect(warehouse.get_engine(pg_url)).get_table_names()  # nothing was created
+    warehouse.upgrade(pg_url)
+    pipeline.check_setup(str(config), R1)
+
+    (tmp_path / "lite").mkdir()
+    lite = write_config(tmp_path / "lite", sqlite_url)
+    pipeline.check_setup(str(lite), R1)  # the embedded warehouse is migrated by the night's first task
+    for url, path in ((pg_url, config), (sqlite_url, lite)):
+        with warehouse.get_engine(url).begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(warehouse.ConfigError, match=r"newer than this tfp \(9999"):
+            pipeline.check_setup(str(path), R1)
+        with pytest.raises(warehouse.ConfigError, match="newer"):
+            warehouse.upgrade(url)
+
+
+def test_an_older_schema_is_refused_until_upgraded(warehouse_url, real_connect):
+    from alembic import command
+
+    engine = warehouse.get_engine(warehouse_url)
+    with engine.begin() as conn:
+        command.upgrade(warehouse._alembic_config(conn), warehouse.FIRST_REVISION)
+    with pytest.raises(warehouse.ConfigError, match="schema is at 0001"):
+        warehouse.connect(warehouse_url)
+    assert warehouse.upgrade(warehouse_url)[-1].startswith("the warehouse schema was upgraded from 0001")
+    warehouse.connect(warehouse_url)
+    assert "nothing to do" in warehouse.upgrade(warehouse_url)[0]
+
+
+def test_the_migrations_create_the_schema_of_the_code(warehouse_url, real_connect):
+    """Head's tables and columns are those of tfp.warehouse.metadata (a change to one needs a revision)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    warehouse.upgrade(warehouse_url)
+    with warehouse.get_engine(warehouse_url).connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), warehouse.metadata)
+    assert not diff, diff
+
+
+def test_tfp_db_upgrade_migrates_the_configs_warehouse(tmp_path, pg_url, real_connect, capsys):
+    from helpers import write_config
+    from tfp.cli import main
+
+    config = write_config(tmp_path, pg_url)
+    assert main(["db", "upgrade", "--config", str(config)]) == 0
+    assert f"upgraded from empty to {warehouse.head_revision()}" in capsys.readouterr().out
+    warehouse.connect(pg_url)
+    assert main(["db", "upgrade", "--config", str(config), "--password-env", "TFP_NO_SUCH_VARIABLE"]) == 2
+    assert "TFP_NO_SUCH_VARIABLE" in capsys.readouterr().err

@@ -648,8 +648,9 @@ import sys
 from datetime import date
 from tfp.config import load_config
 from tfp.extract import land_source
-from tfp.warehouse import connect
+from tfp.warehouse import connect, upgrade
 config = load_config(sys.argv[1])
+upgrade(config.warehouse_url)  # a fresh warehouse: what `tfp db upgrade` does
 land_source(connect(config.warehouse_url), config, "schools", date.fromisoformat(sys.argv[2]))
 """
 

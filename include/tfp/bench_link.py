@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfp import pipeline
     from tfp.generate import generate
     from tfp.link import run_linking
-    from tfp.warehouse import connect
+    from tfp.warehouse import connect, upgrade
 
     feeds = args.work / f"link-{args.families}-{args.seed}"
     if not (feeds / "truth").exists():
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("TFP_PSEUDONYM_KEY", "TFP_LINKAGE_KEY"):
             os.environ.setdefault(name, os.urandom(32).hex())
         os.environ.setdefault("TFP_SIGNING_KEY", "A" * 43 + "=")
+        upgrade(example["warehouse_url"])  # a fresh warehouse: what `tfp db upgrade` does
         for source in SOURCES:
             for stage in (pipeline.extract, pipeline.validate, pipeline.stage):
                 stage(str(config), ON, source)

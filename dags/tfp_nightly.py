@@ -30,7 +30,10 @@ date reproduces what that night produced.
 
 1. **per source** (`police`, `probation`, ...): `extract` lands each new feed file once (encrypted),
    `validate` runs the Great Expectations suite and quarantines bad rows, `stage` loads the good rows.
-2. `link` partner records to roster persons, `consent` keeps only people whose data may be used,
+2. `check_inputs` fails the night, naming the datasets, when the roster or a dataset of a source in
+   the run has no file dated on or before the reference date (landed tonight or before): nothing is
+   packaged or delivered from a night without input.
+   `link` partner records to roster persons, `consent` keeps only people whose data may be used,
    `criteria` marks the six headline problems per family.
 3. `package` writes the de-identified CSVs, encrypted and signed; `deliver` sends them; `report`
    writes `work_dir/reports/<date>/run_report.json` and `.html` (counts only) and the night's
@@ -49,9 +52,34 @@ the Airflow Variable only Op and Admin can set) for `tfp_nightly`; the file of `
 a `tfp_nightly__<la_code>` DAG was made from. A run whose conf names a config is refused.
 """
 
-SFTP_POOL = "tfp_sftp"  # bounds concurrent SFTP sessions to partners and the recipient (created by tfp run / set-up)
-NETWORK_RETRIES = {"pool": SFTP_POOL, "retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
+# Network tasks retry; they run in Airflow's default pool, which always exists: a task in a pool that
+# does not exist stays "scheduled" for ever, and a task cannot look pools up (Airflow 3's Task SDK has no
+# pool API), so check_setup could not say why. One run has at most six SFTP sessions (max_active_runs=1).
+NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                    "max_retry_delay": timedelta(minutes=30)}
+
+
+def _fail_fast(step, *args):
+    """Run a tfp step; a local set-up error (a drop folder missing or unreadable) fails the task at once,
+    without the retries meant for the network."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tfp.extract import SourceUnavailable
+
+    try:
+        return step(*args)
+    except SourceUnavailable as e:
+        raise AirflowFailException(str(e)) from None
+
+
+def _quiet_gx() -> None:
+    """Great Expectations' own INFO chatter stays out of the task log; tfp logs the counts."""
+    import logging
+
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    import great_expectations.data_context.types.base  # noqa: F401 - it sets its own logger to INFO on import
+
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 
 
 def build(dag_id: str, bound_config: str | None = None, la_code: str | None = None) -> DAG:
@@ -110,14 +138,15 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         def check_setup() -> dict:
             from tfp import pipeline
 
-            return pipeline.check_setup(*_run())
+            return _fail_fast(pipeline.check_setup, *_run(), get_current_context()["params"]["sources"])
 
         setup = check_setup()
         staged = []
         for source in SOURCES:
             with TaskGroup(group_id=source, tooltip=f"Land, validate and stage the {source} feeds") as group:
                 group.doc_md = (f"Feeds from **{source}**. A failed `validate` names the file and the rule it broke; "
-                                "a failed `extract` is usually the transport (folder missing, SFTP down) and retries.")
+                                "a failed `extract` is the transport: a missing or unreadable folder fails at once (fix the "
+                                "config or the folder's rights), an SFTP error retries.")
 
                 @task(task_id="extract", **NETWORK_RETRIES)
                 def extract(source: str = source) -> dict:
@@ -125,12 +154,13 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
                     if source not in get_current_context()["params"]["sources"]:
                         raise AirflowSkipException(f"{source} is not among this run's sources")
-                    return pipeline.extract(*_run(), source)
+                    return _fail_fast(pipeline.extract, *_run(), source)
 
                 @task(task_id="validate")
                 def validate(source: str = source) -> dict:
                     from tfp import pipeline
 
+                    _quiet_gx()
                     return pipeline.validate(*_run(), source)
 
                 @task(task_id="stage")
@@ -146,6 +176,13 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
             staged.append(group)
 
         @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
+        def check_inputs() -> dict:
+            """No silent partial night: the roster and every dataset of the run's sources have a file."""
+            from tfp import pipeline
+
+            return pipeline.check_inputs(*_run(), get_current_context()["params"]["sources"])
+
+        @task
         def link() -> dict:
             from tfp import pipeline
 
@@ -184,7 +221,7 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
             return pipeline.report(*_run(), counts)
 
         linked = link()
-        staged >> linked
+        staged >> check_inputs() >> linked
         consented = consent()
         linked >> consented
         assessed = criteria()

@@ -256,7 +256,6 @@ def airflow_stack(root: Path, extra_env: dict[str, str], *, executor: str = "Loc
     stack = AirflowStack(home=home, port=port, env=env, passwords=passwords)
     try:
         stack.airflow("db", "migrate", timeout=300)
-        stack.airflow("pools", "set", "tfp_sftp", "4", "SFTP transfers", timeout=120)
         stack.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
         stack.start("scheduler", "scheduler")
         stack.start("dag-processor", "dag-processor")

@@ -60,6 +60,32 @@ class FileTooLarge(Exception):
         self.size = size
 
 
+class SourceUnavailable(Exception):
+    """A local drop folder that does not exist, is not a folder or cannot be read: an error of this
+    machine's set-up, which waiting does not mend, so the task fails at once (no retries). Network
+    errors (an SFTP server down or slow) are other exceptions and are retried."""
+
+    def __init__(self, source: str, folder: Path, reason: str):
+        super().__init__(f"source {source}: drop folder {folder} {reason}")
+        self.source, self.folder, self.reason = source, folder, reason
+
+
+def check_folder(source: str, folder: Path) -> None:
+    """Raise SourceUnavailable unless ``folder`` is a folder this process can list."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceUnavailable(source, folder, "does not exist or is not a folder") from None
+    except PermissionError:
+        raise SourceUnavailable(source, folder, "cannot be read (permission denied)") from None
+    try:
+        os.listdir(fd)
+    except PermissionError:
+        raise SourceUnavailable(source, folder, "cannot be read (permission denied)") from None
+    finally:
+        os.close(fd)
+
+
 class SourceReader(Protocol):
     removes: bool  # whether a file is removed from the drop once its landing is committed
 
@@ -80,19 +106,24 @@ class _DirectoryReader:
     """A local drop folder, opened once: every name is looked up in that folder, never through a link
     (a partner's link to a file elsewhere on this machine is refused, not landed)."""
 
-    def __init__(self, folder: Path, removes: bool):
-        self.folder, self.removes = folder, removes
+    def __init__(self, folder: Path, removes: bool, source: str = ""):
+        self.folder, self.removes, self.source = folder, removes, source
         self._read: dict[str, tuple[int, int, int, int]] = {}
         try:
             self._fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except (FileNotFoundError, NotADirectoryError):
-            raise FileNotFoundError(f"source folder does not exist: {folder}") from None
+            raise SourceUnavailable(source, folder, "does not exist or is not a folder") from None
+        except PermissionError:
+            raise SourceUnavailable(source, folder, "cannot be read (permission denied)") from None
 
     def close(self) -> None:
         os.close(self._fd)
 
     def list_names(self) -> list[str]:
-        return sorted(os.listdir(self._fd))
+        try:
+            return sorted(os.listdir(self._fd))
+        except PermissionError:
+            raise SourceUnavailable(self.source, self.folder, "cannot be read (permission denied)") from None
 
     def read(self, name: str, max_bytes: int) -> bytes:
         try:
@@ -172,7 +203,7 @@ def open_source(config: Config, source: str) -> Iterator[SourceReader]:
     """A reader for one source's drop, over its configured transport."""
     cfg = config.source(source)
     if isinstance(cfg, DirectorySource):
-        reader = _DirectoryReader(cfg.path, removes=not config.inbound.keep_local_files)
+        reader = _DirectoryReader(cfg.path, removes=not config.inbound.keep_local_files, source=source)
         try:
             yield reader
         finally:

@@ -33,20 +33,54 @@ def _open(config_path: str | Path):
     return config, connect(warehouse_url(config))
 
 
-def check_setup(config_path: str, reference_date: date) -> dict:
-    """Fail before any work when the config or a key is unusable, or the warehouse schema is not this
-    tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
+def check_setup(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...] | None = None) -> dict:
+    """Fail before any work when the config or a key is unusable, or when a drop folder or an SFTP
+    Connection of a source in the run (or the delivery's Connection) is missing, or the warehouse
+    schema is not this tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
     from tfp.warehouse import upgrade_embedded
 
     for line in upgrade_embedded(warehouse_url(load_config(config_path))):
         log.info("%s", line)
     config, _engine = _open(config_path)  # refuses a PostgreSQL schema that `tfp db upgrade` has not migrated
     load_keys(config)
+    _check_transports(config, sources)
     for folder in (config.work_dir, config.reports_dir, config.landing_dir, config.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)
     if config.weak_disclosure:
         log.warning("weak disclosure allowed: %s", ", ".join(config.weak_disclosure))
     return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code}
+
+
+def _check_transports(config, sources) -> None:
+    """Every folder and Connection the night reads or writes exists: a typo fails here, in seconds."""
+    from tfp.config import DirectorySource
+    from tfp.extract import check_folder
+    from tfp.feeds import SOURCES
+    from tfp.sftp import SftpError, endpoint_from_connection
+
+    conn_ids = []
+    for source in (SOURCES if sources is None else sources):
+        cfg = config.source(source)
+        if isinstance(cfg, DirectorySource):
+            check_folder(source, cfg.path)
+        else:
+            conn_ids.append(cfg.conn_id)
+    if config.delivery.transport == "sftp":
+        conn_ids.append(config.delivery.conn_id)
+    for conn_id in conn_ids:
+        try:
+            endpoint_from_connection(conn_id)
+        except SftpError as e:
+            raise SftpError(f"{e}: create it with `airflow connections add {conn_id} --conn-type sftp ...` "
+                            "(see the README's Connections section)") from None
+
+
+def check_inputs(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...]) -> dict[str, int]:
+    """No silent partial night: every dataset the night needs has a file on or before R (tfp.inputs)."""
+    from tfp.inputs import check_inputs as check
+
+    _config, engine = _open(config_path)
+    return check(engine, reference_date, sources)
 
 
 def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:
@@ -60,7 +94,9 @@ def validate(config_path: str, reference_date: date, source: str) -> dict[str, i
     from tfp.stage import validate_source
 
     config, engine = _open(config_path)
-    return validate_source(engine, config, source, reference_date)
+    counts = validate_source(engine, config, source, reference_date)
+    log.info("source %s validated: %s", source, counts)
+    return counts
 
 
 def stage(config_path: str, reference_date: date, source: str) -> dict[str, int]:

@@ -20,7 +20,11 @@ from tfp.config import ConfigError, load_config, load_keys, secret_names, sensit
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 LONDON = "Europe/London"
-SFTP_POOL = "tfp_sftp"
+
+
+class LiveAirflow(ConfigError):
+    """``AIRFLOW_HOME`` is the home of an Airflow whose scheduler is running: ``tfp run`` would create
+    runs beside (or replace) the scheduler's own and race it (contract section 10)."""
 
 
 def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ()) -> Path:
@@ -46,6 +50,7 @@ def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ())
     import airflow
     from airflow.utils import db
 
+    refuse_live_scheduler(home)
     # Migrating takes seconds even when nothing changes: do it once per home and Airflow version.
     marker = home / ".tfp-migrated"
     database = hashlib.sha256(os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").encode()).hexdigest()[:16]
@@ -53,16 +58,46 @@ def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ())
     if not marker.exists() or marker.read_text() != stamp:
         db.upgradedb()
         marker.write_text(stamp)
-    _ensure_pool(SFTP_POOL, 4, "SFTP transfers to and from partners and the recipient")
     return home
 
 
-def _ensure_pool(name: str, slots: int, description: str) -> None:
-    """Create the pool the DAGs use if it is missing; an operator's own slot count is left alone."""
-    from airflow.models.pool import Pool
+def refuse_live_scheduler(home: Path) -> None:
+    """Raise LiveAirflow when a scheduler heartbeats into this home's metadata database (a running
+    SchedulerJob within Airflow's own health threshold)."""
+    from airflow.jobs.job import Job
+    from airflow.settings import engine
+    from airflow.utils.session import create_session
+    from sqlalchemy import inspect, select
 
-    if Pool.get_pool(name) is None:
-        Pool.create_or_update_pool(name, slots, description, include_deferred=False)
+    if not inspect(engine).has_table("job"):
+        return  # a new home: nothing runs against it
+    with create_session() as session:
+        jobs = session.scalars(select(Job).where(Job.job_type == "SchedulerJob", Job.state == "running")).all()
+        if any(job.is_alive() for job in jobs):
+            raise LiveAirflow(
+                f"AIRFLOW_HOME {home} belongs to an Airflow whose scheduler is running: tfp run would race it. "
+                "Trigger the DAG there (airflow dags trigger / the UI), or run tfp with AIRFLOW_HOME unset "
+                "(it then uses <work_dir>/airflow) or set to a folder of its own")
+
+
+class _DropPolling(logging.Filter):
+    """dag.test() says 'No tasks to run' every second while a task waits for its retry: not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No tasks to run")
+
+
+def _outcomes(dag_id: str, run_id: str) -> list[tuple[str, str, int]]:
+    """(task id, state, tries) of every task of one run, in the DAG's order."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number)
+                               .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
+    return [(task_id, str(state.value if hasattr(state, "value") else state), tries)
+            for task_id, state, tries in rows]
 
 
 def _quiet_known_noise() -> None:
@@ -94,8 +129,21 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
 
     dag = _get_dag(dag_id)
     logical = pendulum.datetime(reference_date.year, reference_date.month, reference_date.day, 1, tz=LONDON)
-    run = dag.test(logical_date=logical, run_conf=dict(conf or {}))
+    polling = _DropPolling()
+    logging.getLogger("airflow.sdk.definitions.dag").addFilter(polling)
+    try:
+        run = dag.test(logical_date=logical, run_conf=dict(conf or {}))
+    finally:
+        logging.getLogger("airflow.sdk.definitions.dag").removeFilter(polling)
     state = str(getattr(run, "state", "failed"))
+    outcomes = _outcomes(dag_id, run.run_id) if run is not None else []
+    order = {task_id: i for i, task_id in enumerate(dag.task_dict)}
+    print(f"{dag_id} tasks:")
+    for task_id, task_state, tries in sorted(outcomes, key=lambda o: order.get(o[0], 0)):
+        print(f"  {task_id}: {task_state}" + (f" (tries: {tries})" if tries > 1 else ""))
+    if not outcomes:  # Airflow makes an empty, "successful" run for a date before the DAG's start_date
+        print(f"  no task ran (is {reference_date} before the DAG's start date?)", file=sys.stderr)
+        state = "failed"
     return state, config.work_dir
 
 

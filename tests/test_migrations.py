@@ -103,6 +103,8 @@ def test_a_68f7203_warehouse_with_data_upgrades_and_the_next_night_is_unchanged(
 
         notes = warehouse.upgrade(urls["old"])
         assert "stamped" in notes[0] and f"to {warehouse.head_revision()}" in notes[-1]
+        with warehouse.get_engine(urls["old"]).begin() as conn:  # no personal column left to sample
+            assert warehouse.no_personal_statistics(conn) == 0
         old, control = _night(configs["old"], R2), _night(configs["control"], R2)
         assert old and old == control
     finally:
@@ -189,3 +191,14 @@ def test_tfp_db_upgrade_migrates_the_configs_warehouse(tmp_path, pg_url, real_co
     warehouse.connect(pg_url)
     assert main(["db", "upgrade", "--config", str(config), "--password-env", "TFP_NO_SUCH_VARIABLE"]) == 2
     assert "TFP_NO_SUCH_VARIABLE" in capsys.readouterr().err
+
+
+def test_concurrent_upgrades_of_an_empty_warehouse_take_turns(pg_url, real_connect):
+    """Two operators (or a backfill's first runs) upgrading at once: the advisory lock lets one migrate
+    while the other waits, then finds nothing to do."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(warehouse.upgrade, [pg_url, pg_url]))
+    assert sorted("nothing to do" in r[-1] for r in results) == [False, True], results
+    warehouse.connect(pg_url)

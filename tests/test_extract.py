@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, select
 
 from helpers import make_config, write_feed
-from tfp.extract import land_source, read_landing, select_files
+from tfp.extract import SourceUnavailable, land_source, read_landing, select_files
 from tfp.landing import LandingTampered
 from tfp.warehouse import connect, landing_key, landing_log
 
@@ -86,7 +86,7 @@ def test_destroying_the_key_makes_the_copy_unreadable(tmp_path, sqlite_url):
 def test_a_missing_source_folder_fails_naming_it(tmp_path, sqlite_url):
     config = make_config(tmp_path, sqlite_url)
     (tmp_path / "inbound/police").rmdir()
-    with pytest.raises(FileNotFoundError, match="inbound/police"):
+    with pytest.raises(SourceUnavailable, match="inbound/police does not exist"):
         land_source(connect(sqlite_url), config, "police", date(2025, 1, 31))
 
 

@@ -69,7 +69,7 @@ def _fail_fast(step, *args):
     try:
         return step(*args)
     except SourceUnavailable as e:
-        raise AirflowFailException(str(e)) from None
+        raise AirflowFailException(str(e)) from e  # the alert quotes the cause, a tfp error
 
 
 def _quiet_gx() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from tfp.notify import failure_summary, run_reference_date
 
@@ -32,3 +33,26 @@ def test_a_tampered_outbox_is_quoted_by_the_alert():
     _, body = failure_summary("tfp_nightly", "deliver", date(2025, 3, 31),
                               OutboxTampered("outbox manifest tfp_manifest_E09000031_20250331.json: bad signature"))
     assert "bad signature" in body and "details in the task log" not in body
+
+
+def test_a_missing_folder_that_stopped_retries_is_quoted_through_its_cause():
+    """The DAG turns SourceUnavailable into AirflowFailException (no retries); the alert still says which folder."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from tfp.extract import SourceUnavailable
+
+    try:
+        try:
+            raise SourceUnavailable("police", Path("/srv/drops/polce"), "does not exist or is not a folder")
+        except SourceUnavailable as e:
+            raise AirflowFailException(str(e)) from e
+    except AirflowFailException as wrapped:
+        _, body = failure_summary("tfp_nightly", "police.extract", R, wrapped)
+    assert "/srv/drops/polce" in body and "details in the task log" not in body
+
+
+def test_missing_input_is_quoted():
+    from tfp.inputs import MissingInput
+
+    _, body = failure_summary("tfp_nightly", "check_inputs", R, MissingInput(R, ["attendance", "needs"]))
+    assert "no file dated on or before 2025-03-31 for: attendance, needs" in body

@@ -11,7 +11,9 @@ import html
 from datetime import date
 
 SAFE_EXCEPTIONS = {"FilesRejected", "FileRejected", "LandingTampered", "ConfigError", "RetentionIncomplete",
-                   "SftpError", "HostKeyRefused", "OutboxTampered"}
+                   "SftpError", "HostKeyRefused", "OutboxTampered", "MissingInput", "SourceUnavailable"}
+# raised to stop retries; what went wrong is its cause, quoted when that is one of tfp's own
+WRAPPERS = {"AirflowFailException"}
 
 
 def failure_summary(dag_id: str, task_id: str, reference_date: date | None, error: BaseException | None,
@@ -19,6 +21,8 @@ def failure_summary(dag_id: str, task_id: str, reference_date: date | None, erro
                     ) -> tuple[str, str]:
     """(subject, HTML body) of the alert for a failed task; ``weak_disclosure`` names the disclosure
     settings below the floor that the config allows (names only)."""
+    if error is not None and type(error).__name__ in WRAPPERS and error.__cause__ is not None:
+        error = error.__cause__
     kind = type(error).__name__ if error is not None else "unknown error"
     if error is not None and kind in SAFE_EXCEPTIONS:
         detail = str(error)

@@ -128,12 +128,11 @@ def test_the_app_role_can_call_connect_once_the_schema_exists(stack, real_connec
     connect(stack["app"])
 
 
-def test_a_night_and_its_retention_run_as_the_app_role(stack, tmp_path, keys_env, monkeypatch):
+def test_a_night_and_its_retention_run_as_the_app_role(stack, tmp_path, keys_env):
     """Every stage of a generated borough's night, then the nightly retention, connected as the app role.
 
-    ``connect`` is given a schema check that does no DDL (what `tfp db upgrade` will leave it): the
-    test above records that today's ``connect`` still runs owner-only DDL. The programme-end purge
-    is left out: it drops and recreates tables, so it runs as the owner by design.
+    The owner migrates the schema (``tfp db upgrade``); the app role's ``connect`` only checks it. The
+    programme-end purge is left out: it drops and recreates tables, so it runs as the owner by design.
     """
     from datetime import date, timedelta
 
@@ -144,8 +143,7 @@ def test_a_night_and_its_retention_run_as_the_app_role(stack, tmp_path, keys_env
     from tfp.generate import generate
     from tfp.retention import compact, run_category
 
-    warehouse.connect(stack["owner"])
-    monkeypatch.setattr(warehouse, "create_schema", lambda engine: None)
+    warehouse.upgrade(stack["owner"])
     reference = date(2025, 3, 31)
     generate(tmp_path / "inbound", families=40, seed=5, on=reference)
     path = str(write_config(tmp_path, stack["app"]))

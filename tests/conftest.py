@@ -73,6 +73,16 @@ def _new_pg_database() -> str:
     return server.set(database=name).render_as_string(hide_password=False)
 
 
+def new_pg_warehouse(url: str | None = None) -> str:
+    """A PostgreSQL warehouse migrated as the operator's ``tfp db upgrade`` leaves it (a new database when
+    no ``url``): for tests whose runs connect from other processes, where no first connect migrates it."""
+    from tfp.warehouse import upgrade
+
+    url = url or _new_pg_database()
+    upgrade(url)
+    return url
+
+
 def _drop_pg_database(url: str) -> None:
     from tfp.warehouse import get_engine
 

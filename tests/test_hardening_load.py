@@ -17,7 +17,7 @@ from hardening_helpers import LA, assert_counts_add_up, landings, run_env, start
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from conftest import _drop_pg_database, _new_pg_database, make_keys
+from conftest import _drop_pg_database, _new_pg_database, make_keys, new_pg_warehouse
 from helpers import write_config
 from ops_helpers import airflow_stack
 from tfp.generate import generate
@@ -40,7 +40,8 @@ def _wait_all(procs: dict[str, tuple], timeout: float = 1500) -> None:
 
 
 def test_two_boroughs_at_once(tmp_path, pg_url):
-    second_url = _new_pg_database()
+    new_pg_warehouse(pg_url)
+    second_url = new_pg_warehouse()
     try:
         keys = make_keys()
         procs, roots = {}, {}
@@ -77,6 +78,7 @@ def _several_nights(root: Path, dates: list[date], families: int, seed: int) -> 
 def test_a_backfill_of_several_dates_at_once_on_one_warehouse(tmp_path, pg_url):
     dates = [R - timedelta(days=2), R - timedelta(days=1), R]
     _several_nights(tmp_path, dates, families=25, seed=5)
+    new_pg_warehouse(pg_url)
     config = write_config(tmp_path, pg_url)
     sent = len(list((tmp_path / "inbound").rglob("*.csv")))  # before the runs remove what they landed
     keys = make_keys()
@@ -118,7 +120,8 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
     each delivery holds only its own borough's and date's data."""
     airflow_db = make_url(_new_pg_database()).set(drivername="postgresql+psycopg").render_as_string(
         hide_password=False)
-    second_url = _new_pg_database()
+    new_pg_warehouse(pg_url)
+    second_url = new_pg_warehouse()
     try:
         dates = [R - timedelta(days=2), R - timedelta(days=1), R]
         first = tmp_path / "first"

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import PG_SERVER, _drop_pg_database, _new_pg_database, make_keys
+from conftest import PG_SERVER, _drop_pg_database, _new_pg_database, make_keys, new_pg_warehouse
 from helpers import write_config
 from ops_helpers import TFP, airflow_stack
 from tfp.feeds import SOURCES
@@ -57,6 +57,7 @@ def test_nightly_run_through_celery_on_postgresql_and_redis(tmp_path, airflow_db
     if not _redis_up():
         pytest.skip(f"no Redis answering on {REDIS}")
     generate(tmp_path / "feeds", families=40, seed=47, on=R)
+    new_pg_warehouse(pg_url)  # the operator's `tfp db upgrade`: a run never migrates PostgreSQL itself
     config = write_config(tmp_path, pg_url)
     for source in SOURCES:
         for path in (tmp_path / "feeds" / source).iterdir():

@@ -195,8 +195,12 @@ class AirflowStack:
 
         return self.wait_for(f"{count} successful {dag_id} runs", finished, timeout, every=5)
 
-    def failed_task_logs(self, dag_id: str, runs: list[dict], token: str) -> str:
-        """The end of the log of every failed task of the given runs (for an assertion message)."""
+    def failed_task_logs(self, dag_id: str, runs: list[dict], token: str, *, tail: int | None = 3000) -> str:
+        """The log of every failed task of the given runs, its last ``tail`` characters (all when None).
+
+        An assertion message wants the end; a test that looks for a message wants it all, because the
+        traceback's frames after the message can be longer than any tail (they hold the install path).
+        """
         out = []
         for run in runs:
             tis = self.api("GET", f"/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances?limit=100", token)
@@ -206,7 +210,7 @@ class AirflowStack:
                 status, data = self.request(
                     "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/{ti['task_id']}"
                            f"/logs/{max(ti['try_number'], 1)}?full_content=true", token=token)
-                out.append(f"--- {run['dag_run_id']} {ti['task_id']} ---\n{data.decode(errors='replace')[-3000:]}")
+                out.append(f"--- {run['dag_run_id']} {ti['task_id']} ---\n{data.decode(errors='replace')[-tail if tail else 0:]}")
         return "\n".join(out)
 
 

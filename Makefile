@@ -33,10 +33,10 @@ demo: install
 	$(BIN)/tfp demo
 
 train-linkage: install
-	$(BIN)/python -m tfp.link_training --families 3000 --seed 20240601
+	$(BIN)/python -m tfp_dev.link_training --families 3000 --seed 20240601
 
 bench: install
-	$(BIN)/python -m tfp.bench
+	$(BIN)/python -m tfp_dev.bench
 	$(BIN)/python -m tfp_dev.linkage_eval
 
 # tfp link and Splink used directly on public labelled sets and an unseen-settings generated set;
@@ -46,12 +46,12 @@ linkage-eval: install
 
 # What CI runs: one 2,000-family night with both peers, to show the benchmark works (no timing is checked).
 bench-smoke: install
-	$(BIN)/python -m tfp.bench --sizes 2000 --repeats 1 --out var/bench-smoke
+	$(BIN)/python -m tfp_dev.bench --sizes 2000 --repeats 1 --out var/bench-smoke
 
 # Where a 50,000-family night's time goes: one run under py-spy (installed here, not a runtime dependency).
 profile: install
 	$(BIN)/pip install --quiet py-spy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tfp.bench_profile --families 50000
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m tfp_dev.bench_profile --families 50000
 
 clean:
 	rm -rf $(VENV) var demo .pytest_cache

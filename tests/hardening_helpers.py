@@ -99,7 +99,7 @@ def half_written(*folders: Path) -> list[str]:
 
 def make_borough(cache: Path, families: int = 30, seed: int = 8) -> Path:
     """A small synthetic borough's partner feeds, generated once per session into ``cache``."""
-    from tfp.generate import generate
+    from tfp_dev.generate import generate
 
     inbound = cache / "inbound"
     if not inbound.exists():

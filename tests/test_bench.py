@@ -1,5 +1,5 @@
 """The benchmark's pure parts (statistics, stage grouping, F1, the table, the artefacts' shape) and, marked
-slow, a small end-to-end smoke run of ``python -m tfp.bench``. Nothing here asserts a timing."""
+slow, a small end-to-end smoke run of ``python -m tfp_dev.bench``. Nothing here asserts a timing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from datetime import date
 
 import pytest
 
-from tfp import bench
 from tfp.validate import read_feed, validate_feed
+from tfp_dev import bench
 
 
 def test_spread_is_the_median_with_its_range():
@@ -51,7 +51,7 @@ def _doc() -> dict:
     large = [_run(50, 20), _run(48, 18), _run(52, 22)]
     results = [{"families": 100, "input_rows": 1000, "runs": small, "summary": bench.summarise(small)},
                {"families": 500, "input_rows": 5000, "runs": large, "summary": bench.summarise(large)}]
-    return {"schema": bench.SCHEMA_VERSION, "command": "python -m tfp.bench --sizes 100 500", "created": "2025-04-01T00:00:00",
+    return {"schema": bench.SCHEMA_VERSION, "command": "python -m tfp_dev.bench --sizes 100 500", "created": "2025-04-01T00:00:00",
             "machine": {"cpus": 2, "memory_gb": 8.0, "platform": "Linux", "python": "3.11"}, "results": results,
             "scaling": bench.scaling(results), "notes": ["a note"]}
 
@@ -68,7 +68,7 @@ def test_summary_takes_medians_of_successful_runs_only():
 
 def test_table_names_the_command_machine_sizes_and_ratios():
     table = bench.render_table(_doc())
-    assert "`python -m tfp.bench --sizes 100 500`" in table and "2 CPUs" in table
+    assert "`python -m tfp_dev.bench --sizes 100 500`" in table and "2 CPUs" in table
     assert "| 100 | 1,000 | 3 | 11.0 (10.0–12.0) |" in table
     assert "| 500 | 5,000 | 3 | 50.0 (48.0–52.0) |" in table
     assert "link ÷ Splink" in table and "0.40 (0.30–0.50)" in table
@@ -129,7 +129,7 @@ def test_a_small_benchmark_runs_end_to_end(tmp_path):
 def test_profile_summary_counts_inclusive_self_and_package_samples(tmp_path):
     """py-spy's raw stacks (frames root first, then the sample count) summarised by tfp function,
     by the function that held the sample, and by package."""
-    from tfp.bench_profile import render, summarise
+    from tfp_dev.bench_profile import render, summarise
 
     site = "/w/.venv/lib/python3.11/site-packages"
     raw = tmp_path / "profile.txt"

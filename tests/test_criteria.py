@@ -1,5 +1,5 @@
 """tfp.criteria: window and term arithmetic, the family_flags rows, scopes, idempotence, and a
-comparison with the independent pandas reading of the rules (tfp.truth) on a generated borough."""
+comparison with the independent pandas reading of the rules (tfp_dev.truth) on a generated borough."""
 
 from __future__ import annotations
 
@@ -310,15 +310,15 @@ def _differences(engine, on: date, scope: str, truth_csv: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_sql_agrees_with_the_pandas_truth_on_a_generated_borough(warehouse_url, tmp_path):
-    """Same flags as tfp.truth with true links, in both scopes; and plans that scale.
+    """Same flags as tfp_dev.truth with true links, in both scopes; and plans that scale.
 
     The 1,000-family borough guards the query plans: before the temporary tables were indexed and
     analysed, PostgreSQL took minutes on it (nested loops over unanalysed tables); now about a second.
     """
     import time
 
-    from tfp.generate import generate
     from tfp.warehouse import connect
+    from tfp_dev.generate import generate
 
     for on, seed, families in ((date(2024, 6, 30), 11, 120), (date(2024, 2, 29), 12, 1000)):
         out = tmp_path / f"borough_{seed}"

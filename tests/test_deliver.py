@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 
 from tfp.deliver import DeliveryFile, deliver
 from tfp.sftp import SftpEndpoint, SftpError
-from tfp.sftpserver import SftpServer
 from tfp.warehouse import connect, delivery_log
+from tfp_dev.sftpserver import SftpServer
 
 R = date(2025, 3, 31)
 NAMES = ["tfp_submission_E09000031_20250331.csv", "tfp_summary_E09000031_20250331.csv",

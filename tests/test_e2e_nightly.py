@@ -25,8 +25,8 @@ import yaml
 
 from conftest import make_keys
 from helpers import BASE, leak_pattern, personal_values
-from tfp.generate import generate
-from tfp.sftpserver import SftpServer
+from tfp_dev.generate import generate
+from tfp_dev.sftpserver import SftpServer
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,8 @@ import pytest
 
 from conftest import make_keys
 from helpers import leak_pattern, personal_values, write_config
-from tfp.generate import generate
 from tfp.retention import months_before
+from tfp_dev.generate import generate
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,9 @@ import pytest
 
 from tfp import cli
 from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
-from tfp.generate import (
+from tfp.identifiers import is_valid_nino, is_valid_postcode, is_valid_upn, normalise_postcode
+from tfp.warehouse import FLAGS
+from tfp_dev.generate import (
     BAD_NINO,
     BAD_POSTCODE,
     BAD_UPN_CHECK_LETTER,
@@ -29,8 +31,7 @@ from tfp.generate import (
     UNPARSEABLE_DATE,
     generate,
 )
-from tfp.identifiers import is_valid_nino, is_valid_postcode, is_valid_upn, normalise_postcode
-from tfp.truth import (
+from tfp_dev.truth import (
     FAMILY_COLUMNS,
     add_months,
     consent_states,
@@ -39,7 +40,6 @@ from tfp.truth import (
     last_terms_ended,
     truth_flags,
 )
-from tfp.warehouse import FLAGS
 
 ON = date(2024, 2, 29)  # a leap day: the window starts on 2023-02-28 (excluded)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

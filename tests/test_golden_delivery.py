@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from helpers import write_config
-from tfp.generate import generate
+from tfp_dev.generate import generate
 
 pytestmark = pytest.mark.slow  # a whole night through `tfp run`
 

@@ -37,9 +37,9 @@ from tfp.extract import land_source
 from tfp.landing import LandingTampered
 from tfp.notify import failure_summary
 from tfp.sftp import HostKeyRefused, SftpEndpoint
-from tfp.sftpserver import SftpServer
 from tfp.stage import FilesRejected, stage_source, validate_source
 from tfp.warehouse import connect
+from tfp_dev.sftpserver import SftpServer
 
 
 def test_a_changed_recipient_host_key_stops_the_delivery(tmp_path, sqlite_url, monkeypatch):

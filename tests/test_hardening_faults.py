@@ -42,9 +42,9 @@ from tfp import sftp as sftp_module
 from tfp.deliver import DeliveryFile, deliver
 from tfp.extract import land_source
 from tfp.sftp import SftpEndpoint, SftpError
-from tfp.sftpserver import SftpServer
 from tfp.stage import stage_source, validate_source
 from tfp.warehouse import connect
+from tfp_dev.sftpserver import SftpServer
 
 FEEDS = {NEEDS_FILE: GOOD_40, "needs_20250228.csv": csv_bytes(needs_rows(3000, "m"))}
 

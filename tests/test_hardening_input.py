@@ -221,7 +221,7 @@ def test_odd_file_names_are_ignored(name):
 def test_odd_file_names_over_sftp_are_counted_as_ignored_and_not_landed(tmp_path, warehouse_url, monkeypatch):
     import json
 
-    from tfp.sftpserver import SftpServer
+    from tfp_dev.sftpserver import SftpServer
 
     drop = tmp_path / "partner"
     (drop / "children_services").mkdir(parents=True)

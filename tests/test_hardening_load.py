@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from conftest import _drop_pg_database, _new_pg_database, make_keys, new_pg_warehouse
 from helpers import write_config
 from ops_helpers import airflow_stack
-from tfp.generate import generate
 from tfp.warehouse import connect, staging
+from tfp_dev.generate import generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -259,8 +259,8 @@ def test_nothing_personal_reaches_logs_or_output(roster, caplog, capfd):
 
 def _accuracy(out, families: int, seed: int) -> tuple[float, float, int]:
     from tfp.feeds import PARTNER_DATASETS
-    from tfp.generate import generate
-    from tfp.link_training import read_generated
+    from tfp_dev.generate import generate
+    from tfp_dev.link_training import read_generated
 
     generate(out, families=families, seed=seed, on=date(2025, 3, 31))
     roster, recs, truth = read_generated(out, PARTNER_DATASETS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from tfp_dev import linkage_data, linkage_eval
 
 

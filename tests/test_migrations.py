@@ -76,7 +76,7 @@ def test_a_68f7203_warehouse_with_data_upgrades_and_the_next_night_is_unchanged(
     adopts and migrates the old one; night R2 then delivers the same bytes from both."""
     from conftest import PG_SERVER, _drop_pg_database
     from helpers import write_config
-    from tfp.generate import generate
+    from tfp_dev.generate import generate
 
     if kind == "postgresql" and not PG_SERVER:
         pytest.skip("PostgreSQL variant: set TFP_TEST_POSTGRES_URL to run it")

@@ -30,7 +30,7 @@ from conftest import make_keys
 from helpers import write_config
 from ops_helpers import TFP, USERS, airflow_stack, clean_env
 from tfp.feeds import SOURCES
-from tfp.generate import generate
+from tfp_dev.generate import generate
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from conftest import PG_SERVER, _drop_pg_database, _new_pg_database, make_keys, 
 from helpers import write_config
 from ops_helpers import TFP, airflow_stack
 from tfp.feeds import SOURCES
-from tfp.generate import generate
+from tfp_dev.generate import generate
 
 pytestmark = pytest.mark.slow
 

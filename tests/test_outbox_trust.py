@@ -25,9 +25,9 @@ from tfp.anonymise import Outputs
 from tfp.deliver import DeliveryFile, deliver
 from tfp.package import OutboxTampered, canonical_json, packaged_files, sign, write_package
 from tfp.sftp import SftpEndpoint
-from tfp.sftpserver import SftpServer
 from tfp.verify import verify_delivery
 from tfp.warehouse import connect
+from tfp_dev.sftpserver import SftpServer
 
 R = date(2025, 3, 31)
 LA = "E09000031"

@@ -18,9 +18,9 @@ from helpers import write_config
 from tfp import pipeline
 from tfp.config import load_config
 from tfp.feeds import SOURCES
-from tfp.generate import generate
 from tfp.retention import compact, run_category
 from tfp.warehouse import STATISTICS_KEPT, connect, metadata
+from tfp_dev.generate import generate
 
 R = date(2025, 3, 31)
 IDENTIFYING = ("forename", "surname", "postcode", "nino", "upn", "uprn", "pnc_id", "person_ref", "family_ref",

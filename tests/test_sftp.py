@@ -18,7 +18,7 @@ from tfp.sftp import (
     _endpoint_from_env,
     endpoint_from_connection,
 )
-from tfp.sftpserver import SftpServer
+from tfp_dev.sftpserver import SftpServer
 
 
 @pytest.fixture

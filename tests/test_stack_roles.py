@@ -140,8 +140,8 @@ def test_a_night_and_its_retention_run_as_the_app_role(stack, tmp_path, keys_env
     from tfp import pipeline, warehouse
     from tfp.config import load_config
     from tfp.feeds import SOURCES
-    from tfp.generate import generate
     from tfp.retention import compact, run_category
+    from tfp_dev.generate import generate
 
     warehouse.upgrade(stack["owner"])
     reference = date(2025, 3, 31)

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from helpers import make_config, write_feed
 from tfp.current import current_rows
 from tfp.extract import land_source
-from tfp.generate import generate
 from tfp.report import current_files
 from tfp.stage import FilesRejected, stage_source, validate_source
 from tfp.warehouse import connect, landing_log, quarantine, staging
+from tfp_dev.generate import generate
 
 SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 R = date(2025, 3, 31)

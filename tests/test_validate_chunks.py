@@ -222,7 +222,7 @@ def test_a_copy_altered_in_a_later_segment_stops_validation_and_leaves_nothing(t
 def test_the_benchmark_table_reports_validation_memory_against_the_file_size():
     from test_bench import _doc
 
-    from tfp import bench
+    from tfp_dev import bench
 
     doc = _doc()
     doc["validation_memory"] = {"file_bytes": 200_473_978, "file_mb": 200.5, "baseline_rss_mb": 301.0,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from datetime import date
 from pathlib import Path
+from types import ModuleType
 
 
 def _date(value: str) -> date:
@@ -60,6 +62,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class DevToolMissing(Exception):
+    """A development command (generate, demo) run where tfp_dev or its dependencies are not installed."""
+
+
+def _dev_tool(command: str, module: str, needs: tuple[str, ...]) -> ModuleType:
+    """Import a tfp_dev module for a development command, or say in one line how to get it.
+
+    The generator and the demo live in tfp_dev, whose dependencies come with the ``[dev]`` extra;
+    the production image has neither. ``needs`` are imported up front because the generator imports
+    Faker only when it first needs a name, which would otherwise fail half way through writing feeds.
+    """
+    try:
+        for name in needs:
+            importlib.import_module(name)
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").partition(".")[0]
+        if missing not in ("tfp_dev", *needs):
+            raise
+        raise DevToolMissing(f"tfp {command} is a development tool and {missing} is not installed: "
+                             "install tfp with its [dev] extra (pip install -e '.[dev]', or make install)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from tfp.config import ConfigError
@@ -67,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ConfigError as e:
+        print(f"tfp: {e}", file=sys.stderr)
+        return 2
+    except DevToolMissing as e:
         print(f"tfp: {e}", file=sys.stderr)
         return 2
 
@@ -81,15 +109,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_retention(args.config, args.date, dry_run=args.dry_run)
     if args.command == "generate":
-        from tfp.generate import generate
-
+        generate = _dev_tool("generate", "tfp_dev.generate", ("faker",)).generate
         counts = generate(args.out, families=args.families, seed=args.seed, on=args.date)
         print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
         return 0
     if args.command == "demo":
-        from tfp.demo import run_demo
-
-        return run_demo()
+        return _dev_tool("demo", "tfp_dev.demo", ("faker", "asyncssh")).run_demo()
     if args.command == "link":
         from tfp.link import link_files
 

@@ -4,7 +4,7 @@ A record is linked to at most one roster person: first by an exact NINO or UPN, 
 Splink (DuckDB, in memory) on forename, surname, date of birth, postcode and sex, with the model
 versioned in ``models/linkage_model.json`` and never re-estimated from a night's data.
 
-Calibration. The model's m and u values come from labelled synthetic data (``tfp.link_training``).
+Calibration. The model's m and u values come from labelled synthetic data (``tfp_dev.link_training``).
 Its prior is replaced at inference by the roster size: the prior odds that a record belongs to a
 given one of the N roster persons are 1/N (a record has at most one true person among N, and we are
 agnostic about whether it has one at all). Because a record has at most one true person, the

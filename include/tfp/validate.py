@@ -20,7 +20,7 @@ file-level checks and finds the record_ids that occur more than once; the second
 ``CHUNK_BYTES`` at a time and hands on the clean rows as CSV. GX's result of each chunk is summed
 into what a run over the whole file gives, so what is stored does not depend on the chunking; only
 ``record_id_unique`` needs the whole file, and it gets it from the first pass. Memory peaks at about
-twice the file's size (``tfp.bench.validation_memory``), where it was over twelve times.
+twice the file's size (``tfp_dev.bench.validation_memory``), where it was over twelve times.
 """
 
 from __future__ import annotations

@@ -204,8 +204,8 @@ def harsher(records: pd.DataFrame, seed: int) -> pd.DataFrame:
 def generated(seed: int, families: int = 1500, harsh: bool = False) -> Case:
     """A borough from ``tfp generate`` (seed unseen in training), records without NINO and UPN."""
     from tfp.feeds import PARTNER_DATASETS
-    from tfp.generate import generate
-    from tfp.link_training import read_generated
+    from tfp_dev.generate import generate
+    from tfp_dev.link_training import read_generated
 
     with tempfile.TemporaryDirectory() as folder:
         generate(Path(folder), families=families, seed=seed, on=date(2025, 3, 31))

@@ -1,4 +1,4 @@
-"""Time the linking stage alone on a generated borough: ``python -m tfp.bench_link --families 20000``.
+"""Time the linking stage alone on a generated borough: ``python -m tfp_dev.bench_link --families 20000``.
 
 Generates the borough (cached under ``var/bench``), lands, validates and stages it into a fresh
 SQLite warehouse, then times ``tfp.link.run_linking`` and prints records per second and this
@@ -27,15 +27,15 @@ ON = date(2025, 3, 31)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfp.bench_link", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tfp_dev.bench_link", description=__doc__.splitlines()[0])
     parser.add_argument("--families", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench")
     args = parser.parse_args(argv)
     from tfp import pipeline
-    from tfp.generate import generate
     from tfp.link import run_linking
     from tfp.warehouse import connect, upgrade
+    from tfp_dev.generate import generate
 
     feeds = args.work / f"link-{args.families}-{args.seed}"
     if not (feeds / "truth").exists():

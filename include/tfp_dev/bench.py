@@ -1,4 +1,4 @@
-"""The nightly benchmark (``python -m tfp.bench``, ``make bench``): how long a borough's night takes.
+"""The nightly benchmark (``python -m tfp_dev.bench``, ``make bench``): how long a borough's night takes.
 
 For each size it generates a borough with ``tfp generate``, runs the real nightly DAG through
 ``tfp run`` in a subprocess (directory transports, age encryption on, a fresh warehouse and a fresh
@@ -747,7 +747,7 @@ def machine() -> dict[str, Any]:
 
 
 def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: int = SEED,
-              peers: bool = True, command: str = "python -m tfp.bench", say=print,
+              peers: bool = True, command: str = "python -m tfp_dev.bench", say=print,
               notes: Sequence[str] = (), memory: bool = True) -> dict[str, Any]:
     """Run every size ``repeats`` times and write results.json, results.md and time_per_stage.png."""
     out.mkdir(parents=True, exist_ok=True)
@@ -803,7 +803,7 @@ def write_outputs(doc: dict[str, Any], out: Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfp.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tfp_dev.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10000, 50000], help="families per borough")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where the three artefacts go")
@@ -820,7 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_validation_memory_line(validation_memory(args.work.resolve(), args.validation_memory_only, args.seed)))
         return 0
     args.out, args.work = args.out.resolve(), args.work.resolve()  # each night runs in its own folder
-    command = "python -m tfp.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m tfp_dev.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = benchmark(args.sizes, args.repeats, args.out, args.work, args.seed, not args.no_peers, command.strip(),
                     notes=args.note, memory=not args.no_validation_memory)
     failed = [r["families"] for r in doc["results"] if r["summary"]["repeats"] < args.repeats]

@@ -32,11 +32,11 @@ def _connection(server, password: str) -> str:
 
 
 def run_demo(root: Path | None = None) -> int:
-    from tfp.generate import generate
     from tfp.keys import generate_keys
     from tfp.runner import run_nightly
-    from tfp.sftpserver import SftpServer
     from tfp.verify import verify_delivery
+    from tfp_dev.generate import generate
+    from tfp_dev.sftpserver import SftpServer
 
     root = (root or Path.cwd() / "demo").resolve()
     if root.exists():

@@ -1,6 +1,6 @@
 """Where a night's time goes: one ``tfp run`` under py-spy, summarised by function.
 
-    python -m tfp.bench_profile --families 50000      (needs ``pip install py-spy``; `make profile`)
+    python -m tfp_dev.bench_profile --families 50000      (needs ``pip install py-spy``; `make profile`)
 
 Samples every thread of the run (idle ones left out) and writes ``bench/profile-<N>.md``: the tfp
 functions and the library calls that hold the most samples, inclusive and self, as shares of the
@@ -15,7 +15,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from tfp.bench import REPO, SEED, generate_feeds, migrated_airflow_home, run_night
+from tfp_dev.bench import REPO, SEED, generate_feeds, migrated_airflow_home, run_night
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
 
@@ -58,7 +58,7 @@ def render(families: int, wall_s: float, total: int, inclusive: Counter, own: Co
 
     return "\n".join([
         f"# Profile of a {families:,}-family night", "",
-        f"`python -m tfp.bench_profile --families {families}`: one `tfp run` under `py-spy record --subprocesses "
+        f"`python -m tfp_dev.bench_profile --families {families}`: one `tfp run` under `py-spy record --subprocesses "
         f"--format raw` (idle threads left out), {total:,} samples, {wall_s:.0f} s end to end (sampling slows it).",
         *table("tfp functions, inclusive (time in them and what they call)", inclusive),
         *table("Functions, self (time in the function's own code)", own),
@@ -66,7 +66,7 @@ def render(families: int, wall_s: float, total: int, inclusive: Counter, own: Co
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfp.bench_profile", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tfp_dev.bench_profile", description=__doc__.splitlines()[0])
     parser.add_argument("--families", type=int, default=50000)
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=REPO / "bench")

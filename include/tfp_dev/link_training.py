@@ -2,7 +2,7 @@
 
 Run it by hand (``make train-linkage``) and commit the JSON; the pipeline never re-estimates it:
 
-    .venv/bin/python -m tfp.link_training --families 3000 --seed 20250331
+    .venv/bin/python -m tfp_dev.link_training --families 3000 --seed 20250331
 
 It generates a synthetic borough with ``tfp generate`` (whose ``truth/records.csv`` names the true
 roster person of every partner record), and estimates:
@@ -195,7 +195,7 @@ def with_partial_postcodes(records: pd.DataFrame, seed: int) -> pd.DataFrame:
 def training_data(families: int, seed: int, on: date) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, str]]:
     """Roster, valid partner records (with a unique key) and record key -> true person_ref."""
     from tfp.feeds import PARTNER_DATASETS
-    from tfp.generate import generate
+    from tfp_dev.generate import generate
 
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder)

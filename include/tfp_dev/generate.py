@@ -34,7 +34,7 @@ import numpy as np
 
 from tfp.feeds import DATASETS, PARTNER_DATASETS, PERSON_COLUMNS, file_name, term_end
 from tfp.identifiers import upn_check_letter
-from tfp.truth import add_months, write_truth
+from tfp_dev.truth import add_months, write_truth
 
 # The rule each deliberately invalid row breaks (truth/records.csv ``broken_rule``).
 MISSING_SURNAME = "missing_surname"

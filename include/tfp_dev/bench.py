@@ -462,6 +462,7 @@ def splink_direct(roster: Any, records: Any, threshold: float = 0.95) -> dict[st
     from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
     from tfp.link import quiet_splink
+    from tfp_dev.linkage_eval import best_candidates
 
     quiet_splink()
     settings = SettingsCreator(
@@ -492,18 +493,10 @@ def splink_direct(roster: Any, records: Any, threshold: float = 0.95) -> dict[st
         linker.training.estimate_parameters_using_expectation_maximisation(block_on("forename", "surname"))
         linker.training.estimate_parameters_using_expectation_maximisation(block_on("dob"))
         predictions = linker.inference.predict(threshold_match_probability=threshold)
-        best = db_api.duckdb_con.execute(f"""
-            SELECT record_key, person_ref FROM (
-                SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_key,
-                       CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
-                       row_number() OVER (PARTITION BY CASE WHEN source_dataset_l = 'records' THEN unique_id_l
-                                                            ELSE unique_id_r END
-                                          ORDER BY match_probability DESC, person_ref) AS rank
-                FROM {predictions.physical_name}) WHERE rank = 1
-        """).fetchall()
+        best = best_candidates(db_api.duckdb_con, predictions.physical_name)
     finally:
         db_api.duckdb_con.close()
-    return dict(best)
+    return dict(zip(best["record_id"], best["person_ref"], strict=True))
 
 
 def splink_peer(run_dir: Path, feeds: Path, link_stage_s: float) -> dict[str, Any]:

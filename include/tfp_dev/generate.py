@@ -147,6 +147,24 @@ def _strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+def typo(r: random.Random, name: str, letters: str = "aeinorst") -> str:
+    """One keying slip inside a name (swap, drop, double or replace a letter; never the first or last).
+
+    Shared with the harsher error model of ``tfp_dev.linkage_data``, which replaces from more letters.
+    """
+    if len(name) < 3:
+        return name
+    i = r.randrange(1, len(name) - 1)
+    op = r.randrange(4)
+    if op == 0:
+        return name[:i] + name[i + 1] + name[i] + name[i + 2:]
+    if op == 1:
+        return name[:i] + name[i + 1:]
+    if op == 2:
+        return name[:i] + name[i] + name[i:]
+    return name[:i] + r.choice(letters) + name[i + 1:]
+
+
 class _Borough:
     """The state of one generation run: pools, people and the rows drawn so far."""
 
@@ -663,20 +681,6 @@ class _Borough:
                 self.consent.append((p, "service", r.choice(("given", "refused", "withdrawn")), moment()))
 
     # ---------------------------------------------------------------- partner copies
-    def _typo(self, name: str) -> str:
-        r = self.r
-        if len(name) < 3:
-            return name
-        i = r.randrange(1, len(name) - 1)
-        op = r.randrange(4)
-        if op == 0:
-            return name[:i] + name[i + 1] + name[i] + name[i + 2:]
-        if op == 1:
-            return name[:i] + name[i + 1:]
-        if op == 2:
-            return name[:i] + name[i] + name[i:]
-        return name[:i] + r.choice("aeinorst") + name[i + 1:]
-
     def copy_of(self, p: Person) -> tuple[str, str, str, str, str]:
         """The person columns as a partner holds them: usually right, sometimes not quite."""
         r, on = self.r, self.on
@@ -685,7 +689,7 @@ class _Borough:
         if x < 0.05 and fn in NICKNAMES:
             fn = r.choice(NICKNAMES[fn])
         elif x < 0.09:
-            fn = self._typo(fn)
+            fn = typo(r, fn)
         elif x < 0.11:
             fn = ""
         elif x < 0.15:
@@ -694,7 +698,7 @@ class _Borough:
             fn = _strip_accents(fn)
         x = r.random()
         if x < 0.03:
-            sn = self._typo(sn)
+            sn = typo(r, sn)
         elif x < 0.08:
             sn = sn.upper()
         elif x < 0.10 and "-" in sn:

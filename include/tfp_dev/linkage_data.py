@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tfp_dev.generate import typo
+
 PERSON_COLUMNS = ("forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn")
 
 
@@ -137,18 +139,7 @@ def rldata(size: int) -> Case:
 # Generated sets under settings the model was not trained on
 
 
-def _typo(r: random.Random, name: str) -> str:
-    if len(name) < 3:
-        return name
-    i = r.randrange(1, len(name) - 1)
-    op = r.randrange(4)
-    if op == 0:
-        return name[:i] + name[i + 1] + name[i] + name[i + 2:]
-    if op == 1:
-        return name[:i] + name[i + 1:]
-    if op == 2:
-        return name[:i] + name[i] + name[i:]
-    return name[:i] + r.choice("aeinorstlm") + name[i + 1:]
+HARSH_LETTERS = "aeinorstlm"  # a replaced letter comes from more letters than tfp generate's
 
 
 def harsher(records: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -163,7 +154,7 @@ def harsher(records: pd.DataFrame, seed: int) -> pd.DataFrame:
         fn, sn, dob, sex, pc = row
         x = r.random()
         if fn and x < 0.08:
-            fn = _typo(r, fn)
+            fn = typo(r, fn, letters=HARSH_LETTERS)
         elif fn and x < 0.14:
             short = sorted(namer.nicknames_of(fn.lower()))
             fn = r.choice(short).title() if short else fn
@@ -173,7 +164,7 @@ def harsher(records: pd.DataFrame, seed: int) -> pd.DataFrame:
             fn = None
         x = r.random()
         if sn and x < 0.08:
-            sn = _typo(r, sn)
+            sn = typo(r, sn, letters=HARSH_LETTERS)
         elif sn and x < 0.10 and "-" in sn:
             sn = sn.split("-")[r.randrange(2)]
         x = r.random()
@@ -310,7 +301,7 @@ def other_names(seed: int, families: int = 1500) -> Case:
             return new
         if normalise_name(value) == normalise_name(original):
             return new.upper()
-        return _typo(r, new)
+        return typo(r, new, letters=HARSH_LETTERS)
 
     records = base.records.copy()
     names = []

@@ -66,6 +66,25 @@ def best_threshold(best: pd.DataFrame, truth: dict[str, str]) -> tuple[float, di
     return top_t, scores(best, truth, top_t)
 
 
+def best_candidates(con: Any, predictions: str) -> pd.DataFrame:
+    """Each record's most probable roster person in a Splink prediction table (DuckDB), ties by person_ref.
+
+    The one reading of Splink's pairwise output into tfp's shape (one candidate per record), shared
+    by this evaluation and the benchmark's Splink peer so that both score Splink the same way.
+    Columns: record_id, person_ref, match_probability.
+    """
+    return con.execute(f"""
+        SELECT record_id, person_ref, match_probability FROM (
+            SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_id,
+                   CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
+                   match_probability,
+                   row_number() OVER (PARTITION BY CASE WHEN source_dataset_l = 'records' THEN unique_id_l
+                                                        ELSE unique_id_r END
+                                      ORDER BY match_probability DESC, person_ref) AS rank
+            FROM {predictions}) WHERE rank = 1
+    """).df()
+
+
 def run_tfp(case: Case) -> pd.DataFrame:
     from tfp.link import link_records
 
@@ -119,16 +138,7 @@ def run_splink(case: Case) -> pd.DataFrame:
             except ValueError:  # every blocked pair a match (EM's share reaches 1): keep the other session's
                 pass
         predictions = linker.inference.predict(threshold_match_probability=0.01)
-        best = db_api.duckdb_con.execute(f"""
-            SELECT record_id, person_ref, match_probability FROM (
-                SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_id,
-                       CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
-                       match_probability,
-                       row_number() OVER (PARTITION BY CASE WHEN source_dataset_l = 'records' THEN unique_id_l
-                                                            ELSE unique_id_r END
-                                          ORDER BY match_probability DESC, person_ref) AS rank
-                FROM {predictions.physical_name}) WHERE rank = 1
-        """).df()
+        best = best_candidates(db_api.duckdb_con, predictions.physical_name)
     finally:
         db_api.duckdb_con.close()
     return best

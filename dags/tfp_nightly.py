@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
-import pendulum
-from airflow.sdk import (
-    DAG,
-    CronDataIntervalTimetable,
-    Param,
-    TaskGroup,
-    TriggerRule,
-    get_current_context,
-    task,
-)
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
-from tfp.deployment import boroughs
-from tfp.notify import notify_failure
+from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
 
 SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 
@@ -44,8 +33,8 @@ Ask the partner to re-send it, then clear the run. Nothing is delivered from a f
 
 **Manual runs** take params: `reference_date` picks the night (a date that already has a run can be
 run again this way); `dry_run` does everything but deliver; `sources` limits which partners' feeds
-are pulled and validated (a partner re-sent a file: pick that partner). The other sources' groups
-show as *skipped* and the night uses what they staged before.
+are pulled and validated (a partner re-sent a file: pick that partner). `choose_sources` skips the
+other sources' groups, which show as *skipped*, and the night uses what they staged before.
 
 **The config** is the deployment's, never the trigger form's: `TFP_CONFIG` (environment variable, or
 the Airflow Variable only Op and Admin can set) for `tfp_nightly`; the file of `TFP_BOROUGHS_DIR`
@@ -57,6 +46,10 @@ a `tfp_nightly__<la_code>` DAG was made from. A run whose conf names a config is
 # pool API), so check_setup could not say why. One run has at most six SFTP sessions (max_active_runs=1).
 NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True,
                    "max_retry_delay": timedelta(minutes=30)}
+
+GROUP_DOC = ("Feeds from **{source}**. A failed `validate` names the file and the rule it broke; a failed "
+             "`extract` is the transport: a missing or unreadable folder fails at once (fix the config or the "
+             "folder's rights), an SFTP error retries.")
 
 
 def _fail_fast(step, *args):
@@ -86,101 +79,71 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     """The nightly DAG for the deployment's config (``TFP_CONFIG``, read when a task runs) or for one
     borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
-    def config_path() -> str:
-        from tfp import deployment
-
-        return bound_config or deployment.config_path()
-
     def _run() -> tuple[str, object]:
-        """The config path and the reference date of the running task."""
-        from tfp.deployment import refuse_chosen_config
-        from tfp.pipeline import reference_date_of
+        return run_inputs(bound_config)
 
-        context = get_current_context()
-        params = context["params"]
-        refuse_chosen_config(context["dag_run"].conf, params)
-        if params.get("reference_date"):
-            return config_path(), date.fromisoformat(params["reference_date"])
-        return config_path(), reference_date_of(context["logical_date"])
-
-    def alert(context) -> None:
-        notify_failure(context, bound_config)
-
-    default_args = {
-        "owner": "tfp-data-team",
-        "retries": 0,  # a broken file stays broken; tasks that can recover set their own retries
-        "execution_timeout": timedelta(hours=2),
-        "on_failure_callback": alert,
-    }
-    with DAG(
-        dag_id=dag_id,
-        description="Troubled Families Programme evaluation: ingest, link, assess, de-identify, deliver"
-                    + (f" ({la_code})" if la_code else ""),
-        schedule=CronDataIntervalTimetable("0 1 * * *", timezone="Europe/London"),
-        start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
-        catchup=False,
-        max_active_runs=1,
-        default_args=default_args,
-        tags=["tfp", "nightly", *([la_code] if la_code else [])],
+    with DAG(dag_id, **header(
+        kind="nightly",
+        cron="0 1 * * *",
+        description="Troubled Families Programme evaluation: ingest, link, assess, de-identify, deliver",
         doc_md=DOC,
+        execution_timeout=timedelta(hours=2),
+        bound_config=bound_config,
+        la_code=la_code,
         params={
             "reference_date": Param(None, type=["null", "string"], format="date",
                                     description="For a manual run: the night to run (YYYY-MM-DD). Empty: the "
                                                 "run's logical date in Europe/London, as scheduled runs and "
                                                 "backfills do"),
-            "dry_run": Param(False, type="boolean", description="Run everything but deliver nothing"),
+            "dry_run": dry_run_param("Run everything but deliver nothing"),
             "sources": Param(list(SOURCES), type="array", items={"type": "string", "enum": list(SOURCES)},
                              description="Partners whose feeds this run pulls and validates; the others are "
                                          "skipped and their earlier staged rows are used"),
         },
-    ) as dag:
+    )) as dag:
         @task
         def check_setup() -> dict:
             from tfp import pipeline
 
-            return _fail_fast(pipeline.check_setup, *_run(), get_current_context()["params"]["sources"])
+            return _fail_fast(pipeline.check_setup, *_run(), param("sources"))
 
-        setup = check_setup()
-        staged = []
-        for source in SOURCES:
-            with TaskGroup(group_id=source, tooltip=f"Land, validate and stage the {source} feeds") as group:
-                group.doc_md = (f"Feeds from **{source}**. A failed `validate` names the file and the rule it broke; "
-                                "a failed `extract` is the transport: a missing or unreadable folder fails at once (fix the "
-                                "config or the folder's rights), an SFTP error retries.")
+        @task.branch
+        def choose_sources() -> list[str]:
+            """The source groups this run pulls (a manual run's ``sources``); every task of the others is
+            skipped here, so their groups show as skipped and the night goes on with what they staged before."""
+            chosen = param("sources")
+            return [source for source in SOURCES if source in chosen]
 
-                @task(task_id="extract", **NETWORK_RETRIES)
-                def extract(source: str = source) -> dict:
-                    from tfp import pipeline
+        @task(**NETWORK_RETRIES)
+        def extract(source: str) -> dict:
+            from tfp import pipeline
 
-                    if source not in get_current_context()["params"]["sources"]:
-                        raise AirflowSkipException(f"{source} is not among this run's sources")
-                    return _fail_fast(pipeline.extract, *_run(), source)
+            return _fail_fast(pipeline.extract, *_run(), source)
 
-                @task(task_id="validate")
-                def validate(source: str = source) -> dict:
-                    from tfp import pipeline
+        @task
+        def validate(source: str) -> dict:
+            from tfp import pipeline
 
-                    _quiet_gx()
-                    return pipeline.validate(*_run(), source)
+            _quiet_gx()
+            return pipeline.validate(*_run(), source)
 
-                @task(task_id="stage")
-                def stage(source: str = source) -> dict:
-                    from tfp import pipeline
+        @task
+        def stage(source: str) -> dict:
+            from tfp import pipeline
 
-                    return pipeline.stage(*_run(), source)
+            return pipeline.stage(*_run(), source)
 
-                extracted = extract()
-                validated = validate()
-                loaded = stage()
-                setup >> extracted >> validated >> loaded
-            staged.append(group)
+        @task_group
+        def feeds(source: str) -> None:
+            """One partner's feeds: land each new file, validate it, stage its good rows."""
+            extract(source) >> validate(source) >> stage(source)
 
         @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
         def check_inputs() -> dict:
             """No silent partial night: the roster and every dataset of the run's sources have a file."""
             from tfp import pipeline
 
-            return pipeline.check_inputs(*_run(), get_current_context()["params"]["sources"])
+            return pipeline.check_inputs(*_run(), param("sources"))
 
         @task
         def link() -> dict:
@@ -210,7 +173,7 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         def deliver() -> dict:
             from tfp import pipeline
 
-            return pipeline.deliver(*_run(), dry_run=bool(get_current_context()["params"]["dry_run"]))
+            return pipeline.deliver(*_run(), dry_run=bool(param("dry_run")))
 
         @task
         def report(linked: dict, consented: dict, assessed: dict, packaged: dict, delivered: dict) -> dict:
@@ -220,8 +183,11 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
                       "deliver": delivered}
             return pipeline.report(*_run(), counts)
 
+        groups = [feeds.override(group_id=source, tooltip=f"Land, validate and stage the {source} feeds",
+                                 doc_md=GROUP_DOC.format(source=source))(source)
+                  for source in SOURCES]
         linked = link()
-        staged >> check_inputs() >> linked
+        check_setup() >> choose_sources() >> groups >> check_inputs() >> linked
         consented = consent()
         linked >> consented
         assessed = criteria()
@@ -235,5 +201,4 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
 
 dag = build("tfp_nightly")
-for _code, _path in boroughs().items():
-    globals()[f"dag_{_code}"] = build(f"tfp_nightly__{_code}", _path, _code)
+globals().update(borough_dags(build, "tfp_nightly"))

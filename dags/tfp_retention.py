@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, TaskGroup, get_current_context, task
+from airflow.sdk import DAG, chain, task, task_group
 
-from tfp.deployment import boroughs
-from tfp.notify import notify_failure
+from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
 
 CATEGORIES = {
     "landing_copies": "Encrypted landing copies older than `retention.landing_days`; each copy's key is "
@@ -42,50 +40,30 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
     def _run() -> tuple[str, object, bool]:
-        from tfp import deployment
-        from tfp.pipeline import reference_date_of
+        config, run_date = run_inputs(bound_config)
+        return config, run_date, bool(param("dry_run"))
 
-        context = get_current_context()
-        deployment.refuse_chosen_config(context["dag_run"].conf, context["params"])
-        config = bound_config or deployment.config_path()
-        return config, reference_date_of(context["logical_date"]), bool(context["params"]["dry_run"])
-
-    def alert(context) -> None:
-        notify_failure(context, bound_config)
-
-    with DAG(
-        dag_id=dag_id,
-        description="Destroy personal data on time and on withdrawal; a deletion log with counts only"
-                    + (f" ({la_code})" if la_code else ""),
-        schedule=CronDataIntervalTimetable("0 5 * * *", timezone="Europe/London"),
-        start_date=pendulum.datetime(2025, 1, 1, tz="Europe/London"),
-        catchup=False,
-        max_active_runs=1,
-        default_args={"owner": "tfp-data-team", "retries": 0, "execution_timeout": timedelta(hours=1),
-                      "on_failure_callback": alert},
-        tags=["tfp", "retention", *([la_code] if la_code else [])],
+    with DAG(dag_id, **header(
+        kind="retention",
+        cron="0 5 * * *",
+        description="Destroy personal data on time and on withdrawal; a deletion log with counts only",
         doc_md=DOC,
-        params={
-            "dry_run": Param(False, type="boolean", description="Report what would be deleted; delete nothing"),
-        },
-    ) as dag:
-        outcomes = {}
-        previous = None
-        for category, doc in CATEGORIES.items():
-            with TaskGroup(group_id=category, tooltip=doc) as group:
-                group.doc_md = doc
+        execution_timeout=timedelta(hours=1),
+        bound_config=bound_config,
+        la_code=la_code,
+        params={"dry_run": dry_run_param("Report what would be deleted; delete nothing")},
+    )) as dag:
+        @task
+        def delete(category: str) -> dict:
+            from tfp import pipeline
 
-                @task(task_id="delete")
-                def delete(category: str = category) -> dict:
-                    from tfp import pipeline
+            config, run_date, dry_run = _run()
+            return pipeline.retention(config, run_date, category, dry_run)
 
-                    config, run_date, dry_run = _run()
-                    return pipeline.retention(config, run_date, category, dry_run)
-
-                outcomes[category] = delete()
-            if previous is not None:
-                previous >> group  # one category at a time: deletions never race each other
-            previous = group
+        @task_group
+        def deletion(category: str):
+            """Delete one category of personal data, then count it again: fail if anything is left."""
+            return delete(category)
 
         @task
         def finish(outcomes: dict) -> dict:
@@ -94,10 +72,12 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
             config, run_date, dry_run = _run()
             return pipeline.retention_finish(config, run_date, dry_run, outcomes)
 
-        previous >> finish(outcomes)
+        outcomes = {category: deletion.override(group_id=category, tooltip=doc, doc_md=doc)(category)
+                    for category, doc in CATEGORIES.items()}
+        # one category at a time: deletions never race each other
+        chain(*outcomes.values(), finish(outcomes))
     return dag
 
 
 dag = build("tfp_retention")
-for _code, _path in boroughs().items():
-    globals()[f"dag_{_code}"] = build(f"tfp_retention__{_code}", _path, _code)
+globals().update(borough_dags(build, "tfp_retention"))

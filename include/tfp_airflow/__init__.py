@@ -1,0 +1,1 @@
+"""tfp's Airflow side: what the DAG files share, kept out of the Airflow-free ``tfp`` package."""

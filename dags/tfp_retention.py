@@ -6,7 +6,11 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, chain, task, task_group
 
+from tfp_airflow import install
 from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
+
+# a task reads its keys, TFP_CONFIG and its SFTP Connections through Airflow (tfp.lookups)
+install()
 
 CATEGORIES = {
     "landing_copies": "Encrypted landing copies older than `retention.landing_days`; each copy's key is "

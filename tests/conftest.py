@@ -18,6 +18,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+import tfp_airflow
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 # One Airflow home per test session, set before anything imports Airflow (it reads settings once).
 if "AIRFLOW_HOME" not in os.environ:
@@ -53,6 +55,10 @@ def _install_test_migration() -> None:
 
 _CHECK_SCHEMA = None
 _install_test_migration()
+
+# Tests call tfp as a task does: with the Airflow adapter's lookups installed (the DAG files install them),
+# so AIRFLOW_VAR_* and AIRFLOW_CONN_* reach tfp through Airflow. tests/test_airflow_free.py runs without.
+tfp_airflow.install()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from tfp.warehouse import connect
 
 pytestmark = pytest.mark.slow
 
-RUN = ("import json, sys, datetime; from tfp.runner import run_dag; "
+RUN = ("import json, sys, datetime; from tfp_airflow.runner import run_dag; "
        "state, _ = run_dag('tfp_nightly', sys.argv[1], datetime.date.fromisoformat(sys.argv[2]), "
        "json.loads(sys.argv[3])); print('STATE', state); sys.exit(0 if state.endswith('success') else 1)")
 

@@ -111,7 +111,7 @@ def test_a_run_whose_conf_names_an_attackers_config_is_refused_and_never_reads_i
                             delivery={"transport": "directory", "path": str(tmp_path / "attacker" / "out"),
                                       "encryption": "none"},
                             anonymisation={"k": 1})
-    code = ("import sys, datetime; from tfp.runner import run_dag; "
+    code = ("import sys, datetime; from tfp_airflow.runner import run_dag; "
             "state, _ = run_dag('tfp_nightly', sys.argv[1], datetime.date.fromisoformat(sys.argv[2]), "
             "{'config': sys.argv[3]}); print('STATE', state)")
     env = run_env(tmp_path / "borough", make_keys())
@@ -181,7 +181,7 @@ def test_tfp_run_registers_the_key_names_as_sensitive_for_airflow(tmp_path):
     """``prepare_airflow`` merges the config's secret names into an operator's own sensitive names, and
     Airflow then treats a Variable of each name as sensitive."""
     config = load_config(write_config(tmp_path, f"sqlite:///{tmp_path / 'w.db'}"))
-    code = ("import sys; from pathlib import Path; from tfp.runner import prepare_airflow\n"
+    code = ("import sys; from pathlib import Path; from tfp_airflow.runner import prepare_airflow\n"
             "prepare_airflow(Path(sys.argv[1]), sys.argv[2].split(','))\n"
             "from airflow.sdk._shared.secrets_masker import should_hide_value_for_key\n"
             "import os; print(os.environ['AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES'])\n"

@@ -294,7 +294,7 @@ def test_folders_others_can_write_to_are_warned_about(tmp_path, sqlite_url):
 
 def test_tfp_run_prints_the_warning(tmp_path, sqlite_url, keys_env, monkeypatch, capsys):
     from helpers import write_config
-    from tfp import runner
+    from tfp_airflow import runner
 
     config_path = write_config(tmp_path, sqlite_url)
     (tmp_path / "work").mkdir()

@@ -125,7 +125,7 @@ def test_a_manual_run_for_another_night_with_weak_disclosure_alerts_with_its_nig
     env = clean_env({**make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
                      "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
     logical = R + timedelta(days=9)
-    code = ("import sys, datetime; from tfp.runner import run_dag; "
+    code = ("import sys, datetime; from tfp_airflow.runner import run_dag; "
             "state, _ = run_dag('tfp_nightly', sys.argv[1], datetime.date.fromisoformat(sys.argv[2]), "
             "{'reference_date': sys.argv[3]}); print('STATE', state)")
     run = subprocess.run([sys.executable, "-c", code, str(config), logical.isoformat(), R.isoformat()], env=env,

@@ -15,8 +15,8 @@ from tfp.sftp import (
     SftpClient,
     SftpEndpoint,
     SftpError,
-    _endpoint_from_env,
     endpoint_from_connection,
+    endpoint_of,
 )
 from tfp_dev.sftpserver import SftpServer
 
@@ -160,7 +160,7 @@ CONN = {"conn_type": "sftp", "host": "sftp.example.org", "port": 2222, "login": 
 def test_endpoint_from_connection_env_json(monkeypatch):
     key = _other_key()
     monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps({**CONN, "extra": {**CONN["extra"], "host_key": key}}))
-    for ep in (endpoint_from_connection("sftp_ons"), _endpoint_from_env("sftp_ons")):
+    for ep in (endpoint_from_connection("sftp_ons"),):
         assert ep == SftpEndpoint(host="sftp.example.org", port=2222, username="tfp", password="s3cret-pass",
                                   private_key=None, host_key=key)
         assert ep.known_hosts_name == "[sftp.example.org]:2222"
@@ -170,8 +170,6 @@ def test_endpoint_from_connection_env_json(monkeypatch):
 def test_connection_without_host_key_is_refused(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps(CONN))
     with pytest.raises(SftpError, match="sftp_ons: no host_key"):
-        _endpoint_from_env("sftp_ons")
-    with pytest.raises(SftpError, match="host_key"):
         endpoint_from_connection("sftp_ons")
 
 
@@ -179,13 +177,45 @@ def test_connection_with_host_key_check_off_is_refused(monkeypatch):
     extra = {"host_key": _other_key(), "no_host_key_check": True}
     monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps({**CONN, "extra": extra}))
     with pytest.raises(SftpError, match="no_host_key_check"):
-        _endpoint_from_env("sftp_ons")
+        endpoint_from_connection("sftp_ons")
 
 
 def test_undefined_connection_is_refused(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_SFTP_NOWHERE", raising=False)
-    with pytest.raises(SftpError, match="sftp_nowhere"):
-        _endpoint_from_env("sftp_nowhere")
+    with pytest.raises(SftpError, match="connection sftp_nowhere is not defined"):
+        endpoint_from_connection("sftp_nowhere")
+
+
+def test_a_connection_in_uri_form_is_read_by_airflow(monkeypatch):
+    """The adapter hands tfp what Airflow parsed (no hand parsing of AIRFLOW_CONN_*): the URI form too."""
+    from urllib.parse import quote
+
+    key = _other_key()
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", f"sftp://tfp:s3cret-pass@sftp.example.org:2222/?host_key={quote(key)}")
+    assert endpoint_from_connection("sftp_ons") == SftpEndpoint(
+        host="sftp.example.org", port=2222, username="tfp", password="s3cret-pass", private_key=None, host_key=key)
+
+
+def test_tfp_takes_a_connections_plain_fields_and_without_a_lookup_knows_no_connection(monkeypatch):
+    """tfp itself reads no Airflow Connection: the fields are handed in (tfp.lookups), else it is not defined."""
+    from tfp import lookups
+    from tfp.lookups import ConnectionFields
+
+    key = _other_key()
+    fields = ConnectionFields(host="sftp.example.org", port=None, login="tfp", password=None,
+                              extra={"host_key": key})
+    assert "s3cret" not in repr(ConnectionFields("h", 22, "tfp", "s3cret-pass"))
+    assert endpoint_of("sftp_ons", fields) == SftpEndpoint(host="sftp.example.org", port=22, username="tfp",
+                                                          password=None, private_key=None, host_key=key)
+    monkeypatch.setenv("AIRFLOW_CONN_SFTP_ONS", json.dumps({**CONN, "extra": {"host_key": key}}))
+    previous = lookups.install(lookups.Lookups())
+    try:
+        with pytest.raises(SftpError, match="connection sftp_ons is not defined"):
+            endpoint_from_connection("sftp_ons")
+        lookups.install(lookups.Lookups(connection=lambda conn_id: fields))
+        assert endpoint_from_connection("sftp_ons").host == "sftp.example.org"
+    finally:
+        lookups.install(previous)
 
 
 # -- partner drops over SFTP: pick-up-and-delete, size limit (review items 4 and 11) ----------------------

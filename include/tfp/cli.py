@@ -1,4 +1,6 @@
-"""The ``tfp`` command line (contract section 1). Each command imports what it needs when it runs."""
+"""The ``tfp`` command line (contract section 1). Each command imports what it needs when it runs: the
+Airflow adapter (``tfp_airflow``) only in the commands that use Airflow (run, retention, db upgrade's
+password from a Variable), so the rest work where Airflow is not installed."""
 
 from __future__ import annotations
 
@@ -101,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        from tfp.runner import run_nightly
+        from tfp_airflow.runner import run_nightly
 
         return run_nightly(args.config, args.date)
     if args.command == "retention":
-        from tfp.runner import run_retention
+        from tfp_airflow.runner import run_retention
 
         return run_retention(args.config, args.date, dry_run=args.dry_run)
     if args.command == "generate":
@@ -148,6 +150,9 @@ def _db_upgrade(config_path: Path, user: str | None, password_env: str | None) -
     if user:
         url = url.set(username=user)
     if password_env:
+        import tfp_airflow
+
+        tfp_airflow.install()  # the password may be an Airflow Variable; Airflow is imported only to look it up
         password = read_secret(password_env)
         if not password:
             raise ConfigError(f"the password is missing: set the environment variable or Airflow Variable {password_env}")

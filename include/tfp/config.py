@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import sys
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,11 +18,9 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tfp import lookups
+from tfp.errors import ConfigError
 from tfp.feeds import SOURCES
-
-
-class ConfigError(ValueError):
-    """A config file or secret that cannot be used; the message names the key and the problem."""
 
 
 class _Strict(BaseModel):
@@ -279,42 +276,18 @@ class SecretKeys:
 
 
 def read_secret(name: str) -> str | None:
-    """An environment variable, or else an Airflow Variable of the same name when Airflow is there.
+    """An environment variable, or else the installed Variable lookup's value (an Airflow Variable when
+    ``tfp_airflow`` is installed: tfp.lookups).
 
-    The value is registered with Airflow's secrets masker, so a log line that holds it is redacted.
-    A variable that is not set is None; a secrets backend that fails or denies access is an error,
-    never mistaken for "not set".
+    The value is registered with the installed log masker, so a log line that holds it is redacted.
+    A variable that is not set is None; a lookup that fails (a secrets backend down or denying access)
+    raises, never mistaken for "not set".
     """
-    value = os.environ.get(name) or airflow_variable(name)
+    hooks = lookups.installed()
+    value = os.environ.get(name) or hooks.variable(name)
     if value:
-        _mask(value)
+        hooks.mask(value)
     return value or None
-
-
-def airflow_variable(name: str) -> str | None:
-    """An Airflow Variable, or None when Airflow is not installed or the variable is not set."""
-    try:
-        from airflow.sdk import Variable
-    except ImportError:
-        return None
-    try:
-        # not set -> default; Airflow itself logs and skips a backend that errors, but re-raises a denial
-        return Variable.get(name, default=None)
-    except Exception as e:
-        raise ConfigError(f"the secrets backend failed reading the variable {name}: {type(e).__name__}") from e
-
-
-def _mask(value: str) -> None:
-    """Tell Airflow's secrets masker about a secret, when Airflow is loaded in this process.
-
-    When it is not, Airflow writes no log here, and importing it now would fix its settings
-    (AIRFLOW_HOME and the rest) before ``tfp run`` has set them.
-    """
-    if "airflow" not in sys.modules:
-        return
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(value)
 
 
 def secret_names(config: Config) -> list[str]:

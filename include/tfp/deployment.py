@@ -24,10 +24,12 @@ LA_CODE = re.compile(r"^E\d{8}$")
 
 
 def config_path() -> str:
-    """The deployment's config: the environment variable ``TFP_CONFIG``, else the Airflow Variable."""
-    from tfp.config import ConfigError, airflow_variable
+    """The deployment's config: the environment variable ``TFP_CONFIG``, else the Variable (tfp.lookups:
+    the Airflow Variable, under ``tfp_airflow``)."""
+    from tfp import lookups
+    from tfp.config import ConfigError
 
-    path = os.environ.get(CONFIG_VARIABLE) or airflow_variable(CONFIG_VARIABLE)
+    path = os.environ.get(CONFIG_VARIABLE) or lookups.installed().variable(CONFIG_VARIABLE)
     if not path:
         raise ConfigError("no config: the deployment names it in the environment variable TFP_CONFIG or the "
                           "Airflow Variable TFP_CONFIG (maintainers only); a trigger cannot choose it")

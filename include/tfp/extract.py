@@ -29,6 +29,7 @@ from sqlalchemy import Connection, Engine, insert, select, text
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
+from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.feeds import DATASETS, SOURCES, parse_file_name
 from tfp.fsmodes import private_dir
 from tfp.warehouse import landing_key, landing_log
@@ -42,32 +43,6 @@ class FeedFile:
     dataset: str
     name: str
     file_date: date
-
-
-class NotARegularFile(Exception):
-    """A name in a drop folder that is a link, folder, pipe or device: refused, never read."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind
-
-
-class FileTooLarge(Exception):
-    """A file larger than ``quality.max_file_bytes``: refused before it is read."""
-
-    def __init__(self, size: int):
-        super().__init__(size)
-        self.size = size
-
-
-class SourceUnavailable(Exception):
-    """A local drop folder that does not exist, is not a folder or cannot be read: an error of this
-    machine's set-up, which waiting does not mend, so the task fails at once (no retries). Network
-    errors (an SFTP server down or slow) are other exceptions and are retried."""
-
-    def __init__(self, source: str, folder: Path, reason: str):
-        super().__init__(f"source {source}: drop folder {folder} {reason}")
-        self.source, self.folder, self.reason = source, folder, reason
 
 
 def check_folder(source: str, folder: Path) -> None:

@@ -12,21 +12,13 @@ from datetime import date
 
 from sqlalchemy import Engine, select
 
+from tfp.errors import MissingInput  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.feeds import DATASETS
 from tfp.warehouse import landing_log
 
 ROSTER = "families"
 # a landing that never completed or that failed a file-level rule is not input
 _NOT_INPUT = ("landing", "rejected")
-
-
-class MissingInput(Exception):
-    """A night without a file on or before R for a dataset it needs; the message names the datasets."""
-
-    def __init__(self, reference_date: date, missing: list[str]):
-        self.missing = missing
-        super().__init__(f"no file dated on or before {reference_date} for: {', '.join(missing)}; "
-                         "nothing is packaged or delivered for this night")
 
 
 def required_datasets(sources: Iterable[str]) -> list[str]:

@@ -12,13 +12,9 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tfp.config import ConfigError
+from tfp.errors import KeysExistError  # noqa: F401 - re-exported: raised and caught under this name
 
 PRIVATE, PUBLIC = 0o600, 0o644
-
-
-class KeysExistError(ConfigError, FileExistsError):
-    """A key file is already there: keys are never overwritten (the old ones may still be needed)."""
 
 
 def _key_files() -> dict[str, tuple[bytes, int]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tfp.errors import LandingTampered  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.fsmodes import private_dir, private_writer
 
 MAGIC = b"TFPLAND1"
@@ -29,10 +30,6 @@ COPY = re.compile(r"^(?P<id>\d+)\.(?:raw|validated)\.bin$")
 # A temporary copy names its writer, so that a sweep can tell a dead writer's leftovers from a live one's.
 PART = re.compile(r"^\.\d+\.(?:raw|validated)\.bin\.part-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 FOREIGN_PART_AGE = 6 * 3600  # seconds: a temporary copy from another host is left alone until then
-
-
-class LandingTampered(RuntimeError):
-    """A landing copy failed authentication: altered, truncated or encrypted under another key."""
 
 
 def _aad(landing_id: int, purpose: bytes, index: int, last: bool) -> bytes:

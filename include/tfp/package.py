@@ -28,8 +28,8 @@ from datetime import date
 from pathlib import Path
 
 from tfp.anonymise import Outputs
+from tfp.errors import OutboxTampered  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.fsmodes import PRIVATE_FILE, private_dir, write_private
-from tfp.landing import LandingTampered
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,6 @@ KINDS: tuple[str, ...] = ("submission", "summary", "withdrawals")
 # only, under an HMAC; it is never delivered.
 STATE_FILE = ".package_state.json"
 _STATE_KEY_LABEL = b"tfp package state v1"
-
-
-class OutboxTampered(LandingTampered):
-    """A file in the outbox is not what tfp packaged: a manifest that does not verify or breaks the naming
-    rules, a file that differs from its signed manifest, or a state file whose HMAC does not verify.
-    The message names the file and the rule only."""
 
 
 @dataclass(frozen=True)

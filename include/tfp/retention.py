@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 
 from tfp.config import Config, ConfigError
+from tfp.errors import RetentionIncomplete  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.feeds import DATASETS, PARTNER_DATASETS
 from tfp.warehouse import (
     family_flags,
@@ -47,10 +48,6 @@ from tfp.warehouse import (
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("landing_copies", "quarantine", "staging", "withdrawn", "programme_end")
-
-
-class RetentionIncomplete(RuntimeError):
-    """After deleting, something past its cutoff is still there."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """SFTP client with a pinned host key (paramiko), for partner drops and the delivery.
 
-The host key is never learnt: it comes from the Airflow Connection's ``host_key`` extra and any
+The host key is never learnt: it comes from the Connection's ``host_key`` extra and any
 other key, or a host not pinned at all, is refused. Uploads go to a temporary name in the
 destination folder, are size-checked and then renamed, so the recipient never sees half a file.
 """
@@ -10,38 +10,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
-import json
 import logging
-import os
 import posixpath
 import secrets
 import stat
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import paramiko
+
+from tfp import lookups
+from tfp.errors import HostKeyRefused, RemoteFileTooLarge, SftpError  # noqa: F401 - re-exported
+from tfp.lookups import ConnectionFields
 
 log = logging.getLogger(__name__)
 
 
 # What paramiko raises when the connection drops or stalls (as opposed to an SFTP status error)
 _CONNECTION_ERRORS = (EOFError, paramiko.SSHException, TimeoutError, ConnectionError)
-
-
-class SftpError(RuntimeError):
-    """An SFTP endpoint is misconfigured, refused, or a transfer failed."""
-
-
-class HostKeyRefused(SftpError):
-    """The server's host key is not the pinned one (or nothing is pinned)."""
-
-
-class RemoteFileTooLarge(SftpError):
-    """A remote file is larger than the reader's limit; nothing more of it is read."""
-
-    def __init__(self, size: int):
-        super().__init__(f"remote file larger than the limit ({size} bytes or more)")
-        self.size = size
 
 
 class _Capped(io.BytesIO):
@@ -89,12 +74,13 @@ def _normalise_host_key(value: str, where: str) -> str:
     return f"{key_type} {parts[-1]}"
 
 
-def _endpoint(conn_id: str, host: str | None, port: int | None, login: str | None, password: str | None,
-              extra: dict) -> SftpEndpoint:
+def endpoint_of(conn_id: str, fields: ConnectionFields) -> SftpEndpoint:
+    """The endpoint a Connection's plain fields describe; refused unless it has a host, a login and a pinned host key."""
     where = f"connection {conn_id}"
-    if not host:
+    extra = fields.extra or {}
+    if not fields.host:
         raise SftpError(f"{where}: no host")
-    if not login:
+    if not fields.login:
         raise SftpError(f"{where}: no login")
     if str(extra.get("no_host_key_check", "false")).lower() in ("true", "1", "yes"):
         raise SftpError(f"{where}: no_host_key_check is on; the host key must be pinned")
@@ -102,46 +88,19 @@ def _endpoint(conn_id: str, host: str | None, port: int | None, login: str | Non
     if not host_key:
         raise SftpError(f"{where}: no host_key in its extras; the host key must be pinned")
     return SftpEndpoint(
-        host=host, port=int(port or 22), username=login, password=password or None,
+        host=fields.host, port=int(fields.port or 22), username=fields.login, password=fields.password or None,
         private_key=extra.get("private_key") or None,
         host_key=_normalise_host_key(str(host_key), where),
     )
 
 
-def _endpoint_from_env(conn_id: str) -> SftpEndpoint:
-    """Parse ``AIRFLOW_CONN_<ID>`` in Airflow's JSON form (or its URI form)."""
-    name = f"AIRFLOW_CONN_{conn_id.upper()}"
-    raw = os.environ.get(name)
-    if not raw:
-        raise SftpError(f"connection {conn_id} is not defined (no Airflow connection and no {name})")
-    raw = raw.strip()
-    if raw.startswith("{"):
-        try:
-            c = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise SftpError(f"{name} is not valid JSON") from e
-        extra = c.get("extra") or {}
-        if isinstance(extra, str):
-            extra = json.loads(extra) if extra else {}
-        return _endpoint(conn_id, c.get("host"), c.get("port"), c.get("login"), c.get("password"), extra)
-    u = urlsplit(raw)
-    extra = dict(parse_qsl(u.query))
-    if "__extra__" in extra:
-        extra = json.loads(extra["__extra__"])
-    return _endpoint(conn_id, u.hostname, u.port, unquote(u.username or "") or None,
-                     unquote(u.password) if u.password else None, extra)
-
-
 def endpoint_from_connection(conn_id: str) -> SftpEndpoint:
-    """The endpoint of Airflow Connection ``conn_id``; outside Airflow, from ``AIRFLOW_CONN_<ID>``."""
-    try:
-        from airflow.sdk import Connection
-
-        conn = Connection.get(conn_id)
-    except Exception as e:  # no Airflow here, or no context/backend that knows it
-        log.debug("Airflow connection %s unavailable (%s); trying the environment", conn_id, type(e).__name__)
-        return _endpoint_from_env(conn_id)
-    return _endpoint(conn_id, conn.host, conn.port, conn.login, conn.password, conn.extra_dejson)
+    """The endpoint of Connection ``conn_id``, from the installed Connection lookup (tfp.lookups: the
+    Airflow Connection, under ``tfp_airflow``, which also reads ``AIRFLOW_CONN_<ID>``)."""
+    fields = lookups.installed().connection(conn_id)
+    if fields is None:
+        raise SftpError(f"connection {conn_id} is not defined")
+    return endpoint_of(conn_id, fields)
 
 
 def _private_key(text: str) -> paramiko.PKey:

@@ -20,16 +20,13 @@ import pandas as pd
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from tfp.config import Config
+from tfp.errors import FilesRejected  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.extract import landing_copy_path, read_landing, source_lock
 from tfp.feeds import DATASETS, Dataset
 from tfp.landing import decrypt_segments, encrypting_to
 from tfp.warehouse import insert_rows, landing_key, landing_log, quarantine, staging
 
 log = logging.getLogger(__name__)
-
-
-class FilesRejected(RuntimeError):
-    """One or more current files broke a file-level rule; the message names each file and rule."""
 
 
 def _landings(engine: Engine, source: str, status: str, reference_date: date) -> list:

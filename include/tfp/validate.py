@@ -43,6 +43,7 @@ from typing import Any
 import pandas as pd
 
 from tfp import feeds, identifiers
+from tfp.errors import FileRejected  # noqa: F401 - re-exported: raised and caught under this name
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +75,6 @@ RESULT_FORMAT: dict[str, Any] = {
     "return_unexpected_index_query": False,
     "partial_unexpected_count": 0,
 }
-
-
-class FileRejected(Exception):
-    """A file that breaks a file-level rule. The message names the file and the rule, never a value."""
-
-    def __init__(self, file_name: str, rule: str) -> None:
-        super().__init__(f"{file_name}: {rule}")
-        self.file_name = file_name
-        self.rule = rule
 
 
 @dataclass

@@ -25,7 +25,7 @@ def failure_callback(bound_config: str | None) -> Callable[[Mapping[str, Any]], 
     """The alert every task sends when it fails, read from the borough's own config when it has one."""
 
     def alert(context: Mapping[str, Any]) -> None:
-        from tfp.notify import notify_failure
+        from tfp_airflow.callbacks import notify_failure
 
         notify_failure(context, bound_config)
 

@@ -331,7 +331,7 @@ def migrated_airflow_home(work: Path) -> Path:
     home = work / "airflow-template"
     if not (home / ".tfp-migrated").exists():
         home.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-c", "from pathlib import Path; from tfp.runner import prepare_airflow; "
+        subprocess.run([sys.executable, "-c", "from pathlib import Path; from tfp_airflow.runner import prepare_airflow; "
                         f"prepare_airflow(Path({str(home)!r}))"],
                        check=True, env=_clean_env({"AIRFLOW_HOME": str(home)}), stdout=subprocess.DEVNULL)
     return home

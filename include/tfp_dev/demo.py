@@ -33,8 +33,8 @@ def _connection(server, password: str) -> str:
 
 def run_demo(root: Path | None = None) -> int:
     from tfp.keys import generate_keys
-    from tfp.runner import run_nightly
     from tfp.verify import verify_delivery
+    from tfp_airflow.runner import run_nightly
     from tfp_dev.generate import generate
     from tfp_dev.sftpserver import SftpServer
 

@@ -16,15 +16,12 @@ from datetime import date
 from pathlib import Path
 
 from tfp.config import ConfigError, load_config, load_keys, secret_names, sensitive_var_conn_names
+from tfp.errors import LiveAirflow
+from tfp_airflow.lookups import install
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS_FOLDER = REPO / "dags"
 LONDON = "Europe/London"
-
-
-class LiveAirflow(ConfigError):
-    """``AIRFLOW_HOME`` is the home of an Airflow whose scheduler is running: ``tfp run`` would create
-    runs beside (or replace) the scheduler's own and race it (contract section 10)."""
 
 
 def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ()) -> Path:
@@ -47,6 +44,7 @@ def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ())
     # A short summary on the console: Airflow's own INFO chatter only when asked for
     # (AIRFLOW__LOGGING__LOGGING_LEVEL=INFO); warnings and task failures always show.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    logging.getLogger("airflow").setLevel(logging.WARNING)
     import airflow
     from airflow.utils import db
 
@@ -119,6 +117,7 @@ def _get_dag(dag_id: str):
 def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | None = None) -> tuple[str, Path]:
     """Run one DAG for one reference date; returns the run's state and the config's work_dir."""
     config_path = Path(config_path).resolve()
+    install()  # keys and Connections may be Airflow Variables and Connections, as in a task
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
     _quiet_known_noise()
@@ -184,8 +183,3 @@ def run_retention(config_path: Path, reference_date: date, dry_run: bool = False
     if report.exists():
         print(f"  report: {report}")
     return 0 if ok else 1
-
-
-
-
-logging.getLogger("airflow").setLevel(logging.WARNING)

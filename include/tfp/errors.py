@@ -1,0 +1,167 @@
+"""tfp's own errors: one base class, whose message is safe to show and whose hint tells the operator what to do.
+
+A ``TfpError``'s message names files, rules, datasets, variables and Connections — never a value from
+the data or a secret — so an alert quotes it (with its hint). Any other exception is a library's or
+Python's, whose message may echo a value it was given: an alert names its class only (``tfp.notify``).
+
+The classes keep their historic homes too (``tfp.config.ConfigError``, ``tfp.sftp.SftpError`` ...),
+which re-export them from here. Each keeps the built-in base it had (``ValueError``, ``RuntimeError``)
+so existing ``except`` clauses still catch it.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+
+class TfpError(Exception):
+    """Base of tfp's errors: ``message`` is safe to show (no values); ``hint`` is what the operator does next."""
+
+    hint: str = "see the task log for the step that failed and the README's operations section"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if hint is not None:
+            self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# -- set-up: config, secrets, deployment -----------------------------------------------------------
+
+class ConfigError(TfpError, ValueError):
+    """A config file or secret that cannot be used; the message names the key and the problem."""
+
+    hint = "correct the config file or the named variable (README: configuration, keys)"
+
+
+class KeysExistError(ConfigError, FileExistsError):
+    """A key file is already there: keys are never overwritten (the old ones may still be needed)."""
+
+    hint = "choose an empty folder: existing keys are never overwritten"
+
+
+class SecretsBackendError(ConfigError):
+    """The secrets backend failed or refused to answer: not the same as a variable that is not set."""
+
+    hint = "check the Airflow secrets backend (its credentials, its network); the variable was not read"
+
+
+class LiveAirflow(ConfigError):
+    """``AIRFLOW_HOME`` is the home of an Airflow whose scheduler is running: ``tfp run`` would create
+    runs beside (or replace) the scheduler's own and race it (contract section 10)."""
+
+    hint = "trigger the DAG in that Airflow, or run tfp run with an AIRFLOW_HOME of its own"
+
+
+# -- a night's input ---------------------------------------------------------------------------------
+
+class SourceUnavailable(TfpError):
+    """A local drop folder that does not exist, is not a folder or cannot be read: an error of this
+    machine's set-up, which waiting does not mend, so the task fails at once (no retries). Network
+    errors (an SFTP server down or slow) are other exceptions and are retried."""
+
+    hint = "create the drop folder or correct its path or permissions in the config"
+
+    def __init__(self, source: str, folder: Path, reason: str):
+        super().__init__(f"source {source}: drop folder {folder} {reason}")
+        self.source, self.folder, self.reason = source, folder, reason
+
+
+class MissingInput(TfpError):
+    """A night without a file on or before R for a dataset it needs; the message names the datasets."""
+
+    hint = "ask the named partners for their file, then run the night again"
+
+    def __init__(self, reference_date: date, missing: list[str]):
+        self.missing = missing
+        super().__init__(f"no file dated on or before {reference_date} for: {', '.join(missing)}; "
+                         "nothing is packaged or delivered for this night")
+
+
+# -- landing -------------------------------------------------------------------------------------------
+
+class LandingError(TfpError):
+    """A file that cannot be landed as it is."""
+
+    hint = "ask the partner for a corrected file; the drop folder keeps what was refused"
+
+
+class NotARegularFile(LandingError):
+    """A name in a drop folder that is a link, folder, pipe or device: refused, never read."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FileTooLarge(LandingError):
+    """A file larger than ``quality.max_file_bytes``: refused before it is read."""
+
+    def __init__(self, size: int):
+        super().__init__(f"file larger than the limit ({size} bytes)")
+        self.size = size
+
+
+class LandingTampered(TfpError, RuntimeError):
+    """A landing copy failed authentication: altered, truncated or encrypted under another key."""
+
+    hint = "treat as a security incident: do not delete the copy; see the README's incident section"
+
+
+# -- quality -------------------------------------------------------------------------------------------
+
+class FileRejected(TfpError):
+    """A file that breaks a file-level rule. The message names the file and the rule, never a value."""
+
+    hint = "ask the partner for a corrected file (the run report lists the rule)"
+
+    def __init__(self, file_name: str, rule: str) -> None:
+        super().__init__(f"{file_name}: {rule}")
+        self.file_name = file_name
+        self.rule = rule
+
+
+class FilesRejected(TfpError, RuntimeError):
+    """One or more current files broke a file-level rule; the message names each file and rule."""
+
+    hint = FileRejected.hint
+
+
+# -- delivery ------------------------------------------------------------------------------------------
+
+class SftpError(TfpError, RuntimeError):
+    """An SFTP endpoint is misconfigured, refused, or a transfer failed."""
+
+    hint = "check the named Airflow Connection and that the server is up (README: Connections)"
+
+
+class HostKeyRefused(SftpError):
+    """The server's host key is not the pinned one (or nothing is pinned)."""
+
+    hint = "confirm the server's new key with its owner out of band before pinning it in the Connection"
+
+
+class RemoteFileTooLarge(SftpError):
+    """A remote file is larger than the reader's limit; nothing more of it is read."""
+
+    def __init__(self, size: int):
+        super().__init__(f"remote file larger than the limit ({size} bytes or more)")
+        self.size = size
+
+
+class OutboxTampered(LandingTampered):
+    """A file in the outbox is not what tfp packaged: a manifest that does not verify or breaks the naming
+    rules, a file that differs from its signed manifest, or a state file whose HMAC does not verify.
+    The message names the file and the rule only."""
+
+
+# -- retention -----------------------------------------------------------------------------------------
+
+class RetentionIncomplete(TfpError, RuntimeError):
+    """After deleting, something past its cutoff is still there."""
+
+    hint = "run tfp retention again; if it persists, see the deletion log and the README's retention section"

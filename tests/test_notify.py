@@ -36,10 +36,12 @@ def test_a_tampered_outbox_is_quoted_by_the_alert():
 
 
 def test_a_missing_folder_that_stopped_retries_is_quoted_through_its_cause():
-    """The DAG turns SourceUnavailable into AirflowFailException (no retries); the alert still says which folder."""
+    """The DAG turns SourceUnavailable into AirflowFailException (no retries); the alert still says which folder:
+    the adapter's callback hands tfp the cause."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from tfp.extract import SourceUnavailable
+    from tfp_airflow.callbacks import unwrap
 
     try:
         try:
@@ -47,8 +49,9 @@ def test_a_missing_folder_that_stopped_retries_is_quoted_through_its_cause():
         except SourceUnavailable as e:
             raise AirflowFailException(str(e)) from e
     except AirflowFailException as wrapped:
-        _, body = failure_summary("tfp_nightly", "police.extract", R, wrapped)
+        _, body = failure_summary("tfp_nightly", "police.extract", R, unwrap(wrapped))
     assert "/srv/drops/polce" in body and "details in the task log" not in body
+    assert "What to do: create the drop folder" in body
 
 
 def test_missing_input_is_quoted():
@@ -56,3 +59,24 @@ def test_missing_input_is_quoted():
 
     _, body = failure_summary("tfp_nightly", "check_inputs", R, MissingInput(R, ["attendance", "needs"]))
     assert "no file dated on or before 2025-03-31 for: attendance, needs" in body
+
+
+def test_only_a_tfp_error_is_quoted_any_other_exception_by_its_class_name_alone():
+    """A library's message may echo a value (here a fake person's name, date of birth and postcode): it never
+    reaches the alert, whatever the exception's class is called; a TfpError's message and hint do."""
+    from tfp.errors import ConfigError, TfpError
+
+    personal = "Jane Example born 1980-02-29 at AB1 2CD"
+
+    class ConfigErrorLookalike(ValueError):  # the old name list would have quoted a class of this name
+        pass
+
+    ConfigErrorLookalike.__name__ = "ConfigError"
+    for error in (ValueError(f"invalid literal: {personal!r}"), KeyError(personal), ConfigErrorLookalike(personal)):
+        _, body = failure_summary("tfp_nightly", "police.stage", R, error)
+        assert "Jane" not in body and "1980" not in body and "AB1" not in body, body
+        assert f"{type(error).__name__} (details in the task log)" in body
+    _, body = failure_summary("tfp_nightly", "check_setup", R, ConfigError("the linkage key in TFP_LINKAGE_KEY is not a hex string"))
+    assert "the linkage key in TFP_LINKAGE_KEY is not a hex string" in body and "What to do: correct the config" in body
+    _, body = failure_summary("tfp_nightly", "check_setup", R, TfpError("a message", hint="do this"))
+    assert "a message" in body and "What to do: do this" in body

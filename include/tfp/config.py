@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from tfp import lookups
 from tfp.errors import ConfigError
-from tfp.feeds import SOURCES
 
 
 class _Strict(BaseModel):
@@ -257,8 +256,6 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ConfigError(f"config file {path} is not valid YAML: {e.__class__.__name__}") from None
     return parse_config(raw, path.parent)
 
-
-assert set(Sources.model_fields) == set(SOURCES)
 
 
 # -- secrets ---------------------------------------------------------------------------------------

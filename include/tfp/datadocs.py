@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 import pathlib
 import re
 import shutil
@@ -177,8 +176,8 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
     expectation suite page under ``site_dir/expectations/<suite>.html``, rebuilt from the
     expectation configurations in the results. GX rebuilds the whole site, so ``runs`` is every
     result to show. Returns each run's page relative to ``site_dir`` (and ``""`` for index.html).
+    Analytics are off in the context's config (``_context``), not by changing the process's environment.
     """
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
     from great_expectations.core import ExpectationSuite
     from great_expectations.core.expectation_validation_result import (
         ExpectationSuiteValidationResultSchema,

@@ -437,12 +437,18 @@ def write_suites(directory: Path | None = None) -> list[Path]:
 
 @cache
 def _context() -> Any:
-    """An in-memory GX context (writes nothing to disk), created once: GX is slow to import."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "False"
+    """An in-memory GX context (writes nothing to disk), created once: GX is slow to import. Analytics are
+    off in the context's own config, not by changing the process's environment."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
-    context = gx.get_context(mode="ephemeral")
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=True),
+                               analytics_enabled=False)
+    context = gx.get_context(project_config=config, mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     context.data_sources.add_pandas("tfp_feeds")
     return context

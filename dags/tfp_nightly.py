@@ -6,13 +6,12 @@ from datetime import timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
+from tfp.feeds import SOURCES
 from tfp_airflow import install
 from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
 
 # a task reads its keys, TFP_CONFIG and its SFTP Connections through Airflow (tfp.lookups)
 install()
-
-SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 
 DOC = """
 ### tfp_nightly

@@ -28,7 +28,7 @@ from tfp.anonymise import (
 )
 from tfp.config import load_keys, parse_config
 from tfp.consent import compute_consent
-from tfp.feeds import DATASETS
+from tfp.feeds import DATASETS, SOURCES
 from tfp.warehouse import FLAGS, connect, family_flags, landing_log, staging
 
 R = date(2025, 3, 31)
@@ -202,7 +202,7 @@ def config(tmp_path, *, k: int = 1, suppress_below: int = 1, round_to: int = 1):
         "warehouse_url": "sqlite:///unused.db",
         "work_dir": "work",
         "sources": {s: {"transport": "directory", "path": f"in/{s}"}
-                    for s in ("police", "probation", "housing", "dwp", "schools", "children_services")},
+                    for s in SOURCES},
         "quality": {"max_bad_row_fraction": 0.05},
         "linkage": {"match_probability_threshold": 0.95},
         "criteria": {"min_problems": 2, "lookback_months": 12, "persistent_absence_rate": 0.1,

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from helpers import write_config
-from tfp.config import EXAMPLE, ConfigError, load_config, load_keys, parse_config
+from tfp.config import EXAMPLE, ConfigError, Sources, load_config, load_keys, parse_config
+from tfp.feeds import SOURCES
 
 
 def _edit(path, change):
@@ -137,3 +138,8 @@ def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypa
         warehouse_url(config)
     monkeypatch.setenv("TFP_WAREHOUSE_PASSWORD", "p@ss/word")
     assert warehouse_url(config) == "postgresql+psycopg://tfp:p%40ss%2Fword@db.example/tfp"
+
+
+def test_config_sources_are_the_one_source_list():
+    """The config's per-source sections are the sources of tfp.feeds.SOURCES, in the contract's order."""
+    assert tuple(Sources.model_fields) == SOURCES

@@ -25,6 +25,7 @@ import yaml
 
 from conftest import make_keys
 from helpers import BASE, leak_pattern, personal_values
+from tfp.feeds import SOURCES
 from tfp_dev.generate import generate
 from tfp_dev.sftpserver import SftpServer
 
@@ -32,7 +33,6 @@ pytestmark = pytest.mark.slow
 
 R = date(2025, 3, 31)
 LA = "E09000031"
-SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 TFP = str(Path(sys.executable).with_name("tfp"))
 
 

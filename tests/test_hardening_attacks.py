@@ -34,6 +34,7 @@ from conftest import make_keys
 from helpers import make_config, write_config
 from tfp.deliver import DeliveryFile, deliver
 from tfp.extract import land_source
+from tfp.feeds import SOURCES
 from tfp.landing import LandingTampered
 from tfp.notify import failure_summary
 from tfp.sftp import HostKeyRefused, SftpEndpoint
@@ -159,7 +160,7 @@ def test_quotes_and_semicolons_go_through_every_stage(tmp_path_factory, warehous
     config_path = write_config(root, warehouse_url)
     engine = connect(warehouse_url)
     pipeline.check_setup(str(config_path), R)
-    for source in ("police", "probation", "housing", "dwp", "schools", "children_services"):
+    for source in SOURCES:
         pipeline.extract(str(config_path), R, source)
         pipeline.validate(str(config_path), R, source)
         pipeline.stage(str(config_path), R, source)

@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from helpers import make_config, write_feed
 from tfp.current import current_rows
 from tfp.extract import land_source
+from tfp.feeds import SOURCES
 from tfp.report import current_files
 from tfp.stage import FilesRejected, stage_source, validate_source
 from tfp.warehouse import connect, landing_log, quarantine, staging
 from tfp_dev.generate import generate
 
-SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 R = date(2025, 3, 31)
 NEEDS = ["record_id", "person_ref", "need", "start_date", "end_date"]
 FAMILIES = ["record_id", "forename", "surname", "date_of_birth", "sex", "postcode", "family_ref", "person_ref",

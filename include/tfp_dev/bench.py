@@ -35,11 +35,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from tfp.feeds import SOURCES
+
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DATE = date(2025, 3, 31)
 SEED = 20250331
 LA = "E09000031"
-SOURCES = ("police", "probation", "housing", "dwp", "schools", "children_services")
 STAGES = ("setup", "extract", "validate", "stage", "link", "consent", "criteria", "package", "deliver", "report")
 SCHEMA_VERSION = 1
 TFP = str(Path(sys.executable).with_name("tfp"))

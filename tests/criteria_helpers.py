@@ -13,8 +13,9 @@ from datetime import UTC, date, datetime
 from sqlalchemy import insert, select
 
 from tfp.config import Criteria
-from tfp.criteria import add_months, compute_family_flags
+from tfp.criteria import compute_family_flags
 from tfp.feeds import DATASETS
+from tfp.months import add_months
 from tfp.warehouse import FLAGS, connect, family_flags, landing_log, links, person_consent, staging
 
 R = date(2024, 6, 30)

@@ -24,9 +24,9 @@ INSIDE = {
     "link": ("tfp.warehouse", "insert_rows"),  # the night's links are inserted, the transaction open
     "consent": ("tfp.consent", "consent_states"),  # states worked out, person_consent not yet replaced
     "criteria": ("tfp.criteria", "flag_sql"),  # temporary tables made, the first flag being computed
-    "package": ("tfp.package", "write_atomic"),  # the submission written; summary and manifest not
+    "package": ("tfp.package", "write_outbox_file"),  # the submission written; summary and manifest not
     "deliver": ("tfp.deliver", "_Directory.upload"),  # the first file uploaded, not yet logged
-    "report": ("tfp.report", "_atomic_write"),  # the JSON written, the HTML not
+    "report": ("tfp.report", "atomic_write"),  # the JSON written, the HTML not
 }
 STAGE_MODULES = ("tfp.pipeline", "tfp.extract", "tfp.stage", "tfp.link", "tfp.consent", "tfp.criteria",
                  "tfp.anonymise", "tfp.package", "tfp.deliver", "tfp.report")

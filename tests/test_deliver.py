@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tfp.deliver import DeliveryFile, deliver
+from tfp.deliver import deliver
+from tfp.package import PackagedFile
 from tfp.sftp import SftpEndpoint, SftpError
 from tfp.warehouse import connect, delivery_log
 from tfp_dev.sftpserver import SftpServer
@@ -23,16 +24,16 @@ NAMES = ["tfp_submission_E09000031_20250331.csv", "tfp_summary_E09000031_2025033
 
 
 def _write(outbox: Path, name: str, content: bytes, plaintext: bytes | None = None,
-           rows: int | None = None) -> DeliveryFile:
+           rows: int | None = None) -> PackagedFile:
     """A packaged file; ``plaintext`` differs from ``content`` when it stands for an encrypted file."""
     path = outbox / name
     path.write_bytes(content)
-    return DeliveryFile(name=name, local_path=path,
+    return PackagedFile(name=name, path=path,
                         plaintext_sha256=hashlib.sha256(plaintext if plaintext is not None else content).hexdigest(),
                         rows=rows)
 
 
-def _outbox(tmp_path: Path, version: str = "v1") -> list[DeliveryFile]:
+def _outbox(tmp_path: Path, version: str = "v1") -> list[PackagedFile]:
     outbox = tmp_path / "outbox"
     outbox.mkdir(exist_ok=True)
     files = [_write(outbox, n, f"header\n{n},{version}\n".encode(), rows=1) for n in NAMES[:3]]
@@ -61,11 +62,11 @@ def test_deliver_to_directory_is_idempotent(warehouse_url, tmp_path):
     assert _run(files, engine, dest, transport="directory", conn_id=None) == {"uploaded": 5, "skipped": 0}
     assert sorted(os.listdir(dest)) == sorted(NAMES)  # no temporary files left
     for f in files:
-        assert (dest / f.name).read_bytes() == f.local_path.read_bytes()
+        assert (dest / f.name).read_bytes() == f.path.read_bytes()
     rows = _log(engine)
     assert [r.file_name for r in rows] == NAMES  # manifest and signature last, as given
     first = rows[0]
-    data = files[0].local_path.read_bytes()
+    data = files[0].path.read_bytes()
     assert (first.reference_date, first.destination, first.sha256, first.plaintext_sha256, first.bytes, first.rows) == (
         R, str(dest.resolve()), hashlib.sha256(data).hexdigest(), files[0].plaintext_sha256, len(data), 1)
     assert first.delivered_at is not None
@@ -82,7 +83,7 @@ def test_changed_file_replaces_the_old_one_and_is_logged(sqlite_url, tmp_path):
     files = _outbox(tmp_path)
     _run(files, engine, dest, transport="directory", conn_id=None)
     before = _mtimes(dest)
-    files[1] = _write(files[1].local_path.parent, NAMES[1], b"header\nchanged\n", rows=1)
+    files[1] = _write(files[1].path.parent, NAMES[1], b"header\nchanged\n", rows=1)
     assert _run(files, engine, dest, transport="directory", conn_id=None) == {"uploaded": 1, "skipped": 4}
     assert (dest / NAMES[1]).read_bytes() == b"header\nchanged\n"
     after = _mtimes(dest)
@@ -168,14 +169,14 @@ def test_deliver_over_sftp_is_idempotent_and_replaces_changes(sqlite_url, tmp_pa
     assert _run(files, engine, "/inbound/E09000031", **kw) == {"uploaded": 5, "skipped": 0}
     assert sorted(os.listdir(remote)) == sorted(NAMES)
     for f in files:
-        assert (remote / f.name).read_bytes() == f.local_path.read_bytes()
+        assert (remote / f.name).read_bytes() == f.path.read_bytes()
     assert {r.destination for r in _log(engine)} == {f"sftp://127.0.0.1:{ep.port}/inbound/E09000031"}
 
     before = _mtimes(remote)
     assert _run(files, engine, "/inbound/E09000031", **kw) == {"uploaded": 0, "skipped": 5}
     assert _mtimes(remote) == before
 
-    files[0] = _write(files[0].local_path.parent, NAMES[0], b"header\nnew row\n", rows=1)
+    files[0] = _write(files[0].path.parent, NAMES[0], b"header\nnew row\n", rows=1)
     assert _run(files, engine, "/inbound/E09000031", **kw) == {"uploaded": 1, "skipped": 4}
     assert (remote / NAMES[0]).read_bytes() == b"header\nnew row\n"
     assert len(_log(engine)) == 6
@@ -200,7 +201,7 @@ def test_interrupted_sftp_delivery_is_completed_by_a_rerun(sqlite_url, tmp_path,
                       password=sftp_server.password, private_key=None, host_key=sftp_server.host_key)
     remote = sftp_server.root / "inbound" / "E09000031"
     files = _outbox(tmp_path)
-    files[0] = _write(files[0].local_path.parent, NAMES[0], os.urandom(600_000), rows=1000)
+    files[0] = _write(files[0].path.parent, NAMES[0], os.urandom(600_000), rows=1000)
     sftp_server.faults.fail_after_bytes = 300_000
     with pytest.raises(SftpError, match="connection lost"):
         _run(files, engine, "/inbound/E09000031", transport="sftp", conn_id=None, endpoint=ep)

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import make_keys
 from helpers import leak_pattern, personal_values, write_config
-from tfp.retention import months_before
+from tfp.months import add_months
 from tfp_dev.generate import generate
 
 pytestmark = pytest.mark.slow
@@ -126,7 +126,7 @@ def test_retention_between_two_runs_of_a_date_changes_nothing_delivered(tmp_path
     and a re-run of the same night lost their families' worklessness and crime flags. The invariant:
     retention of date R between two runs of R changes no delivered byte."""
     root, env = _borough(tmp_path, 120, 31)
-    cutoff = months_before(R, 15)  # the example config's staging_months
+    cutoff = add_months(R, -15)  # the example config's staging_months
     open_claims = [b for b in _read(next((root / "inbound" / "dwp").glob("benefits_*.csv")))
                    if b["out_of_work"] == "Y" and not b["claim_end"] and b["claim_start"] < cutoff.isoformat()]
     open_orders = [c for c in _read(next((root / "inbound" / "probation").glob("cases_*.csv")))

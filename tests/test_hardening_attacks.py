@@ -32,11 +32,12 @@ from test_hardening_input import GOOD_40, NEEDS_FILE, csv_bytes, needs_rows
 
 from conftest import make_keys
 from helpers import make_config, write_config
-from tfp.deliver import DeliveryFile, deliver
+from tfp.deliver import deliver
 from tfp.extract import land_source
 from tfp.feeds import SOURCES
 from tfp.landing import LandingTampered
 from tfp.notify import failure_summary
+from tfp.package import PackagedFile
 from tfp.sftp import HostKeyRefused, SftpEndpoint
 from tfp.stage import FilesRejected, stage_source, validate_source
 from tfp.warehouse import connect
@@ -48,7 +49,7 @@ def test_a_changed_recipient_host_key_stops_the_delivery(tmp_path, sqlite_url, m
 
     engine = connect(sqlite_url)
     (tmp_path / "out.csv").write_bytes(b"a\n1\n")
-    files = [DeliveryFile("tfp_summary_E09000031_20250331.csv", tmp_path / "out.csv", "0" * 64)]
+    files = [PackagedFile("tfp_summary_E09000031_20250331.csv", tmp_path / "out.csv", "0" * 64)]
     with SftpServer(tmp_path / "ons") as ons:
         (ons.root / "inbound").mkdir()
         pinned = " ".join(asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()

@@ -39,8 +39,9 @@ from test_hardening_input import GOOD_40, NEEDS_FILE, csv_bytes, needs_rows
 from conftest import make_keys
 from helpers import make_config
 from tfp import sftp as sftp_module
-from tfp.deliver import DeliveryFile, deliver
+from tfp.deliver import deliver
 from tfp.extract import land_source
+from tfp.package import PackagedFile
 from tfp.sftp import SftpEndpoint, SftpError
 from tfp.stage import stage_source, validate_source
 from tfp.warehouse import connect
@@ -142,14 +143,14 @@ def test_partner_server_dropping_mid_download(tmp_path, warehouse_url, partner, 
 
 # -- the recipient's server ------------------------------------------------------------------------
 
-def _outbox(folder: Path) -> list[DeliveryFile]:
+def _outbox(folder: Path) -> list[PackagedFile]:
     folder.mkdir(parents=True, exist_ok=True)
     files = []
     for name, size in (("tfp_submission_E09000031_20250331.csv", 400_000), ("tfp_summary_E09000031_20250331.csv", 900),
                        ("tfp_manifest_E09000031_20250331.json", 300), ("tfp_manifest_E09000031_20250331.json.sig", 88)):
         data = hashlib.sha256(name.encode()).hexdigest().encode() * (size // 64 + 1)
         (folder / name).write_bytes(data)
-        files.append(DeliveryFile(name, folder / name, hashlib.sha256(data).hexdigest()))
+        files.append(PackagedFile(name, folder / name, hashlib.sha256(data).hexdigest()))
     return files
 
 
@@ -177,7 +178,7 @@ def test_recipient_fault_then_rerun_delivers_exactly_once(tmp_path, sqlite_url, 
         ons.faults.fail_after_bytes = None
         deliver(files, transport="sftp", path="/inbound", conn_id=None, engine=engine, reference_date=R,
                 endpoint=endpoint)
-        assert files_bytes(inbound) == {f.name: f.local_path.read_bytes() for f in files}
+        assert files_bytes(inbound) == {f.name: f.path.read_bytes() for f in files}
         again = deliver(files, transport="sftp", path="/inbound", conn_id=None, engine=engine, reference_date=R,
                         endpoint=endpoint)
     assert again == {"uploaded": 0, "skipped": len(files)}

@@ -265,9 +265,9 @@ def test_an_older_warehouse_file_is_narrowed_to_0600(tmp_path, umask_022):
 
 
 def test_a_temporary_file_is_private_while_it_is_written(tmp_path, umask_022):
-    from tfp.fsmodes import private_writer
+    from tfp.fsmodes import atomic_writer
 
-    with private_writer(tmp_path / "out.bin") as out:
+    with atomic_writer(tmp_path / "out.bin") as out:
         out.write(b"personal")
         (temp,) = [p for p in tmp_path.iterdir() if p.name != "out.bin"]
         assert _mode(temp) == 0o600

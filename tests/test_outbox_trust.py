@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tfp.anonymise import Outputs
-from tfp.deliver import DeliveryFile, deliver
-from tfp.package import OutboxTampered, canonical_json, packaged_files, sign, write_package
+from tfp.deliver import deliver
+from tfp.package import OutboxTampered, PackagedFile, canonical_json, packaged_files, sign, write_package
 from tfp.sftp import SftpEndpoint
 from tfp.verify import verify_delivery
 from tfp.warehouse import connect
@@ -164,7 +164,7 @@ def test_deliver_refuses_a_name_that_is_a_path_and_sends_nothing(tmp_path, name)
     local.write_bytes(b"h\nx\n")
     if name == "ABSOLUTE":
         name = str(tmp_path / "elsewhere" / SUBMISSION)  # stands for /etc/x: the tests run as root
-    files = [DeliveryFile(SUBMISSION, local, sha(b"h\nx\n"), 1), DeliveryFile(name, local, sha(b"h\nx\n"), 1)]
+    files = [PackagedFile(SUBMISSION, local, sha(b"h\nx\n"), 1), PackagedFile(name, local, sha(b"h\nx\n"), 1)]
     dest = tmp_path / "deep" / "er" / "ons"
     dest.mkdir(parents=True)
     before = all_files(tmp_path)

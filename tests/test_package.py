@@ -132,7 +132,6 @@ def test_packaged_files_reads_back_what_was_written(tmp_path, keys_env):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     written = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
     assert packaged_files(tmp_path, LA, R, signing_key(keys_env)) == written
-    assert written[0].local_path == written[0].path
     os.truncate(written[1].path, 10)
     with pytest.raises(OutboxTampered, match="does not match its manifest"):
         packaged_files(tmp_path, LA, R, signing_key(keys_env))

@@ -10,7 +10,8 @@ from sqlalchemy import func, insert, select, text
 
 from helpers import make_config
 from tfp.config import ConfigError
-from tfp.retention import RetentionIncomplete, months_before, run_category
+from tfp.months import add_months
+from tfp.retention import RetentionIncomplete, run_category
 from tfp.warehouse import (
     connect,
     deletion_log,
@@ -42,10 +43,12 @@ def setup(tmp_path, warehouse_url):
     return config, connect(warehouse_url)
 
 
-def test_months_before_clamps_to_month_end():
-    assert months_before(date(2024, 2, 29), 12) == date(2023, 2, 28)
-    assert months_before(date(2025, 6, 30), 15) == date(2024, 3, 30)
-    assert months_before(date(2025, 5, 31), 3) == date(2025, 2, 28)
+def test_add_months_clamps_to_month_end():
+    assert add_months(date(2024, 2, 29), -12) == date(2023, 2, 28)
+    assert add_months(date(2025, 6, 30), -15) == date(2024, 3, 30)
+    assert add_months(date(2025, 5, 31), -3) == date(2025, 2, 28)
+    assert add_months(date(2023, 3, 31), 11) == date(2024, 2, 29)
+    assert add_months(date(2024, 12, 15), 1) == date(2025, 1, 15)
 
 
 def test_landing_copies_boundary_and_crypto_shredding(setup):
@@ -110,7 +113,7 @@ def test_recount_fails_when_deletion_is_incomplete(setup):
 
 def test_aged_staging_boundary(setup):
     config, engine = setup
-    cutoff = months_before(D, 15)
+    cutoff = add_months(D, -15)
     cases = {"on_cutoff": (cutoff - timedelta(days=30), cutoff),
              "day_before": (cutoff - timedelta(days=30), cutoff - timedelta(days=1)),
              "old_but_ends_late": (cutoff - timedelta(days=400), D), "old_ended": (date(2020, 1, 1), date(2021, 1, 1))}

@@ -10,7 +10,6 @@ bind parameters, so the SQL stays portable between SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import calendar
 from datetime import date
 from fractions import Fraction
 
@@ -19,6 +18,7 @@ from sqlalchemy import Connection, Date, Engine, bindparam, delete, insert, text
 from tfp.config import Criteria
 from tfp.current import create_current_tables, sql_file
 from tfp.feeds import term_end
+from tfp.months import add_months
 from tfp.warehouse import FLAGS, family_flags, no_personal_statistics
 
 SCOPES: tuple[str, ...] = ("all", "kept")
@@ -43,13 +43,6 @@ FROM cur_families f
 JOIN person_consent pc ON pc.reference_date = :reference_date AND pc.person_ref = f.person_ref
 WHERE pc.kept = TRUE
 """
-
-
-def add_months(day: date, months: int) -> date:
-    """``day`` moved by whole calendar months, clamped to the month's end (29 Feb 2024 - 12 -> 28 Feb 2023)."""
-    years, month_index = divmod(day.month - 1 + months, 12)
-    year, month = day.year + years, month_index + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def window_start(reference_date: date, months: int) -> date:

@@ -20,28 +20,20 @@ import posixpath
 import secrets
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, insert, select
 
-from tfp.fsmodes import private_dir, private_writer
+from tfp.fsmodes import atomic_write, private_dir
 from tfp.sftp import SftpClient, SftpEndpoint, endpoint_from_connection
 from tfp.warehouse import delivery_log
 
+if TYPE_CHECKING:  # tfp.package imports pandas; deliver needs only the class's fields
+    from tfp.package import PackagedFile
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DeliveryFile:
-    """One file to deliver: its delivered name, where it is locally, and what it says."""
-
-    name: str
-    local_path: Path
-    plaintext_sha256: str  # of the content before encryption: the identity of the output
-    rows: int | None = None  # data rows, excluding the header; None for the manifest and signature
-    sha256: str | None = None  # of the bytes to deliver, when the caller checked them (tfp.package does)
 
 
 class _Directory:
@@ -70,8 +62,7 @@ class _Directory:
 
     def upload(self, data: bytes, name: str) -> None:
         """0600, through a `.<name>.part-*` temporary file renamed into place (a link there is replaced)."""
-        with private_writer(self.folder / name, temp_name=f".{name}.part-{secrets.token_hex(6)}") as out:
-            out.write(data)
+        atomic_write(self.folder / name, data, temp_name=f".{name}.part-{secrets.token_hex(6)}")
 
 
 class _Sftp:
@@ -134,7 +125,7 @@ def _is_base_name(name: str) -> bool:
             and posixpath.basename(name) == name)
 
 
-def deliver(files: list[DeliveryFile], *, transport: str, path: str, conn_id: str | None,
+def deliver(files: list[PackagedFile], *, transport: str, path: str, conn_id: str | None,
             engine: Engine, reference_date: date, endpoint: SftpEndpoint | None = None) -> dict[str, int]:
     """Send ``files`` in the order given (the caller puts the manifest and its .sig last).
 
@@ -157,9 +148,9 @@ def deliver(files: list[DeliveryFile], *, transport: str, path: str, conn_id: st
             dest.remove(stale)
             del present[stale]
         for f in files:
-            data = Path(f.local_path).read_bytes()
+            data = Path(f.path).read_bytes()
             sha = hashlib.sha256(data).hexdigest()
-            if getattr(f, "sha256", None) is not None and sha != f.sha256:
+            if f.sha256 is not None and sha != f.sha256:
                 raise OutboxTampered(f"{f.name} in the outbox changed after it was checked against its manifest; "
                                      "run package again")
             last = _last_delivered(engine, reference_date, f.name, dest.destination)

@@ -1,6 +1,6 @@
 """File modes for what tfp writes that is personal or a key: 0600 files in 0700 folders, whatever the umask.
 
-Every such write goes through :func:`private_dir` and :func:`private_writer` (or :func:`write_private`),
+Every such write goes through :func:`private_dir` and :func:`atomic_write` (or :func:`atomic_writer`),
 so a umask of 022 (the usual default) never leaves a warehouse, landing copy, outbox file or temporary
 copy readable by other users of the machine. The process umask is never changed: modes are given at
 creation and set exactly afterwards.
@@ -61,16 +61,22 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def private_writer(path: Path, temp_name: str | None = None) -> Iterator[BinaryIO]:
-    """Write ``path`` atomically with mode 0600: into a new temporary file in the same folder (created
-    0600, exclusively, never through a link), fsynced, then renamed over ``path``. The temporary file is
-    removed when the body fails. ``temp_name`` lets a caller name the temporary file (a sweep may need
-    to recognise it); by default ``.<name>.<random>.tmp``."""
+def atomic_writer(path: Path, temp_name: str | None = None, mode: int | None = PRIVATE_FILE) -> Iterator[BinaryIO]:
+    """Write ``path`` atomically: into a new temporary file in the same folder (created exclusively, never
+    through a link), fsynced, then renamed over ``path``, so a reader never sees half a file and a link
+    at ``path`` is replaced, not followed. The temporary file is removed when the body fails.
+
+    ``mode`` is set exactly (0600 by default: what tfp writes is personal or a key, whatever the umask);
+    ``None`` leaves it to the umask, for files that hold no personal value (run reports). ``temp_name``
+    lets a caller name the temporary file (a sweep may need to recognise it); by default
+    ``.<name>.<random>.tmp``. This is the one atomic write of the package: everything goes through it.
+    """
     path = Path(path)
     temp = path.with_name(temp_name or f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_FILE)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666 if mode is None else mode)
     try:
-        os.fchmod(fd, PRIVATE_FILE)  # the umask can only have narrowed it; be exact
+        if mode is not None:
+            os.fchmod(fd, mode)  # the umask can only have narrowed it; be exact
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
@@ -83,10 +89,10 @@ def private_writer(path: Path, temp_name: str | None = None) -> Iterator[BinaryI
     fsync_dir(path.parent)
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, mode 0600."""
-    with private_writer(path) as out:
-        out.write(data)
+def atomic_write(path: Path, data: bytes | str, mode: int | None = PRIVATE_FILE, temp_name: str | None = None) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` through :func:`atomic_writer`; mode 0600 unless told."""
+    with atomic_writer(path, temp_name, mode) as out:
+        out.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def open_to_others(work_dir: Path, sqlite_file: Path | None) -> list[str]:

@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tfp.errors import LandingTampered  # noqa: F401 - re-exported: raised and caught under this name
-from tfp.fsmodes import private_dir, private_writer
+from tfp.fsmodes import atomic_writer, private_dir
 
 MAGIC = b"TFPLAND1"
 SEGMENT = 16 * 1024 * 1024
@@ -47,7 +47,7 @@ def encrypt_to(path: Path, data: bytes, key: bytes, landing_id: int, purpose: by
     segments = [data[i:i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""]
     private_dir(path.parent)
     temp_name = f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-    with private_writer(path, temp_name) as out:
+    with atomic_writer(path, temp_name) as out:
         out.write(MAGIC + prefix + struct.pack(">I", len(segments)))
         for index, segment in enumerate(segments):
             last = index == len(segments) - 1
@@ -89,7 +89,7 @@ def encrypting_to(path: Path, key: bytes, landing_id: int, purpose: bytes = b"ra
     prefix = secrets.token_bytes(8)
     private_dir(path.parent)
     temp_name = f".{path.name}.part-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-    with private_writer(path, temp_name) as out:
+    with atomic_writer(path, temp_name) as out:
         out.write(MAGIC + prefix + struct.pack(">I", 0))  # the segment count, written at the end
         pending, count = bytearray(), 0
 

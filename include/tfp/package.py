@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tfp.anonymise import Outputs
 from tfp.errors import OutboxTampered  # noqa: F401 - re-exported: raised and caught under this name
-from tfp.fsmodes import PRIVATE_FILE, private_dir, write_private
+from tfp.fsmodes import PRIVATE_FILE, atomic_write, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,16 @@ _STATE_KEY_LABEL = b"tfp package state v1"
 
 @dataclass(frozen=True)
 class PackagedFile:
-    """One file of a delivery, in the outbox. ``plaintext_sha256`` identifies the content before
-    encryption (for the manifest and signature, their own bytes); ``rows`` is None for those two."""
+    """One file of a delivery: what ``package`` writes to the outbox and ``deliver`` sends (one class for
+    both, so the two cannot drift). ``plaintext_sha256`` identifies the content before encryption (for
+    the manifest and signature, their own bytes); ``rows`` is None for those two."""
 
-    name: str
-    path: Path
+    name: str  # the delivered name, a plain file name
+    path: Path  # where it is in the outbox
     plaintext_sha256: str
-    rows: int | None
-    sha256: str | None = None  # of the delivered bytes
+    rows: int | None = None  # data rows, excluding the header
+    sha256: str | None = None  # of the bytes to deliver, when checked against the manifest (package does)
     bytes: int | None = None
-
-    @property
-    def local_path(self) -> Path:
-        return self.path
 
 
 def file_names(la_code: str, reference_date: date) -> dict[str, str]:
@@ -74,14 +71,14 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so a reader never sees half a file;
+def write_outbox_file(path: Path, data: bytes) -> None:
+    """Write with :func:`atomic_write`, so a reader never sees half a file;
     mode 0600, as everything in the outbox is personal. A file that already holds exactly these bytes
     is left alone (its mode made 0600)."""
     if path.is_file() and not path.is_symlink() and path.read_bytes() == data:
         os.chmod(path, PRIVATE_FILE)
         return
-    write_private(path, data)
+    atomic_write(path, data)
 
 
 def _state_mac(signing_key: bytes, la_code: str, reference_date: date, entries: object) -> str:
@@ -182,7 +179,7 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
         else:
             name, path, data = plain_name, folder / plain_name, plaintext
             stale = folder / (plain_name + ".age")
-        write_atomic(path, data)
+        write_outbox_file(path, data)
         stale.unlink(missing_ok=True)  # the other encryption's copy from an earlier run must not linger
         files.append(PackagedFile(name, path, plain_sha, rows, _sha256(data), len(data)))
 
@@ -193,9 +190,9 @@ def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: 
         "reference_date": reference_date.isoformat(),
     })
     signature = sign(manifest, signing_key)
-    write_atomic(folder / STATE_FILE, _state_bytes(state, signing_key, la_code, reference_date))
+    write_outbox_file(folder / STATE_FILE, _state_bytes(state, signing_key, la_code, reference_date))
     for name, data in ((names["manifest"], manifest), (names["manifest"] + ".sig", signature)):
-        write_atomic(folder / name, data)
+        write_outbox_file(folder / name, data)
         files.append(PackagedFile(name, folder / name, _sha256(data), None, _sha256(data), len(data)))
     log.info("packaged %d files for %s in %s (encryption %s)", len(files), reference_date, folder, encryption)
     return files

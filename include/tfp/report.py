@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from datetime import date
 from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
 from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
+from tfp.fsmodes import atomic_write
 from tfp.stage import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
 
@@ -195,12 +195,8 @@ def write_run_report(engine: Engine, config: Config, reference_date: date, stage
         if f["name"] in docs:
             f["data_docs"] = docs[f["name"]]
     path = folder / "run_report.json"
-    _atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _atomic_write(folder / "run_report.html", _html(report))
+    # counts only, no personal value: the mode is the umask's, as for any report a webserver may read
+    atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n", mode=None)
+    atomic_write(folder / "run_report.html", _html(report), mode=None)
     return path
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,6 +33,8 @@ from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from tfp.config import Config, ConfigError
 from tfp.errors import RetentionIncomplete  # noqa: F401 - re-exported: raised and caught under this name
 from tfp.feeds import DATASETS, PARTNER_DATASETS
+from tfp.fsmodes import atomic_write
+from tfp.months import add_months
 from tfp.warehouse import (
     family_flags,
     landing_key,
@@ -60,15 +61,6 @@ class Outcome:
 
     def as_dict(self) -> dict:
         return {"cutoff": self.cutoff, "found": self.found, "deleted": self.deleted, "unit": self.unit}
-
-
-def months_before(day: date, months: int) -> date:
-    """The same day number ``months`` earlier, clamped to the month's end (29 Feb -> 28 Feb)."""
-    import calendar
-
-    year, month = divmod(day.year * 12 + day.month - 1 - months, 12)
-    month += 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def check_consistency(config: Config) -> None:
@@ -187,7 +179,7 @@ def _aged_terms(cutoff: date) -> list[str]:
 
 
 def aged_staging(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
-    cutoff = months_before(run_date, config.retention.staging_months)
+    cutoff = add_months(run_date, -config.retention.staging_months)
     found = 0
     conditions = {}
     for dataset in PARTNER_DATASETS:
@@ -464,7 +456,5 @@ def write_retention_report(config: Config, run_date: date, dry_run: bool, outcom
     path = folder / "retention_report.json"
     body = {"run_date": run_date.isoformat(), "dry_run": dry_run,
             "categories": {c: outcomes[c] for c in CATEGORIES if c in outcomes}}
-    tmp = path.with_name(".retention_report.json.tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=None)  # counts only
     return str(path)

@@ -143,13 +143,13 @@ def _check_manifest(manifest_path: Path, public_key) -> tuple[dict | None, list[
 def _write_private(out: Path, name: str, data: bytes) -> Path:
     """``out/name`` (a base name), 0600 in a 0700 ``out``, via a temporary file and a rename, so an existing
     file or symbolic link of that name is replaced rather than followed."""
-    from tfp.fsmodes import private_dir, write_private
+    from tfp.fsmodes import atomic_write, private_dir
 
     target = out / name
     if Path(name).name != name or target.parent != out:
         raise ValueError(f"{_show(name)} is not a file name")  # manifest_problems already refused it
     private_dir(out)
-    write_private(target, data)
+    atomic_write(target, data)
     return target
 
 

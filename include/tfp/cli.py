@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--date", required=True, type=_date)
     p.add_argument("--dry-run", action="store_true", help="report what would be deleted, delete nothing")
 
+    p = sub.add_parser("airflow", help="a real local Airflow for this config, in the foreground (Ctrl-C stops it)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--port", type=int, default=8080, help="the api-server's port on 127.0.0.1 (default 8080)")
+
     p = sub.add_parser("generate", help="write a synthetic borough's feeds and its truth folder")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--families", required=True, type=int)
@@ -110,6 +114,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from tfp_airflow.runner import run_retention
 
         return run_retention(args.config, args.date, dry_run=args.dry_run)
+    if args.command == "airflow":
+        from tfp_airflow.local import run_local_airflow  # Airflow only for this command
+
+        return run_local_airflow(args.config, args.port)
     if args.command == "generate":
         generate = _dev_tool("generate", "tfp_dev.generate", ("faker",)).generate
         counts = generate(args.out, families=args.families, seed=args.seed, on=args.date)

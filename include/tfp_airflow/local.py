@@ -111,7 +111,7 @@ def airflow_settings(home: Path, port: int, sensitive: str, passwords_file: Path
 
     ``users`` are SimpleAuthManager's ``{username: role}``; ``admin`` alone when not given.
     """
-    from tfp.runner import DAGS_FOLDER, REPO
+    from tfp_airflow.runner import DAGS_FOLDER, REPO
 
     url = f"http://127.0.0.1:{port}"
     return {
@@ -158,7 +158,7 @@ def used_pools() -> dict[str, int]:
     """``{pool: slots}`` for every pool a task of the DAGs folder names (default_pool included)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from tfp.runner import DAGS_FOLDER
+    from tfp_airflow.runner import DAGS_FOLDER
 
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     pools: dict[str, int] = {}
@@ -359,9 +359,13 @@ def _on_signal(signum, frame) -> None:
 def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float = 600) -> int:
     """Prepare the home, start the four components, unpause the DAGs, then wait for Ctrl-C."""
     from tfp.config import ConfigError, load_config, load_keys, secret_names
-    from tfp.runner import LiveAirflow, prepare_airflow
+    from tfp.errors import LiveAirflow
+    from tfp_airflow.lookups import install
+    from tfp_airflow.runner import _quiet_known_noise, prepare_airflow
 
     config_path = Path(config_path).resolve()
+    install()  # the keys may be Airflow Variables, as in a task
+    _quiet_known_noise()
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before anything starts
     if not port_free(port):

@@ -1,5 +1,5 @@
 # The tfp image for the production-shaped stack (docker-compose.yaml): Airflow 3.3.2 on Python 3.11
-# with tfp's pinned dependencies and the package installed from include/.
+# with tfp's pinned runtime dependencies and the tfp package installed from include/tfp.
 # The base image is pinned by digest (images.lock; scripts/pin-images.sh resolves it). Its celery,
 # redis and fab providers come with it, fixed by that digest; requirements.txt pins everything else
 # with == (the celery provider included), so a rebuild installs exactly what was tested.
@@ -9,8 +9,11 @@ FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
 USER root
 RUN install -d -o airflow -g root -m 0755 /opt/tfp && install -d -o airflow -g root -m 0770 /opt/tfp/var
 USER airflow
+# Runtime only: the runtime lock and the tfp package. Neither tfp_dev (the generator, the benchmark,
+# the demo) nor requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and
+# `tfp demo` say so in one line here.
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
-COPY --chown=airflow:root include /opt/tfp/include
+COPY --chown=airflow:root include/tfp /opt/tfp/include/tfp
 RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
  && pip install --no-cache-dir --no-deps -e /opt/tfp \
  && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab"

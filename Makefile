@@ -1,4 +1,6 @@
 # tfp: every target does its own set-up. `make demo` and `make test` work on a fresh clone.
+# `make install` is the developer's install: the runtime lock, then the dev lock and tfp with its
+# [dev] extra (tfp_dev, the suite, the linter). The image installs the runtime lock alone.
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,8 +15,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	@# the dev lock on top: it pins every dev package the runtime lock does not, so --no-deps is whole
 	$(BIN)/pip install --quiet --no-deps -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
 	@touch $(STAMP)
 
 lint: install

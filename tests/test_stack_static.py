@@ -333,6 +333,22 @@ def test_dockerfile_installs_exact_versions_only():
             i += 1
 
 
+def test_the_image_installs_the_runtime_lock_and_tfp_alone_no_dev_extra():
+    """tfp_dev, requirements-dev.txt and the [dev] extra stay out of the image (issue 16, item 1)."""
+    installs = _pip_installs()
+    words = [arg for args in installs for arg in args]
+    assert "/opt/tfp/requirements.txt" in words
+    assert not [w for w in words if "requirements-dev" in w or "[" in w], "a dev lock or an extra in the image"
+    editable = [args[args.index("-e") + 1] for args in installs if "-e" in args]
+    assert editable == ["/opt/tfp"]
+    copied = [line.split()[-2] for line in DOCKERFILE.splitlines() if line.startswith("COPY")]
+    assert "include/tfp" in copied and not [c for c in copied if c in ("include", "include/", ".") or "tfp_dev" in c]
+    # the compose stack adds nothing at start-up (the base image's _PIP_ADDITIONAL_REQUIREMENTS)
+    for name, service in SERVICES.items():
+        assert "_PIP_ADDITIONAL_REQUIREMENTS" not in _environment(service), name
+        assert "pip install" not in str(service.get("command", "")), name
+
+
 def test_dockerfile_runs_as_airflow():
     users = re.findall(r"^USER\s+(\S+)", DOCKERFILE, flags=re.M)
     assert users and users[-1] not in ("root", "0", "0:0")

@@ -9,11 +9,13 @@ FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
 USER root
 RUN install -d -o airflow -g root -m 0755 /opt/tfp && install -d -o airflow -g root -m 0770 /opt/tfp/var
 USER airflow
-# Runtime only: the runtime lock and the tfp package. Neither tfp_dev (the generator, the benchmark,
-# the demo) nor requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and
-# `tfp demo` say so in one line here.
+# Runtime only: the runtime lock, the tfp package and what it reads beside it (include/sql, the GX
+# suites in expectations/). Neither tfp_dev (the generator, the benchmark, the demo) nor
+# requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and `tfp demo` say so.
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
 COPY --chown=airflow:root include/tfp /opt/tfp/include/tfp
+COPY --chown=airflow:root include/sql /opt/tfp/include/sql
+COPY --chown=airflow:root expectations /opt/tfp/expectations
 RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
  && pip install --no-cache-dir --no-deps -e /opt/tfp \
  && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab"

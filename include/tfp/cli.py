@@ -80,7 +80,7 @@ def _dev_tool(command: str, module: str, needs: tuple[str, ...]) -> ModuleType:
     Faker only when it first needs a name, which would otherwise fail half way through writing feeds.
     """
     try:
-        for name in needs:
+        for name in ("tfp_dev", *needs):
             importlib.import_module(name)
         return importlib.import_module(module)
     except ModuleNotFoundError as e:

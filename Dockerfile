@@ -1,5 +1,5 @@
 # The tfp image for the production-shaped stack (docker-compose.yaml): Airflow 3.3.2 on Python 3.11
-# with tfp's pinned runtime dependencies and the tfp package installed from include/tfp.
+# with tfp's pinned runtime dependencies and the tfp and tfp_airflow packages installed from include/.
 # The base image is pinned by digest (images.lock; scripts/pin-images.sh resolves it). Its celery,
 # redis and fab providers come with it, fixed by that digest; requirements.txt pins everything else
 # with == (the celery provider included), so a rebuild installs exactly what was tested.
@@ -9,11 +9,13 @@ FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
 USER root
 RUN install -d -o airflow -g root -m 0755 /opt/tfp && install -d -o airflow -g root -m 0770 /opt/tfp/var
 USER airflow
-# Runtime only: the runtime lock, the tfp package and what it reads beside it (include/sql, the GX
-# suites in expectations/). Neither tfp_dev (the generator, the benchmark, the demo) nor
-# requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and `tfp demo` say so.
+# Runtime only: the runtime lock, the tfp and tfp_airflow packages and what tfp reads beside them
+# (include/sql, the GX suites in expectations/). Neither tfp_dev (the generator, the benchmark, the
+# demo) nor requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and `tfp demo`
+# say so in one line there.
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
 COPY --chown=airflow:root include/tfp /opt/tfp/include/tfp
+COPY --chown=airflow:root include/tfp_airflow /opt/tfp/include/tfp_airflow
 COPY --chown=airflow:root include/sql /opt/tfp/include/sql
 COPY --chown=airflow:root expectations /opt/tfp/expectations
 RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \

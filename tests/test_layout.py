@@ -20,7 +20,7 @@ from packaging.requirements import Requirement
 from tfp import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_CODE = [ROOT / "include" / "tfp", ROOT / "dags", ROOT / "plugins"]
+RUNTIME_CODE = [ROOT / "include" / "tfp", ROOT / "include" / "tfp_airflow", ROOT / "dags", ROOT / "plugins"]
 # modules a nightly run must never import: the development package and what only it and the tests use
 DEV_MODULES = {"tfp_dev", "faker", "asyncssh", "hypothesis", "pytest", "_pytest", "aiosmtpd", "matplotlib", "ruff"}
 # distributions that only develop or test tfp; asyncssh and psutil are in the dev extra too, but the
@@ -81,7 +81,7 @@ def test_every_third_party_module_the_runtime_imports_is_in_the_runtime_lock():
     owners = metadata.packages_distributions()
     missing = {}
     for path in _runtime_files():
-        for name in _imports(path) - set(sys.stdlib_module_names) - {"tfp", "__future__"}:
+        for name in _imports(path) - set(sys.stdlib_module_names) - {"tfp", "tfp_airflow", "__future__"}:
             if not any(_norm(d) in runtime for d in owners.get(name, ())):
                 missing.setdefault(name, []).append(str(path.relative_to(ROOT)))
     assert not missing, f"imported by runtime code but not pinned in requirements.txt: {missing}"

@@ -344,7 +344,7 @@ def test_the_image_installs_the_runtime_lock_and_tfp_alone_no_dev_extra():
     copied = [line.split()[-2] for line in DOCKERFILE.splitlines() if line.startswith("COPY")]
     assert not [c for c in copied if c in ("include", "include/", ".") or "tfp_dev" in c]
     # tfp and what it reads beside itself: current.SQL_DIR, validate.EXPECTATIONS_DIR
-    assert {"include/tfp", "include/sql", "expectations"} <= set(copied)
+    assert {"include/tfp", "include/tfp_airflow", "include/sql", "expectations"} <= set(copied)
     # the compose stack adds nothing at start-up (the base image's _PIP_ADDITIONAL_REQUIREMENTS)
     for name, service in SERVICES.items():
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in _environment(service), name

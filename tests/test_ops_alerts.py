@@ -142,3 +142,70 @@ def test_a_manual_run_for_another_night_with_weak_disclosure_alerts_with_its_nig
     body = _text(validate[0])
     assert logical.isoformat() not in body
     assert "weak disclosure allowed: anonymisation.k, disclosure.round_to" in body
+
+
+# -- issue 16 items 3 and 5: only a TfpError is quoted, through the adapter's real callback ----------------
+
+CALLBACK = r"""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from tfp.extract import SourceUnavailable
+from tfp_airflow.callbacks import notify_failure
+
+personal = sys.argv[2]
+
+
+def wrapped(cause):
+    try:
+        try:
+            raise cause
+        except Exception as e:
+            raise AirflowFailException(str(e)) from e
+    except AirflowFailException as stop:
+        return stop
+
+
+errors = {
+    "police.stage": ValueError(f"invalid literal for int() with base 10: {personal!r}"),
+    "police.link": wrapped(KeyError(personal)),  # stopped retries; the cause is not tfp's
+    "police.extract": wrapped(SourceUnavailable("police", Path("/srv/drops/polce"), "does not exist")),
+}
+for task_id, error in errors.items():
+    context = {"ti": SimpleNamespace(dag_id="tfp_nightly", task_id=task_id), "exception": error,
+               "params": {"reference_date": "2025-03-31"}, "logical_date": None}
+    notify_failure(context, sys.argv[1])
+print("SENT", len(errors))
+"""
+
+
+def test_the_callback_quotes_a_tfp_error_and_names_any_other_exception_by_its_class_only(tmp_path, smtp_inbox):
+    """A library's exception whose message holds a person's details (here fake ones), raised in a task or as
+    the cause of the AirflowFailException that stopped its retries: the e-mail names its class only. A tfp
+    error (SourceUnavailable) is quoted with its operator hint. The alert goes through Airflow's SMTP
+    notifier and the Connection tfp_alerts, as in a failed task."""
+    inbox, port = smtp_inbox
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}")
+    personal = f"{PERSONAL['forename']} {PERSONAL['surname']} {PERSONAL['date_of_birth']} {PERSONAL['postcode']}"
+    alerts = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+              "extra": {"from_email": "tfp@council.example", "to": "oncall@council.example",
+                        "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0}}
+    env = clean_env({"AIRFLOW_HOME": str(tmp_path / "airflow"), "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
+    done = subprocess.run([sys.executable, "-c", CALLBACK, str(config), personal], env=env, capture_output=True,
+                          text=True, cwd=tmp_path, timeout=300)
+    assert "SENT 3" in done.stdout, done.stdout[-2000:] + done.stderr[-4000:]
+    deadline = time.monotonic() + 10
+    while len(inbox.messages) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    bodies = {m["Subject"].split("task ")[1].split()[0]: _text(m) for m in inbox.messages}
+    assert set(bodies) == {"police.stage", "police.link", "police.extract"}, list(bodies)
+    assert "ValueError (details in the task log)" in bodies["police.stage"]
+    assert "KeyError (details in the task log)" in bodies["police.link"]
+    assert "source police: drop folder /srv/drops/polce does not exist" in bodies["police.extract"]
+    assert "What to do: create the drop folder" in bodies["police.extract"]
+    everything = "\n".join(bodies.values()) + "\n" + b"\n".join(inbox.raw).decode("utf-8", "replace")
+    for value in (PERSONAL["forename"], PERSONAL["surname"], PERSONAL["date_of_birth"], PERSONAL["postcode"]):
+        assert value not in everything

@@ -93,12 +93,13 @@ def _dev_tool(command: str, module: str, needs: tuple[str, ...]) -> ModuleType:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tfp.config import ConfigError
+    from tfp.errors import TfpError
 
     try:
         return _dispatch(args)
-    except ConfigError as e:
+    except TfpError as e:  # a config, key, input or set-up error: its message and what to do, no traceback
         print(f"tfp: {e}", file=sys.stderr)
+        print(f"  what to do: {e.hint}", file=sys.stderr)
         return 2
     except DevToolMissing as e:
         print(f"tfp: {e}", file=sys.stderr)

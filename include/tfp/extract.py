@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Engine, insert, select, text
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
-from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
 from tfp.feeds import DATASETS, SOURCES, parse_file_name
 from tfp.fsmodes import private_dir
 from tfp.warehouse import landing_key, landing_log

@@ -12,7 +12,7 @@ from datetime import date
 
 from sqlalchemy import Engine, select
 
-from tfp.errors import MissingInput  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import MissingInput
 from tfp.feeds import DATASETS
 from tfp.warehouse import landing_log
 

@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tfp.errors import KeysExistError  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import KeysExistError
 
 PRIVATE, PUBLIC = 0o600, 0o644
 

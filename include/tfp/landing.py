@@ -21,7 +21,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tfp.errors import LandingTampered  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import LandingTampered
 from tfp.fsmodes import atomic_writer, private_dir
 
 MAGIC = b"TFPLAND1"

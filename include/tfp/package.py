@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 
 from tfp.anonymise import Outputs
-from tfp.errors import OutboxTampered  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import OutboxTampered
 from tfp.fsmodes import PRIVATE_FILE, atomic_write, private_dir
 
 log = logging.getLogger(__name__)

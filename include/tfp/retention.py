@@ -31,7 +31,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 
 from tfp.config import Config, ConfigError
-from tfp.errors import RetentionIncomplete  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import RetentionIncomplete
 from tfp.feeds import DATASETS, PARTNER_DATASETS
 from tfp.fsmodes import atomic_write
 from tfp.months import add_months

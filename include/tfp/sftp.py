@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import paramiko
 
 from tfp import lookups
-from tfp.errors import HostKeyRefused, RemoteFileTooLarge, SftpError  # noqa: F401 - re-exported
+from tfp.errors import HostKeyRefused, RemoteFileTooLarge, SftpError
 from tfp.lookups import ConnectionFields
 
 log = logging.getLogger(__name__)

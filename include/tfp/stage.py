@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import Engine, and_, delete, func, insert, select, update
 
 from tfp.config import Config
-from tfp.errors import FilesRejected  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import FilesRejected
 from tfp.extract import landing_copy_path, read_landing, source_lock
 from tfp.feeds import DATASETS, Dataset
 from tfp.landing import decrypt_segments, encrypting_to

@@ -43,7 +43,7 @@ from typing import Any
 import pandas as pd
 
 from tfp import feeds, identifiers
-from tfp.errors import FileRejected  # noqa: F401 - re-exported: raised and caught under this name
+from tfp.errors import FileRejected
 
 log = logging.getLogger(__name__)
 

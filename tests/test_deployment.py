@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -150,6 +151,8 @@ def test_a_variable_that_is_not_set_is_none(monkeypatch):
 
 
 def test_a_secrets_backend_that_denies_access_is_an_error_not_a_missing_key(tmp_path):
+    """Through the adapter's lookups (installed as a task installs them), a denial reading a Variable or a
+    Connection is SecretsBackendError (a ConfigError) naming it; only "not defined" is absent."""
     (tmp_path / "denying_backend.py").write_text(
         "from airflow.secrets import BaseSecretsBackend\n"
         "from airflow.sdk.exceptions import AirflowSecretsBackendAccessDenied\n\n\n"
@@ -157,14 +160,22 @@ def test_a_secrets_backend_that_denies_access_is_an_error_not_a_missing_key(tmp_
         "    def get_variable(self, key, team_name=None):\n"
         "        raise AirflowSecretsBackendAccessDenied(key)\n\n"
         "    def get_conn_value(self, conn_id, team_name=None):\n"
-        "        return None\n", encoding="utf-8")
-    env = run_env(tmp_path, {}, PYTHONPATH=str(tmp_path), AIRFLOW__SECRETS__BACKEND="denying_backend.Backend")
+        "        raise AirflowSecretsBackendAccessDenied(conn_id)\n", encoding="utf-8")
+    env = run_env(tmp_path, {}, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]),
+                  AIRFLOW__SECRETS__BACKEND="denying_backend.Backend")
     env.pop("TFP_LINKAGE_KEY", None)
-    code = ("from tfp.config import ConfigError, read_secret\n"
-            "try:\n    print('VALUE', read_secret('TFP_LINKAGE_KEY'))\n"
-            "except ConfigError as e:\n    print('ERROR', e)\n")
+    code = ("import tfp_airflow\n"
+            "from tfp.errors import SecretsBackendError\n"
+            "from tfp.config import read_secret\n"
+            "from tfp.sftp import endpoint_from_connection\n"
+            "tfp_airflow.install()\n"
+            "for read, name in ((read_secret, 'TFP_LINKAGE_KEY'), (endpoint_from_connection, 'sftp_ons')):\n"
+            "    try:\n        print('VALUE', read(name))\n"
+            "    except SecretsBackendError as e:\n        print('ERROR', e)\n")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "ERROR the secrets backend failed reading the variable TFP_LINKAGE_KEY" in done.stdout, (
+        done.stdout + done.stderr[-3000:])
+    assert "ERROR the secrets backend failed reading the Connection sftp_ons" in done.stdout, (
         done.stdout + done.stderr[-3000:])
 
 

@@ -31,7 +31,8 @@ TFP = str(Path(sys.executable).with_name("tfp"))
 def process(engine: Engine, config, reference_date: date = R, sources: Iterable[str] = SOURCES) -> dict[str, dict]:
     """Land, validate and stage each source; returns the counts of each stage per source."""
     from tfp.extract import land_source
-    from tfp.stage import stage_source, validate_source
+    from tfp.stage import stage_source
+    from tfp.validate import validate_source
 
     out = {}
     for source in sources:

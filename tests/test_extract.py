@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import delete, select
 
 from helpers import make_config, write_feed
-from tfp.extract import SourceUnavailable, land_source, read_landing, select_files
-from tfp.landing import LandingTampered
+from tfp.extract import SourceUnavailable, land_source, select_files
+from tfp.landing import LandingTampered, read_landing
 from tfp.warehouse import connect, landing_key, landing_log
 
 HEADER = ["record_id", "person_ref", "need", "start_date", "end_date"]

@@ -39,7 +39,8 @@ from tfp.landing import LandingTampered
 from tfp.notify import failure_summary
 from tfp.package import PackagedFile
 from tfp.sftp import HostKeyRefused, SftpEndpoint
-from tfp.stage import FilesRejected, stage_source, validate_source
+from tfp.stage import stage_source
+from tfp.validate import FilesRejected, validate_source
 from tfp.warehouse import connect
 from tfp_dev.sftpserver import SftpServer
 

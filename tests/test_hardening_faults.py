@@ -43,7 +43,8 @@ from tfp.deliver import deliver
 from tfp.extract import land_source
 from tfp.package import PackagedFile
 from tfp.sftp import SftpEndpoint, SftpError
-from tfp.stage import stage_source, validate_source
+from tfp.stage import stage_source
+from tfp.validate import validate_source
 from tfp.warehouse import connect
 from tfp_dev.sftpserver import SftpServer
 

@@ -17,7 +17,7 @@ from test_validate import BROKEN, GOOD
 from helpers import make_config
 from tfp import feeds
 from tfp.extract import land_source, select_files
-from tfp.stage import FilesRejected
+from tfp.validate import FilesRejected
 from tfp.warehouse import connect
 
 FILE_DATE = date(2025, 1, 31)

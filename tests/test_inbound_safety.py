@@ -72,7 +72,7 @@ def test_the_reader_never_opens_through_a_link_even_when_it_appears_after_listin
 def test_a_file_over_max_file_bytes_is_rejected_unread_and_fails_validate(tmp_path, warehouse_url):
     """Rejected as README's "rejected" says: a landing row marked rejected naming the rule, nothing read or
     copied, validate fails naming file and rule on every run until the partner re-sends a smaller file."""
-    from tfp.stage import FilesRejected, validate_source
+    from tfp.validate import FilesRejected, validate_source
 
     config = make_config(tmp_path, warehouse_url, quality={"max_file_bytes": 200})
     engine = connect(warehouse_url)
@@ -224,8 +224,8 @@ def test_everything_personal_is_private_under_umask_022(tmp_path, umask_022, key
     its files: 0600 in 0700 folders, even where the folders existed 0755 before (as check_setup makes
     them) and the umask would give 0644."""
     from tfp.anonymise import Outputs
-    from tfp.package import write_package
-    from tfp.stage import validate_source
+    from tfp.package import PackageTarget, write_package
+    from tfp.validate import validate_source
 
     sqlite_url = f"sqlite:///{tmp_path / 'db' / 'warehouse.db'}"
     config = make_config(tmp_path, sqlite_url)
@@ -239,7 +239,7 @@ def test_everything_personal_is_private_under_umask_022(tmp_path, umask_022, key
     land_source(engine, config, "children_services", R)
     validate_source(engine, config, "children_services", R)
     outputs = Outputs("a,b\n1,2\n", "c\n3\n", "d\n", 1, 1, 0)
-    write_package(outputs, config.outbox_dir, "E09000031", R, "none", None, os.urandom(32), "test")
+    write_package(outputs, PackageTarget(config.outbox_dir, "E09000031", R, "none", None, os.urandom(32), "test"))
 
     database = tmp_path / "db" / "warehouse.db"
     assert (tmp_path / "db" / "warehouse.db-wal").exists()

@@ -23,7 +23,7 @@ from tfp.anonymise import Outputs
 from tfp.cli import main
 from tfp.config import ConfigError
 from tfp.keys import KeysExistError, generate_keys
-from tfp.package import canonical_json, sign, write_package
+from tfp.package import PackageTarget, canonical_json, sign, write_package
 from tfp.verify import manifest_problems, verify_delivery
 
 R = date(2025, 3, 31)
@@ -114,7 +114,7 @@ def delivery(tmp_path, keys_env):
     identity = pyrage.x25519.Identity.generate()
     id_file = tmp_path / "age.key"
     id_file.write_text(f"# public key: {identity.to_public()}\n{identity}\n")
-    write_package(OUTPUTS, tmp_path / "outbox", LA, R, "age", str(identity.to_public()), signing, "0.1.0")
+    write_package(OUTPUTS, PackageTarget(tmp_path / "outbox", LA, R, "age", str(identity.to_public()), signing, "0.1.0"))
     return tmp_path / "outbox" / "2025-03-31", pub_file, id_file
 
 
@@ -143,7 +143,7 @@ def test_default_out_and_without_identity(delivery, capsys):
 
 def test_a_plain_delivery_verifies(tmp_path, keys_env, delivery, capsys):
     signing = base64.b64decode(keys_env["TFP_SIGNING_KEY"])
-    write_package(OUTPUTS, tmp_path / "plain_outbox", LA, R, "none", None, signing, "0.1.0")
+    write_package(OUTPUTS, PackageTarget(tmp_path / "plain_outbox", LA, R, "none", None, signing, "0.1.0"))
     code = verify_delivery(tmp_path / "plain_outbox" / "2025-03-31", delivery[1], None, None)
     said = capsys.readouterr().out
     assert code == 0, said
@@ -193,7 +193,7 @@ def test_any_damage_fails_naming_the_file(delivery, capsys, damage):
 
 def test_a_plaintext_csv_changed_after_signing_fails(tmp_path, keys_env, delivery, capsys):
     signing = base64.b64decode(keys_env["TFP_SIGNING_KEY"])
-    write_package(OUTPUTS, tmp_path / "plain_outbox", LA, R, "none", None, signing, "0.1.0")
+    write_package(OUTPUTS, PackageTarget(tmp_path / "plain_outbox", LA, R, "none", None, signing, "0.1.0"))
     folder = tmp_path / "plain_outbox" / "2025-03-31"
     flip_byte(folder / SUBMISSION, 3)
     assert verify_delivery(folder, delivery[1], None, None) == 1
@@ -203,7 +203,7 @@ def test_a_plaintext_csv_changed_after_signing_fails(tmp_path, keys_env, deliver
 def test_a_row_count_that_differs_from_the_signed_manifest_fails(tmp_path, keys_env, delivery, capsys):
     signing = base64.b64decode(keys_env["TFP_SIGNING_KEY"])
     wrong = dataclasses.replace(OUTPUTS, summary_rows=4)  # the sender signed a wrong count
-    write_package(wrong, tmp_path / "wrong", LA, R, "none", None, signing, "0.1.0")
+    write_package(wrong, PackageTarget(tmp_path / "wrong", LA, R, "none", None, signing, "0.1.0"))
     assert verify_delivery(tmp_path / "wrong" / "2025-03-31", delivery[1], None, None) == 1
     assert f"FAIL {SUMMARY}: 1 rows, the manifest says 4" in capsys.readouterr().out
 
@@ -268,8 +268,7 @@ def test_yesterdays_delivery_renamed_to_todays_names_fails(tmp_path, keys_env, d
     """A replay: yesterday's genuine, signed delivery put where today's is expected. Renaming only the
     manifest and its signature used to verify OK (its files are still there under yesterday's names)."""
     _, pub, identity = delivery
-    write_package(OUTPUTS, tmp_path / "old", LA, YESTERDAY, "age", recipient_of(identity), signing_key(keys_env),
-                  "0.1.0")
+    write_package(OUTPUTS, PackageTarget(tmp_path / "old", LA, YESTERDAY, "age", recipient_of(identity), signing_key(keys_env), "0.1.0"))
     today = tmp_path / "today"
     today.mkdir()
     for path in (tmp_path / "old" / "2025-03-30").glob("tfp_*"):
@@ -381,7 +380,7 @@ def test_two_valid_deliveries_in_one_folder_verify_each_with_its_own_manifest(tm
                                                                                second):
     folder, pub, identity = delivery
     la, on = (LA, YESTERDAY) if second == "another_date" else (OTHER_LA, R)
-    write_package(OUTPUTS, tmp_path / "other", la, on, "age", recipient_of(identity), signing_key(keys_env), "0.1.0")
+    write_package(OUTPUTS, PackageTarget(tmp_path / "other", la, on, "age", recipient_of(identity), signing_key(keys_env), "0.1.0"))
     for path in (tmp_path / "other" / on.isoformat()).glob("tfp_*"):
         (folder / path.name).write_bytes(path.read_bytes())
     code, said = run(delivery, capsys, out=tmp_path / "plain")
@@ -432,7 +431,7 @@ def test_decrypted_files_replace_a_planted_link_and_are_private(tmp_path, delive
 def test_an_encrypted_file_whose_rows_differ_is_not_written_out(tmp_path, keys_env, delivery, capsys):
     _, pub, identity = delivery
     wrong = dataclasses.replace(OUTPUTS, summary_rows=4)
-    write_package(wrong, tmp_path / "wrong", LA, R, "age", recipient_of(identity), signing_key(keys_env), "0.1.0")
+    write_package(wrong, PackageTarget(tmp_path / "wrong", LA, R, "age", recipient_of(identity), signing_key(keys_env), "0.1.0"))
     code, said = run((tmp_path / "wrong" / "2025-03-31", pub, identity), capsys, out=tmp_path / "plain")
     assert code == 1 and f"FAIL {SUMMARY}.age: 1 rows, the manifest says 4" in said
     assert not (tmp_path / "plain" / SUMMARY).exists()

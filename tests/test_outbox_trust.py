@@ -23,7 +23,15 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tfp.anonymise import Outputs
 from tfp.deliver import deliver
-from tfp.package import OutboxTampered, PackagedFile, canonical_json, packaged_files, sign, write_package
+from tfp.package import (
+    OutboxTampered,
+    PackagedFile,
+    PackageTarget,
+    canonical_json,
+    packaged_files,
+    sign,
+    write_package,
+)
 from tfp.sftp import SftpEndpoint
 from tfp.verify import verify_delivery
 from tfp.warehouse import connect
@@ -76,7 +84,7 @@ def test_an_unsigned_manifest_edit_cannot_make_deliver_read_or_write_outside_its
     """Review repro: an entry `./../../secret.key` (with that file's true size and SHA-256) made deliver read a
     file outside the outbox and write it outside delivery.path."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     secret = tmp_path / "secret.key"
     secret.write_bytes(b"THE-PSEUDONYM-KEY\n")
     manifest_path = outbox / R.isoformat() / MANIFEST
@@ -95,7 +103,7 @@ def test_an_unsigned_manifest_edit_cannot_make_deliver_read_or_write_outside_its
 
 def test_an_unsigned_manifest_edit_cannot_put_a_file_in_another_councils_sftp_folder(tmp_path, keys):
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     folder = outbox / R.isoformat()
     manifest = json.loads((folder / MANIFEST).read_bytes())
     manifest["files"][0]["name"] = f"./../../inbound/E09000032/tfp_submission_E09000032_{STAMP}.csv"
@@ -119,7 +127,7 @@ def test_yesterdays_package_renamed_into_todays_outbox_is_not_delivered_as_today
     """A genuine, signed manifest of another night, renamed to R's names in R's outbox folder."""
     outbox = tmp_path / "outbox"
     yesterday = R - timedelta(days=1)
-    write_package(outputs("old"), outbox, LA, yesterday, "none", None, keys["signing"], "x")
+    write_package(outputs("old"), PackageTarget(outbox, LA, yesterday, "none", None, keys["signing"], "x"))
     old, today = outbox / yesterday.isoformat(), outbox / R.isoformat()
     today.mkdir()
     old_stamp = yesterday.strftime("%Y%m%d")
@@ -134,7 +142,7 @@ def test_a_signed_manifest_naming_a_path_is_refused_by_the_recipients_rules(tmp_
     """Belt and braces: even a manifest that verifies (say a future packaging bug) may only name plain files
     of this LA and R, each once (tfp.verify.manifest_problems, the rules the recipient applies)."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     folder = outbox / R.isoformat()
     manifest = json.loads((folder / MANIFEST).read_bytes())
     manifest["files"][0]["name"] = f"../{SUBMISSION}"
@@ -149,7 +157,7 @@ def test_a_signed_manifest_naming_a_path_is_refused_by_the_recipients_rules(tmp_
 def test_a_manifest_signed_with_another_key_is_refused(tmp_path, keys):
     outbox = tmp_path / "outbox"
     other = Ed25519PrivateKey.generate().private_bytes_raw()
-    write_package(outputs(), outbox, LA, R, "none", None, other, "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, other, "x"))
     with pytest.raises(OutboxTampered, match="does not verify"):
         packaged_files(outbox, LA, R, keys["signing"])
 
@@ -178,7 +186,7 @@ def test_deliver_refuses_a_name_that_is_a_path_and_sends_nothing(tmp_path, name)
 def test_a_file_swapped_after_the_check_is_not_sent(tmp_path, keys):
     """Between packaged_files' check and the upload, the bytes sent must still be the signed ones."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     files = packaged_files(outbox, LA, R, keys["signing"])
     (outbox / R.isoformat() / SUBMISSION).write_bytes(b"h\nswap\n")
     dest = tmp_path / "ons"
@@ -190,7 +198,7 @@ def test_a_file_swapped_after_the_check_is_not_sent(tmp_path, keys):
 
 def test_a_link_in_the_outbox_is_not_followed(tmp_path, keys):
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     path = outbox / R.isoformat() / SUBMISSION
     elsewhere = tmp_path / "elsewhere.csv"
     elsewhere.write_bytes(path.read_bytes())
@@ -216,12 +224,12 @@ def test_a_forged_ciphertext_with_an_edited_state_is_never_signed_into_a_manifes
     """Review repro: the forged CSV, encrypted to the recipient's public key, was reused by the next package
     run, signed into a genuine manifest, verified by the recipient and decrypted as ours."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     folder = outbox / R.isoformat()
     name = SUBMISSION + ".age"
     forged = pyrage.encrypt(b"h\nFORGED\n", [pyrage.x25519.Recipient.from_str(keys["recipient"])])
     _forge_state(folder, name, forged)
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")  # the night re-run
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))  # the night re-run
     assert (folder / name).read_bytes() != forged
     plain = tmp_path / "plain"
     assert verify_delivery(folder, keys["public"], keys["identity"], plain) == 0
@@ -231,7 +239,7 @@ def test_a_forged_ciphertext_with_an_edited_state_is_never_signed_into_a_manifes
 def test_a_forged_ciphertext_with_an_edited_state_is_not_delivered(tmp_path, keys):
     """The same forgery after package, before deliver: the manifest's checksum no longer matches."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     forged = pyrage.encrypt(b"h\nFORGED\n", [pyrage.x25519.Recipient.from_str(keys["recipient"])])
     _forge_state(outbox / R.isoformat(), SUBMISSION + ".age", forged)
     with pytest.raises(OutboxTampered):
@@ -241,7 +249,7 @@ def test_a_forged_ciphertext_with_an_edited_state_is_not_delivered(tmp_path, key
 def test_an_edited_state_cannot_make_deliver_skip_a_changed_output(tmp_path, keys):
     """The plaintext checksum deliver decides "unchanged" by comes from the state: it must verify."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     folder = outbox / R.isoformat()
     state = json.loads((folder / ".package_state.json").read_text())
     state["entries"][SUBMISSION + ".age"]["plaintext_sha256"] = sha(b"h\nsomething else\n")
@@ -254,15 +262,15 @@ def test_a_state_without_a_valid_mac_means_encrypt_afresh_once_then_reuse(tmp_pa
     """A state from before the MAC (or under another signing key) is not trusted: fresh ciphertexts once;
     from then on a re-run writes the same bytes again."""
     outbox = tmp_path / "outbox"
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     folder = outbox / R.isoformat()
     state = json.loads((folder / ".package_state.json").read_text())
     (folder / ".package_state.json").write_bytes(canonical_json(state["entries"]))  # the old, bare format
     first = (folder / (SUBMISSION + ".age")).read_bytes()
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     again = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert again[SUBMISSION + ".age"] != first
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == again
     assert stat_mode(folder / ".package_state.json") == 0o600 and stat_mode(folder) == 0o700
 
@@ -276,7 +284,7 @@ def stat_mode(path: Path) -> int:
 def test_a_same_size_different_file_at_the_destination_is_replaced(tmp_path, keys):
     outbox, dest = tmp_path / "outbox", tmp_path / "ons"
     engine = engine_at(tmp_path)
-    write_package(outputs(), outbox, LA, R, "none", None, keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     kw = {"transport": "directory", "path": str(dest), "conn_id": None}
     assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
     good = (dest / SUBMISSION).read_bytes()
@@ -291,7 +299,7 @@ def test_a_same_size_different_file_at_the_destination_is_replaced(tmp_path, key
 def test_a_same_size_different_file_on_the_sftp_server_is_replaced(tmp_path, keys):
     outbox = tmp_path / "outbox"
     engine = engine_at(tmp_path)
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     with SftpServer(tmp_path / "sftp") as server:
         remote = server.root / "inbound"
         remote.mkdir()
@@ -316,13 +324,13 @@ def test_a_fresh_ciphertext_of_an_unchanged_output_is_delivered_with_its_manifes
     outbox, dest = tmp_path / "outbox", tmp_path / "ons"
     engine = engine_at(tmp_path)
     kw = {"transport": "directory", "path": str(dest), "conn_id": None}
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 5}  # contract 7
 
     (outbox / R.isoformat() / ".package_state.json").unlink()
-    write_package(outputs(), outbox, LA, R, "age", keys["recipient"], keys["signing"], "x")
+    write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
     assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
     assert verify_delivery(dest, keys["public"], keys["identity"], tmp_path / "plain") == 0
     assert (tmp_path / "plain" / SUBMISSION).read_bytes() == b"h\nreal\n"

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tfp.anonymise import Outputs
-from tfp.package import OutboxTampered, packaged_files, write_package
+from tfp.package import OutboxTampered, PackageTarget, packaged_files, write_package
 
 R = date(2025, 3, 31)
 LA = "E09000031"
@@ -45,7 +45,7 @@ def folder_bytes(folder) -> dict[str, bytes]:
 
 
 def test_plain_package_names_manifest_and_signature(tmp_path, keys_env):
-    files = write_package(outputs(), tmp_path, LA, R, "none", None, signing_key(keys_env), "1.2.3")
+    files = write_package(outputs(), PackageTarget(tmp_path, LA, R, "none", None, signing_key(keys_env), "1.2.3"))
     folder = tmp_path / "2025-03-31"
     assert [f.name for f in files] == [*CSV_NAMES, MANIFEST, MANIFEST + ".sig"]
     assert all(f.path == folder / f.name for f in files)
@@ -71,15 +71,15 @@ def test_plain_package_names_manifest_and_signature(tmp_path, keys_env):
 
 
 def test_plain_package_is_byte_identical_across_runs(tmp_path, keys_env):
-    write_package(outputs(), tmp_path / "a", LA, R, "none", None, signing_key(keys_env), "1.2.3")
-    write_package(outputs(), tmp_path / "b", LA, R, "none", None, signing_key(keys_env), "1.2.3")
+    write_package(outputs(), PackageTarget(tmp_path / "a", LA, R, "none", None, signing_key(keys_env), "1.2.3"))
+    write_package(outputs(), PackageTarget(tmp_path / "b", LA, R, "none", None, signing_key(keys_env), "1.2.3"))
     assert folder_bytes(tmp_path / "a" / "2025-03-31") == folder_bytes(tmp_path / "b" / "2025-03-31")
 
 
 def test_age_round_trip_and_manifest_of_the_ciphertext(tmp_path, keys_env):
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
-    files = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    files = write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     assert [f.name for f in files[:3]] == [n + ".age" for n in CSV_NAMES]
     manifest = json.loads(files[3].path.read_bytes())
     for f, text, entry in zip(files, [outputs().submission, outputs().summary, outputs().withdrawals],
@@ -95,42 +95,42 @@ def test_age_round_trip_and_manifest_of_the_ciphertext(tmp_path, keys_env):
 def test_age_rerun_reuses_ciphertext_and_reencrypts_only_what_changed(tmp_path, keys_env):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
     folder = tmp_path / "2025-03-31"
-    write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     first = folder_bytes(folder)
-    write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     assert folder_bytes(folder) == first  # same ciphertext, manifest and signature
 
-    write_package(outputs(withdrawn="cd34"), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    write_package(outputs(withdrawn="cd34"), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     changed = folder_bytes(folder)
     assert changed[CSV_NAMES[0] + ".age"] == first[CSV_NAMES[0] + ".age"]
     assert changed[CSV_NAMES[2] + ".age"] != first[CSV_NAMES[2] + ".age"]
     assert changed[MANIFEST] != first[MANIFEST]
 
     other = str(pyrage.x25519.Identity.generate().to_public())  # a new recipient: everything re-encrypted
-    write_package(outputs(withdrawn="cd34"), tmp_path, LA, R, "age", other, signing_key(keys_env), "1.2.3")
+    write_package(outputs(withdrawn="cd34"), PackageTarget(tmp_path, LA, R, "age", other, signing_key(keys_env), "1.2.3"))
     assert folder_bytes(folder)[CSV_NAMES[0] + ".age"] != first[CSV_NAMES[0] + ".age"]
 
 
 def test_a_damaged_ciphertext_is_not_reused(tmp_path, keys_env):
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
-    files = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    files = write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     files[0].path.write_bytes(files[0].path.read_bytes()[:-5])
-    again = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    again = write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     assert pyrage.decrypt(again[0].path.read_bytes(), [identity]) == outputs().submission.encode()
 
 
 def test_switching_encryption_leaves_no_stale_copy(tmp_path, keys_env):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
-    write_package(outputs(), tmp_path, LA, R, "none", None, signing_key(keys_env), "1.2.3")
+    write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
+    write_package(outputs(), PackageTarget(tmp_path, LA, R, "none", None, signing_key(keys_env), "1.2.3"))
     names = {p.name for p in (tmp_path / "2025-03-31").iterdir()}
     assert not any(n.endswith(".age") for n in names)
 
 
 def test_packaged_files_reads_back_what_was_written(tmp_path, keys_env):
     recipient = str(pyrage.x25519.Identity.generate().to_public())
-    written = write_package(outputs(), tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3")
+    written = write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
     assert packaged_files(tmp_path, LA, R, signing_key(keys_env)) == written
     os.truncate(written[1].path, 10)
     with pytest.raises(OutboxTampered, match="does not match its manifest"):
@@ -139,4 +139,4 @@ def test_packaged_files_reads_back_what_was_written(tmp_path, keys_env):
 
 def test_age_needs_a_recipient(tmp_path, keys_env):
     with pytest.raises(ValueError, match="age recipient"):
-        write_package(outputs(), tmp_path, LA, R, "age", None, signing_key(keys_env), "1.2.3")
+        write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", None, signing_key(keys_env), "1.2.3"))

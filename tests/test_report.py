@@ -7,6 +7,7 @@ import json
 from datetime import date
 
 from helpers import make_config
+from tfp.context import PackageResult
 from tfp.datadocs import external_references
 from tfp.report import write_run_report
 from tfp.warehouse import connect
@@ -48,7 +49,8 @@ def test_totals_are_the_summarys_published_cells_not_a_second_disclosure(tmp_pat
     config = make_config(tmp_path, f"sqlite:///{tmp_path / 'warehouse.db'}")
     published = {"families_assessed": {"intervention": "[c]", "comparison": "[c]", "all": "[c]"},
                  "families_eligible": {"intervention": "0", "comparison": "0", "all": "0"}}
-    path = write_run_report(connect(config.warehouse_url), config, R, {"package": {"published_summary": published}})
+    packaged = PackageResult(stage="package", published_summary=published)
+    path = write_run_report(connect(config.warehouse_url), config, R, {"package": packaged})
     report = json.loads(path.read_text())
     assert report["families_assessed"] == "[c]" and report["families_eligible"] == "0"
     assert report["eligibility"] == published

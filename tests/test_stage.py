@@ -15,7 +15,8 @@ from tfp.current import current_rows
 from tfp.extract import land_source
 from tfp.feeds import SOURCES
 from tfp.report import current_files
-from tfp.stage import FilesRejected, stage_source, validate_source
+from tfp.stage import stage_source
+from tfp.validate import FilesRejected, validate_source
 from tfp.warehouse import connect, landing_log, quarantine, staging
 from tfp_dev.generate import generate
 

@@ -196,7 +196,7 @@ def test_a_copy_altered_in_a_later_segment_stops_validation_and_leaves_nothing(t
     segments were validated, and still nothing is written or moved on."""
     from helpers import make_config
     from tfp.extract import land_source
-    from tfp.stage import validate_source
+    from tfp.validate import validate_source
     from tfp.warehouse import connect, landing_log, quarantine
 
     monkeypatch.setattr(landing, "SEGMENT", 4096)

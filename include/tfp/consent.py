@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -17,6 +18,9 @@ from sqlalchemy import Engine, delete, insert
 
 from tfp.current import current_rows
 from tfp.warehouse import person_consent
+
+if TYPE_CHECKING:
+    from tfp.context import RunContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +130,11 @@ def compute_consent(engine: Engine, reference_date: date, lawful_basis: str) -> 
     log.info("consent for %s under %s: %d persons, %d kept, %d excluded",
              reference_date, lawful_basis, len(rows), n_kept, len(rows) - n_kept)
     return {"persons": len(rows), "kept": n_kept, "excluded": len(rows) - n_kept}
+
+
+def run(ctx: RunContext) -> StageResult:
+    """The consent task: decide R's consent states under the config's lawful basis."""
+    from tfp.context import StageResult
+
+    return StageResult(stage="consent",
+                       counts=compute_consent(ctx.warehouse, ctx.reference_date, ctx.config.consent.lawful_basis))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Date, Engine, bindparam, delete, insert, text
 
@@ -20,6 +21,9 @@ from tfp.current import create_current_tables, sql_file
 from tfp.feeds import term_end
 from tfp.months import add_months
 from tfp.warehouse import FLAGS, family_flags, no_personal_statistics
+
+if TYPE_CHECKING:
+    from tfp.context import CriteriaResult, RunContext
 
 SCOPES: tuple[str, ...] = ("all", "kept")
 RELEASE_WINDOW_MONTHS = 12
@@ -180,3 +184,12 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
         "families_eligible": sum(r["eligible"] for r in rows),
         **{flag: len(flagged[flag]) for flag in FLAGS},
     }
+
+
+def run(ctx: RunContext) -> CriteriaResult:
+    """The criteria task: the flags counting every roster person (for the evaluation's own checks) and
+    counting kept people only (what is delivered)."""
+    from tfp.context import CriteriaResult
+
+    return CriteriaResult.of({scope: compute_family_flags(ctx.warehouse, ctx.reference_date, ctx.config.criteria,
+                                                          scope=scope) for scope in SCOPES})

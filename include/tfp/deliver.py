@@ -19,7 +19,7 @@ import os
 import posixpath
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from tfp.sftp import SftpClient, SftpEndpoint, endpoint_from_connection
 from tfp.warehouse import delivery_log
 
 if TYPE_CHECKING:  # tfp.package imports pandas; deliver needs only the class's fields
+    from tfp.context import DeliverResult, RunContext
     from tfp.package import PackagedFile
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,13 @@ def _is_base_name(name: str) -> bool:
             and posixpath.basename(name) == name)
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def deliver(files: list[PackagedFile], *, transport: str, path: str, conn_id: str | None,
-            engine: Engine, reference_date: date, endpoint: SftpEndpoint | None = None) -> dict[str, int]:
+            engine: Engine, reference_date: date, endpoint: SftpEndpoint | None = None,
+            clock: Callable[[], datetime] = _utc_now) -> dict[str, int]:
     """Send ``files`` in the order given (the caller puts the manifest and its .sig last).
 
     A file is skipped when the last delivery of that name for this reference date to this destination
@@ -164,9 +170,27 @@ def deliver(files: list[PackagedFile], *, transport: str, path: str, conn_id: st
                 conn.execute(insert(delivery_log).values(
                     reference_date=reference_date, file_name=f.name, destination=dest.destination,
                     sha256=sha, plaintext_sha256=f.plaintext_sha256,
-                    bytes=len(data), rows=f.rows, delivered_at=datetime.now(UTC),
+                    bytes=len(data), rows=f.rows, delivered_at=clock(),
                 ))
             uploaded += 1
             log.info("delivery: %s uploaded (%d bytes)", f.name, len(data))
     log.info("delivery to %s for %s: %d uploaded, %d skipped", dest.destination, reference_date, uploaded, skipped)
     return {"uploaded": uploaded, "skipped": skipped}
+
+
+def run(ctx: RunContext) -> DeliverResult:
+    """The deliver task: send R's package, checked against its signed manifest, to the configured
+    destination (a dry run checks the package and sends nothing)."""
+    from tfp.context import DeliverResult
+    from tfp.package import packaged_files
+
+    files = packaged_files(ctx.config.outbox_dir, ctx.config.local_authority.code, ctx.reference_date,
+                           ctx.keys.signing)
+    names = tuple(f.name for f in files)
+    if ctx.dry_run:
+        return DeliverResult(stage="deliver", counts={"uploaded": 0, "skipped": len(files)}, delivered=(),
+                             dry_run=True)
+    d = ctx.config.delivery
+    counts = deliver(files, transport=d.transport, path=d.path, conn_id=d.conn_id, engine=ctx.warehouse,
+                     reference_date=ctx.reference_date, clock=ctx.clock)
+    return DeliverResult(stage="deliver", counts=counts, delivered=names)

@@ -23,16 +23,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, text
+from sqlalchemy import Engine, insert, select
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
 from tfp.feeds import DATASETS, SOURCES, parse_file_name
 from tfp.fsmodes import private_dir
+from tfp.landing import source_lock
 from tfp.warehouse import landing_key, landing_log
+
+if TYPE_CHECKING:
+    from tfp.context import RunContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +251,15 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
     return counts
 
 
+def run(ctx: RunContext) -> StageResult:
+    """The extract task: land the new files of the context's source for R."""
+    from tfp.context import StageResult
+
+    source = ctx.need_source()
+    return StageResult(stage="extract", counts=land_source(ctx.warehouse, ctx.config, source, ctx.reference_date),
+                       source=source)
+
+
 def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date) -> None:
     """Record a file over ``max_file_bytes`` as rejected, unread (no checksum, no copy), once per name and
     size: ``validate`` then fails naming it, as for any rejected file, until the partner re-sends it."""
@@ -289,13 +302,6 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
         finally:
             os.close(fd)
     return found
-
-
-def source_lock(conn: Connection, source: str) -> None:
-    """Serialise the landing-log changes of one source across concurrent runs (a backfill of several
-    dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
 
 
 def remove_orphans(engine: Engine, config: Config, source: str) -> int:
@@ -348,16 +354,3 @@ def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, refer
             (config.work_dir / relative).unlink(missing_ok=True)
             raise
     return "landed"
-
-
-def read_landing(engine: Engine, config: Config, landing_id: int, purpose: bytes = b"raw") -> bytes:
-    """Decrypt a landing copy (raw: the file as received; validated: the rows that passed validation)."""
-    with engine.connect() as conn:
-        key = conn.execute(select(landing_key.c.key).where(landing_key.c.landing_id == landing_id)).scalar_one()
-    return landing.decrypt_from(landing_copy_path(config, landing_id, purpose, engine), key, landing_id, purpose)
-
-
-def landing_copy_path(config: Config, landing_id: int, purpose: bytes, engine: Engine) -> Path:
-    with engine.connect() as conn:
-        source = conn.execute(select(landing_log.c.source).where(landing_log.c.id == landing_id)).scalar_one()
-    return config.work_dir / "landing" / source / f"{landing_id}.{purpose.decode()}.bin"

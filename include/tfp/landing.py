@@ -174,3 +174,72 @@ def sweep_orphans(folder: Path, live_ids: Iterable[int]) -> int:
             path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+# -- landing copies in the warehouse: where a copy is, its key, the source's lock ---------------------
+# (what extract, validate, stage and retention share; the LandingStore of issue 16 item 3 owns these)
+
+def copy_path(landing_dir: Path, source: str, landing_id: int, purpose: bytes = b"raw") -> Path:
+    """Where a landing's copy is: ``<landing_dir>/<source>/<id>.<raw|validated>.bin``."""
+    return Path(landing_dir) / source / f"{landing_id}.{purpose.decode()}.bin"
+
+
+def source_lock(conn, source: str) -> None:
+    """Serialise the landing-log changes of one source across concurrent runs (a backfill of several
+    dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
+    from sqlalchemy import text
+
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
+
+
+def landing_key_of(engine, landing_id: int) -> bytes:
+    """A landing copy's key, from the warehouse (deleting it shreds the copy)."""
+    from sqlalchemy import select
+
+    from tfp.warehouse import landing_key
+
+    with engine.connect() as conn:
+        return conn.execute(select(landing_key.c.key).where(landing_key.c.landing_id == landing_id)).scalar_one()
+
+
+def landing_copy_path(config, landing_id: int, purpose: bytes, engine) -> Path:
+    """Where the copy of a landing is, from its source in the landing log."""
+    from sqlalchemy import select
+
+    from tfp.warehouse import landing_log
+
+    with engine.connect() as conn:
+        source = conn.execute(select(landing_log.c.source).where(landing_log.c.id == landing_id)).scalar_one()
+    return copy_path(config.landing_dir, source, landing_id, purpose)
+
+
+def read_landing(engine, config, landing_id: int, purpose: bytes = b"raw") -> bytes:
+    """Decrypt a landing copy (raw: the file as received; validated: the rows that passed validation)."""
+    return decrypt_from(landing_copy_path(config, landing_id, purpose, engine), landing_key_of(engine, landing_id),
+                        landing_id, purpose)
+
+
+def landings(engine, source: str, status: str, reference_date) -> list:
+    """The landings of a source in ``status`` dated on or before R, oldest first."""
+    from sqlalchemy import select
+
+    from tfp.warehouse import landing_log
+
+    with engine.connect() as conn:
+        return conn.execute(
+            select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date)
+            .where(landing_log.c.source == source, landing_log.c.status == status,
+                   landing_log.c.file_date <= reference_date)
+            .order_by(landing_log.c.file_date, landing_log.c.id)
+        ).all()
+
+
+def still(conn, source: str, landing_id: int, status: str) -> bool:
+    """Take the source's lock and check that the landing is still in ``status``."""
+    from sqlalchemy import select
+
+    from tfp.warehouse import landing_log
+
+    source_lock(conn, source)
+    return conn.execute(select(landing_log.c.status).where(landing_log.c.id == landing_id)).scalar_one() == status

@@ -23,11 +23,14 @@ import re
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, normalise_postcode
+
+if TYPE_CHECKING:
+    from tfp.context import LinkResult, RunContext
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "linkage_model.json"
 PROBABILITY_DECIMALS = 6
@@ -497,3 +500,10 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
         linked = int(mine["person_ref"].notna().sum())
         counts[dataset] = {"linked": linked, "unlinked": int(len(mine) - linked)}
     return counts
+
+
+def run(ctx: RunContext) -> LinkResult:
+    """The link task: link R's partner records at the config's threshold; counts per dataset."""
+    from tfp.context import LinkResult
+
+    return LinkResult.of(run_linking(ctx.warehouse, ctx.reference_date, ctx.config.linkage.match_probability_threshold))

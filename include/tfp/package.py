@@ -26,10 +26,14 @@ import stat
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tfp.anonymise import Outputs
 from tfp.errors import OutboxTampered
 from tfp.fsmodes import PRIVATE_FILE, atomic_write, private_dir
+
+if TYPE_CHECKING:
+    from tfp.context import PackageResult, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +147,39 @@ def sign(manifest: bytes, signing_key: bytes) -> bytes:
     return base64.b64encode(Ed25519PrivateKey.from_private_bytes(signing_key).sign(manifest))
 
 
-def write_package(outputs: Outputs, outbox: Path, la_code: str, reference_date: date, encryption: str,
-                  recipient: str | None, signing_key: bytes, pipeline_version: str) -> list[PackagedFile]:
+@dataclass(frozen=True, repr=False)
+class PackageTarget:
+    """Where and how a night's delivery is written: the outbox, whose and which night it is, the
+    encryption (``age`` to ``recipient``, or ``none``), the signing key and the version the manifest names."""
+
+    outbox: Path
+    la_code: str
+    reference_date: date
+    encryption: str
+    recipient: str | None
+    signing_key: bytes
+    pipeline_version: str
+
+    def __repr__(self) -> str:
+        return f"PackageTarget({self.outbox}, {self.la_code}, {self.reference_date}, {self.encryption})"
+
+    @classmethod
+    def of(cls, ctx: RunContext) -> PackageTarget:
+        """The target a night's context names: its config's outbox, LA and delivery, its keys' signing key."""
+        from tfp import __version__
+
+        d = ctx.config.delivery
+        return cls(outbox=ctx.config.outbox_dir, la_code=ctx.config.local_authority.code,
+                   reference_date=ctx.reference_date, encryption=d.encryption, recipient=d.recipient,
+                   signing_key=ctx.keys.signing, pipeline_version=__version__)
+
+
+def write_package(outputs: Outputs, target: PackageTarget) -> list[PackagedFile]:
     """Write the delivery for R into ``outbox/<YYYY-MM-DD>/`` and return its files in delivery order
     (the three CSVs, the manifest, the signature)."""
+    outbox, la_code, reference_date = target.outbox, target.la_code, target.reference_date
+    encryption, recipient, signing_key = target.encryption, target.recipient, target.signing_key
+    pipeline_version = target.pipeline_version
     if encryption not in ("age", "none"):
         raise ValueError(f"unknown encryption {encryption!r}")
     if encryption == "age" and not (recipient or "").startswith("age1"):
@@ -265,3 +298,17 @@ def packaged_files(outbox: Path, la_code: str, reference_date: date, signing_key
                               len(manifest_bytes)))
     files.append(PackagedFile(sig_path.name, sig_path, _sha256(sig), None, _sha256(sig), len(sig)))
     return files
+
+
+def run(ctx: RunContext) -> PackageResult:
+    """The package task: build R's outputs, write them to the outbox, then record what was released
+    (only what was packaged binds later nights)."""
+    from tfp.anonymise import build_outputs, record_release
+    from tfp.context import PackageResult
+
+    outputs = build_outputs(ctx.warehouse, ctx.reference_date, ctx.config, ctx.keys)
+    files = write_package(outputs, PackageTarget.of(ctx))
+    record_release(ctx.warehouse, ctx.reference_date, outputs.released)
+    return PackageResult(stage="package", outbox=files[0].path.parent, files=tuple(f.name for f in files),
+                         counts={"persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows},
+                         published_summary=outputs.published)

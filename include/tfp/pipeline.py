@@ -1,17 +1,19 @@
-"""Each nightly task as one plain function of (config path, reference date): what the DAG calls.
+"""Each nightly and retention task as one plain function of (config path, reference date): what the DAGs call.
 
-Every function loads the config, opens the warehouse, does one stage through its module and
-returns counts only, because its return value becomes an XCom.
+This is the one place that builds a :class:`~tfp.context.RunContext` (:func:`tfp.context.open_context`)
+and calls a stage: every stage module (``tfp.extract``, ``tfp.validate``, ... ``tfp.retention``, named as
+the DAGs' tasks are) exposes ``run(ctx) -> StageResult``. A task returns the result's ``to_xcom()``:
+counts, ids and paths only, because it becomes an XCom.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from tfp.config import load_config, load_keys, warehouse_url
+from tfp.config import load_config, warehouse_url
+from tfp.context import RunContext, StageResult, open_context, result_from_xcom
 
 log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
@@ -26,13 +28,6 @@ def reference_date_of(logical_date: datetime) -> date:
     return date(local.year, local.month, local.day)
 
 
-def _open(config_path: str | Path):
-    from tfp.warehouse import connect
-
-    config = load_config(config_path)
-    return config, connect(warehouse_url(config))
-
-
 def check_setup(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...] | None = None) -> dict:
     """Fail before any work when the config or a key is unusable, or when a drop folder or an SFTP
     Connection of a source in the run (or the delivery's Connection) is missing, or the warehouse
@@ -41,8 +36,9 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
 
     for line in upgrade_embedded(warehouse_url(load_config(config_path))):
         log.info("%s", line)
-    config, _engine = _open(config_path)  # refuses a PostgreSQL schema that `tfp db upgrade` has not migrated
-    load_keys(config)
+    ctx = open_context(config_path, reference_date)  # refuses a PostgreSQL schema `tfp db upgrade` has not migrated
+    config = ctx.config
+    ctx.keys  # noqa: B018 -- read and check the three keys now, naming a missing variable
     _check_transports(config, sources)
     for folder in (config.work_dir, config.reports_dir, config.landing_dir, config.outbox_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,116 +71,73 @@ def _check_transports(config, sources) -> None:
                             "(see the README's Connections section)") from None
 
 
+def run_stage(name: str, ctx: RunContext) -> StageResult:
+    """Call stage ``name``'s ``run`` with ``ctx`` (``tfp.<name>``; retention's finish is ``retention_finish``)."""
+    import importlib
+
+    if name == "retention_finish":
+        from tfp.retention import finish
+
+        return finish(ctx)
+    return importlib.import_module(f"tfp.{name}").run(ctx)
+
+
 def check_inputs(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...]) -> dict[str, int]:
     """No silent partial night: every dataset the night needs has a file on or before R (tfp.inputs)."""
     from tfp.inputs import check_inputs as check
 
-    _config, engine = _open(config_path)
-    return check(engine, reference_date, sources)
+    ctx = open_context(config_path, reference_date)
+    return check(ctx.warehouse, ctx.reference_date, sources)
 
 
 def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    from tfp.extract import land_source
-
-    config, engine = _open(config_path)
-    return land_source(engine, config, source, reference_date)
+    return run_stage("extract", open_context(config_path, reference_date, source)).to_xcom()
 
 
 def validate(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    from tfp.stage import validate_source
-
-    config, engine = _open(config_path)
-    counts = validate_source(engine, config, source, reference_date)
-    log.info("source %s validated: %s", source, counts)
-    return counts
+    return run_stage("validate", open_context(config_path, reference_date, source)).to_xcom()
 
 
 def stage(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    from tfp.stage import stage_source
-
-    config, engine = _open(config_path)
-    return stage_source(engine, config, source, reference_date)
+    return run_stage("stage", open_context(config_path, reference_date, source)).to_xcom()
 
 
 def link(config_path: str, reference_date: date) -> dict:
-    from tfp.link import run_linking
-
-    config, engine = _open(config_path)
-    per_dataset = run_linking(engine, reference_date, config.linkage.match_probability_threshold)
-    return {"records_linked": sum(c["linked"] for c in per_dataset.values()),
-            "records_unlinked": sum(c["unlinked"] for c in per_dataset.values())}
+    return run_stage("link", open_context(config_path, reference_date)).to_xcom()
 
 
 def consent(config_path: str, reference_date: date) -> dict[str, int]:
-    from tfp.consent import compute_consent
-
-    config, engine = _open(config_path)
-    return compute_consent(engine, reference_date, config.consent.lawful_basis)
+    return run_stage("consent", open_context(config_path, reference_date)).to_xcom()
 
 
 def criteria(config_path: str, reference_date: date) -> dict[str, dict[str, int]]:
     """Flags counting every roster person (for the evaluation's own checks) and counting kept people only
-    (what is delivered)."""
-    from tfp.criteria import compute_family_flags
-
-    config, engine = _open(config_path)
-    return {scope: compute_family_flags(engine, reference_date, config.criteria, scope=scope)
-            for scope in ("all", "kept")}
+    (what is delivered), by scope."""
+    return run_stage("criteria", open_context(config_path, reference_date)).to_xcom()
 
 
 def package(config_path: str, reference_date: date) -> dict:
-    from tfp import __version__
-    from tfp.anonymise import build_outputs, record_release
-    from tfp.package import write_package
-
-    config, engine = _open(config_path)
-    keys = load_keys(config)
-    outputs = build_outputs(engine, reference_date, config, keys)
-    files = write_package(outputs, config.outbox_dir, config.local_authority.code, reference_date,
-                          config.delivery.encryption, config.delivery.recipient, keys.signing, __version__)
-    record_release(engine, reference_date, outputs.released)  # only what was packaged binds later nights
-    return {"outbox": str(files[0].path.parent), "files": len(files),
-            "persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows,
-            "published_summary": outputs.published}
+    return run_stage("package", open_context(config_path, reference_date)).to_xcom()
 
 
 def deliver(config_path: str, reference_date: date, dry_run: bool = False) -> dict[str, int]:
-    from tfp.deliver import deliver as send
-    from tfp.package import packaged_files
-
-    config, engine = _open(config_path)
-    files = packaged_files(config.outbox_dir, config.local_authority.code, reference_date,
-                           load_keys(config).signing)
-    if dry_run:
-        return {"uploaded": 0, "skipped": len(files), "dry_run": 1}
-    d = config.delivery
-    return send(files, transport=d.transport, path=d.path, conn_id=d.conn_id, engine=engine,
-                reference_date=reference_date)
+    return run_stage("deliver", open_context(config_path, reference_date, dry_run=dry_run)).to_xcom()
 
 
 def report(config_path: str, reference_date: date, stage_counts: dict) -> dict:
-    from tfp.report import write_run_report
-
-    config, engine = _open(config_path)
-    path = write_run_report(engine, config, reference_date, stage_counts)
-    return {"report": str(path)}
+    """The run report, from the other stages' XComs (by stage name) read back as their results."""
+    upstream = {name: result_from_xcom(name, value) for name, value in stage_counts.items()}
+    return run_stage("report", open_context(config_path, reference_date, upstream=upstream)).to_xcom()
 
 
-
-
-def retention(config_path: str, run_date: date, category: str, dry_run: bool) -> dict:
+def retention(config_path: str, reference_date: date, category: str, dry_run: bool) -> dict:
     """One retention category: count, delete, re-count, log. Returns counts only."""
-    from tfp.retention import run_category
-
-    config, engine = _open(config_path)
-    return run_category(engine, config, category, run_date, dry_run).as_dict()
+    ctx = open_context(config_path, reference_date, category=category, dry_run=dry_run)
+    return run_stage("retention", ctx).to_xcom()
 
 
-def retention_finish(config_path: str, run_date: date, dry_run: bool, outcomes: dict[str, dict]) -> dict:
+def retention_finish(config_path: str, reference_date: date, dry_run: bool, outcomes: dict[str, dict]) -> dict:
     """Make the deletions stick (vacuum) and write retention_report.json."""
-    from tfp.retention import compact, write_retention_report
-
-    config, engine = _open(config_path)
-    if not dry_run:
-        compact(engine)
-    return {"report": write_retention_report(config, run_date, dry_run, outcomes)}
+    upstream = {category: result_from_xcom("retention", value) for category, value in outcomes.items()}
+    ctx = open_context(config_path, reference_date, dry_run=dry_run, upstream=upstream)
+    return run_stage("retention_finish", ctx).to_xcom()

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, func, select
 
 from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
 from tfp.fsmodes import atomic_write
-from tfp.stage import quarantine_reasons
+from tfp.validate import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
+
+if TYPE_CHECKING:
+    from tfp.context import PathResult, RunContext, StageResult
 
 
 def _current_landings(engine: Engine, reference_date: date) -> list:
@@ -66,18 +71,27 @@ def _family_counts(engine: Engine, reference_date: date, scope: str) -> dict[str
     return {"families_assessed": int(assessed), "families_eligible": int(eligible)}
 
 
-def build_run_report(engine: Engine, config: Config, reference_date: date, stage_counts: dict) -> dict:
+def build_run_report(engine: Engine, config: Config, reference_date: date,
+                     results: Mapping[str, StageResult]) -> dict:
+    """The report's content: the files that make up R and the warehouse's counts for R, with what the
+    night's stages reported (``results``, by stage name; a stage missing from it counts nothing)."""
     from tfp.anonymise import disclose
+    from tfp.context import DeliverResult, PackageResult, StageResult
 
     files = current_files(engine, reference_date)
     linkage = _link_counts(engine, reference_date)
     d = config.disclosure
-    package = stage_counts.get("package") or {}
-    published = package.get("published_summary") or {}
+    package = results.get("package")
+    if not isinstance(package, PackageResult):
+        package = PackageResult(stage="package")
+    consent = results.get("consent") or StageResult(stage="consent")
+    deliver = results.get("deliver")
+    if not isinstance(deliver, DeliverResult):
+        deliver = DeliverResult(stage="deliver")
+    published = {m: dict(by) for m, by in package.published_summary.items()}
     # as the summary published them (secondary suppression may hide a cell that disclose() alone would show)
     delivered = {k: published.get(k, {}).get("all") or disclose(v, d.suppress_below, d.round_to)
                  for k, v in _family_counts(engine, reference_date, "kept").items()}
-    consent = stage_counts.get("consent") or {}
     return {
         "reference_date": reference_date.isoformat(),
         "la_code": config.local_authority.code,
@@ -95,10 +109,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date, stage
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
         # the settings below tfp's floor while disclosure.allow_weak_disclosure is on; [] normally
         "weak_disclosure": list(config.weak_disclosure),
-        "persons_submitted": int(package.get("persons_submitted", 0)),
-        "persons_excluded_by_consent": int(consent.get("excluded", 0)),
-        "withdrawals_listed": int(package.get("withdrawals", 0)),
-        "delivery": {k: v for k, v in (stage_counts.get("deliver") or {}).items() if isinstance(v, int)},
+        "persons_submitted": package.count("persons_submitted"),
+        "persons_excluded_by_consent": consent.count("excluded"),
+        "withdrawals_listed": package.count("withdrawals"),
+        "delivery": {**{k: int(v) for k, v in deliver.counts.items()}, **({"dry_run": 1} if deliver.dry_run else {})},
     }
 
 
@@ -183,10 +197,11 @@ def write_data_docs(engine: Engine, reference_date: date, site: Path) -> dict[st
     return {name: f"{site.name}/{page}" for name, page in pages.items()}
 
 
-def write_run_report(engine: Engine, config: Config, reference_date: date, stage_counts: dict) -> Path:
+def write_run_report(engine: Engine, config: Config, reference_date: date,
+                     results: Mapping[str, StageResult]) -> Path:
     """Write run_report.json, run_report.html and the Data Docs under work_dir/reports/<date>/;
     returns the JSON path."""
-    report = build_run_report(engine, config, reference_date, stage_counts)
+    report = build_run_report(engine, config, reference_date, results)
     folder = config.reports_dir / reference_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     docs = write_data_docs(engine, reference_date, folder / "data_docs")
@@ -200,3 +215,12 @@ def write_run_report(engine: Engine, config: Config, reference_date: date, stage
     atomic_write(folder / "run_report.html", _html(report), mode=None)
     return path
 
+
+
+def run(ctx: RunContext) -> PathResult:
+    """The report task: write the night's report from the warehouse and the other stages' results
+    (the context's ``upstream``)."""
+    from tfp.context import PathResult
+
+    return PathResult(stage="report", path=write_run_report(ctx.warehouse, ctx.config, ctx.reference_date,
+                                                            ctx.upstream))

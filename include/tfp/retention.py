@@ -27,6 +27,8 @@ import logging
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 
@@ -45,6 +47,9 @@ from tfp.warehouse import (
     released_generalisation,
     staging,
 )
+
+if TYPE_CHECKING:
+    from tfp.context import PathResult, RetentionResult, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -458,3 +463,26 @@ def write_retention_report(config: Config, run_date: date, dry_run: bool, outcom
             "categories": {c: outcomes[c] for c in CATEGORIES if c in outcomes}}
     atomic_write(path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=None)  # counts only
     return str(path)
+
+
+def run(ctx: RunContext) -> RetentionResult:
+    """A retention category's task (the context's ``category``): count, delete, re-count, log."""
+    from tfp.context import RetentionResult
+
+    if ctx.category not in CATEGORIES:
+        raise ValueError(f"retention runs per category: open its context with category= one of {CATEGORIES}")
+    outcome = run_category(ctx.warehouse, ctx.config, ctx.category, ctx.reference_date, ctx.dry_run)
+    return RetentionResult(stage="retention", counts={"found": outcome.found, "deleted": outcome.deleted},
+                           category=outcome.category, cutoff=outcome.cutoff, unit=outcome.unit)
+
+
+def finish(ctx: RunContext) -> PathResult:
+    """The retention finish task: make the deletions stick (vacuum, unless a dry run) and write
+    retention_report.json from the categories' results (the context's ``upstream``)."""
+    from tfp.context import PathResult
+
+    if not ctx.dry_run:
+        compact(ctx.warehouse)
+    outcomes = {category: result.to_xcom() for category, result in ctx.upstream.items()}
+    return PathResult(stage="retention_finish",
+                      path=Path(write_retention_report(ctx.config, ctx.reference_date, ctx.dry_run, outcomes)))

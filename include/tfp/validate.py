@@ -35,15 +35,30 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache
+from functools import cache, partial
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from sqlalchemy import Engine, delete, func, insert, select, update
 
 from tfp import feeds, identifiers
-from tfp.errors import FileRejected
+from tfp.config import Config
+from tfp.errors import FileRejected, FilesRejected
+from tfp.landing import (
+    decrypt_segments,
+    encrypting_to,
+    landing_copy_path,
+    landing_key_of,
+    landings,
+    source_lock,
+    still,
+)
+from tfp.warehouse import landing_log, quarantine
+
+if TYPE_CHECKING:
+    from tfp.context import RunContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -797,6 +812,90 @@ def validate_file(open_pieces: Callable[[], Iterable[bytes]], dataset: str, file
 
     return validate_chunks(feed_chunks(open_pieces, scan, dataset, chunk_bytes), dataset, file_date, file_name,
                            max_bad_row_fraction, duplicated=scan.duplicated, rows=scan.rows, keep_clean=keep)
+
+
+# -- the validate stage ------------------------------------------------------------------------
+
+def validate_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+    """Validate the new landings of a source; fail naming every current file that breaks a file-level rule."""
+    counts = {"files_validated": 0, "rows_read": 0, "rows_quarantined": 0, "files_rejected": 0}
+    for row in landings(engine, source, "landed", reference_date):
+        key = landing_key_of(engine, row.id)
+        raw = landing_copy_path(config, row.id, b"raw", engine)
+        try:
+            # A chunk at a time, the landing copy decrypted and the validated copy encrypted as they
+            # go: memory follows the chunk, not the file. The validated copy appears only on success.
+            with encrypting_to(landing_copy_path(config, row.id, b"validated", engine), key, row.id,
+                               b"validated") as write:
+                result = validate_file(partial(decrypt_segments, raw, key, row.id), row.dataset, row.file_date,
+                                       row.file_name, config.quality.max_bad_row_fraction, write)
+        except FileRejected as rejected:
+            with engine.begin() as conn:
+                source_lock(conn, source)
+                conn.execute(update(landing_log).where(landing_log.c.id == row.id, landing_log.c.status == "landed")
+                             .values(status="rejected", rejection=rejected.rule))
+            counts["files_rejected"] += 1
+            continue
+        quarantined = [
+            {"landing_id": row.id, "row_number": int(q["_row"]), "rules": q["rules"], "row_json": q["row_json"],
+             "quarantined_on": reference_date}
+            for q in result.quarantined.to_dict("records")
+        ]
+        with engine.begin() as conn:
+            if not still(conn, source, row.id, "landed"):  # a concurrent run (backfill) got there first
+                continue
+            conn.execute(delete(quarantine).where(quarantine.c.landing_id == row.id))
+            if quarantined:
+                conn.execute(insert(quarantine), quarantined)
+            conn.execute(update(landing_log).where(landing_log.c.id == row.id).values(
+                status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined),
+                expectation_results=json.dumps(result.expectations, sort_keys=True),
+                gx_result=json.dumps(result.gx_result, sort_keys=True)))
+        counts["files_validated"] += 1
+        counts["rows_read"] += result.rows_read
+        counts["rows_quarantined"] += len(quarantined)
+    failures = rejected_files(engine, source, reference_date)
+    if failures:
+        raise FilesRejected("; ".join(f"file {name} rejected: {rule}" for name, rule in failures))
+    return counts
+
+
+def rejected_files(engine: Engine, source: str, reference_date: date) -> list[tuple[str, str]]:
+    """Current files of a source (latest landing of each name, dated on or before R) that were rejected."""
+    latest = (
+        select(landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
+        .where(landing_log.c.source == source, landing_log.c.file_date <= reference_date,
+               landing_log.c.status != "duplicate")
+        .group_by(landing_log.c.file_name).subquery()
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(landing_log.c.file_name, landing_log.c.rejection)
+            .join(latest, latest.c.id == landing_log.c.id)
+            .where(landing_log.c.status == "rejected").order_by(landing_log.c.file_name)
+        ).all()
+    return [(r.file_name, r.rejection) for r in rows]
+
+
+def quarantine_reasons(engine: Engine, landing_id: int) -> dict[str, int]:
+    """How many quarantined rows of a landing broke each rule (for the run report)."""
+    reasons: dict[str, int] = {}
+    with engine.connect() as conn:
+        for (rules,) in conn.execute(select(quarantine.c.rules).where(quarantine.c.landing_id == landing_id)):
+            for rule in rules.split("; "):
+                reasons[rule] = reasons.get(rule, 0) + 1
+    return dict(sorted(reasons.items()))
+
+
+def run(ctx: RunContext) -> StageResult:
+    """The validate task: validate the new landings of the context's source; fail naming every current
+    file that breaks a file-level rule."""
+    from tfp.context import StageResult
+
+    source = ctx.need_source()
+    counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date)
+    log.info("source %s validated: %s", source, counts)
+    return StageResult(stage="validate", counts=counts, source=source)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -653,7 +653,7 @@ import json, resource, sys, time
 from datetime import date
 from tfp import feeds
 from tfp.config import load_config
-from tfp.stage import validate_source
+from tfp.validate import validate_source
 from tfp.validate import read_feed, validate_feed
 from tfp.warehouse import connect
 config = load_config(sys.argv[1])

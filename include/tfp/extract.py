@@ -18,10 +18,10 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -29,6 +29,7 @@ from sqlalchemy import Engine, insert, select
 
 from tfp import landing
 from tfp.config import Config, DirectorySource
+from tfp.context import utc_now
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
 from tfp.feeds import DATASETS, SOURCES, parse_file_name
 from tfp.fsmodes import private_dir
@@ -207,7 +208,8 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
     return sorted(chosen, key=lambda f: (f.file_date, f.name))
 
 
-def land_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+def land_source(engine: Engine, config: Config, source: str, reference_date: date,
+                clock: Callable[[], datetime] = utc_now) -> dict[str, int]:
     """Land the new files of one source for R; returns counts only.
 
     A file's plaintext is removed from the drop once its landing is committed (local folders unless
@@ -236,10 +238,10 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
                 counts["refused"] += 1
                 continue
             except FileTooLarge as e:
-                reject_too_large(engine, feed, e.size, limit, reference_date)
+                reject_too_large(engine, feed, e.size, limit, reference_date, clock)
                 counts["rejected"] += 1
                 continue
-            counts[land_file(engine, config, feed, data, reference_date)] += 1
+            counts[land_file(engine, config, feed, data, reference_date, clock)] += 1
             del data
             if reader.removes:
                 try:
@@ -256,11 +258,12 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.context import StageResult
 
     source = ctx.need_source()
-    return StageResult(stage="extract", counts=land_source(ctx.warehouse, ctx.config, source, ctx.reference_date),
-                       source=source)
+    counts = land_source(ctx.warehouse, ctx.config, source, ctx.reference_date, clock=ctx.clock)
+    return StageResult(stage="extract", counts=counts, source=source)
 
 
-def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date) -> None:
+def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date,
+                     clock: Callable[[], datetime] = utc_now) -> None:
     """Record a file over ``max_file_bytes`` as rejected, unread (no checksum, no copy), once per name and
     size: ``validate`` then fails naming it, as for any rejected file, until the partner re-sends it."""
     rule = f"larger than max_file_bytes ({size} bytes; the limit is {limit})"
@@ -275,7 +278,7 @@ def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, refe
             return
         conn.execute(insert(landing_log).values(
             source=feed.source, dataset=feed.dataset, file_name=feed.name, file_date=feed.file_date,
-            sha256="", bytes=size, landed_at=datetime.now(UTC), landed_by_run=reference_date,
+            sha256="", bytes=size, landed_at=clock(), landed_by_run=reference_date,
             status="rejected", rejection=rule))
 
 
@@ -316,7 +319,8 @@ def remove_orphans(engine: Engine, config: Config, source: str) -> int:
     return removed
 
 
-def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, reference_date: date) -> str:
+def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, reference_date: date,
+              clock: Callable[[], datetime] = utc_now) -> str:
     """Land one file's bytes; returns "landed", "already_landed" or "duplicates".
 
     The check for earlier landings and the new landing row share one transaction under the
@@ -333,7 +337,7 @@ def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, refer
             return "already_landed"
         record = {
             "source": feed.source, "dataset": feed.dataset, "file_name": feed.name, "file_date": feed.file_date,
-            "sha256": digest, "bytes": len(data), "landed_at": datetime.now(UTC), "landed_by_run": reference_date,
+            "sha256": digest, "bytes": len(data), "landed_at": clock(), "landed_by_run": reference_date,
         }
         if earlier:
             original = next((r for r in earlier if r.status != "duplicate"), earlier[0])

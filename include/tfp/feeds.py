@@ -154,8 +154,8 @@ def parse_file_name(name: str) -> tuple[str, date] | None:
         return None
 
 
-def file_name(dataset: str, on: date) -> str:
-    return f"{dataset}_{on:%Y%m%d}.csv"
+def file_name(dataset: str, file_date: date) -> str:
+    return f"{dataset}_{file_date:%Y%m%d}.csv"
 
 
 TERM = re.compile(r"^(?P<year>\d{4})-(?P<term>AUT|SPR|SUM)$")

@@ -1,6 +1,6 @@
 """tfp_retention: personal data destroyed on time, provably, and nothing else (contract section 9).
 
-Five categories, each with a cutoff derived from the run date D and the config:
+Five categories, each with a cutoff derived from the run's reference date D and the config:
 
 - ``landing_copies``: encrypted landing copies landed before D - landing_days. The copy's key is
   deleted with it (crypto-shredding), so even a backup of the file is unreadable.
@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -54,6 +55,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("landing_copies", "quarantine", "staging", "withdrawn", "programme_end")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,8 @@ def _destroy_landing(engine: Engine, config: Config, rows) -> int:
     return len(rows)
 
 
-def landing_copies(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
-    cutoff = run_date - timedelta(days=config.retention.landing_days)
+def landing_copies(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:
+    cutoff = reference_date - timedelta(days=config.retention.landing_days)
     due = _landing_copies_due(engine, cutoff)
     deleted = 0 if dry_run else _destroy_landing(engine, config, due)
     if not dry_run and _landing_copies_due(engine, cutoff):
@@ -126,8 +131,8 @@ def _count(engine: Engine, table, *where) -> int:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
-def quarantined_rows(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
-    cutoff = run_date - timedelta(days=config.retention.quarantine_days)
+def quarantined_rows(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:
+    cutoff = reference_date - timedelta(days=config.retention.quarantine_days)
     condition = quarantine.c.quarantined_on < cutoff
     found = _count(engine, quarantine, condition)
     if not dry_run:
@@ -183,8 +188,8 @@ def _aged_terms(cutoff: date) -> list[str]:
             if (term_end(f"{y}-{t}") or cutoff) < cutoff]
 
 
-def aged_staging(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
-    cutoff = add_months(run_date, -config.retention.staging_months)
+def aged_staging(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:
+    cutoff = add_months(reference_date, -config.retention.staging_months)
     found = 0
     conditions = {}
     for dataset in PARTNER_DATASETS:
@@ -204,16 +209,16 @@ def aged_staging(engine: Engine, config: Config, run_date: date, dry_run: bool) 
 
 # -- withdrawn people --------------------------------------------------------------------------
 
-def withdrawn_people(engine: Engine, run_date: date) -> set[str]:
+def withdrawn_people(engine: Engine, reference_date: date) -> set[str]:
     """Everyone whose consent state at D is withdrawn (contract section 6)."""
     from tfp.consent import consent_states
     from tfp.current import current_rows
 
     with engine.connect() as conn:
-        events = current_rows(conn, "consent", run_date)
+        events = current_rows(conn, "consent", reference_date)
     if events.empty:
         return set()
-    states = consent_states(events, run_date)
+    states = consent_states(events, reference_date)
     return set(states.loc[states["state"] == "withdrawn", "person_ref"])
 
 
@@ -303,8 +308,8 @@ def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple
     return {d: sorted(t) for d, t in targets.items()}
 
 
-def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
-    people = withdrawn_people(engine, run_date)
+def withdrawn(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:
+    people = withdrawn_people(engine, reference_date)
     targets = _withdrawn_targets(engine, people)
     refs = sorted(people)
     needs = staging["needs"]
@@ -315,7 +320,7 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
                      for i in range(0, len(refs), 500))
     # the roster keeps only the references of anyone who withdrew on or before D, whatever their state now
     with engine.connect() as conn:
-        roster_people = ever_withdrawn(conn, run_date) | people
+        roster_people = ever_withdrawn(conn, reference_date) | people
     n_roster = _roster_rows_identified(engine, roster_people)
     held = _quarantined_of(engine, roster_people)
     found = sum(len(t) for t in targets.values()) + n_needs + n_links + n_released + n_roster + len(held)
@@ -340,7 +345,7 @@ def withdrawn(engine: Engine, config: Config, run_date: date, dry_run: bool) -> 
         left += _roster_rows_identified(engine, roster_people) + len(_quarantined_of(engine, roster_people))
         if left:
             raise RetentionIncomplete(f"{left} records of withdrawn people remain after deletion")
-    return Outcome("withdrawn", run_date.isoformat(), found, 0 if dry_run else found, "rows")
+    return Outcome("withdrawn", reference_date.isoformat(), found, 0 if dry_run else found, "rows")
 
 
 # -- programme end -----------------------------------------------------------------------------
@@ -349,12 +354,12 @@ PERSONAL_TABLES = (*staging.values(), quarantine, links, family_flags, person_co
                    landing_key)
 
 
-def programme_end(engine: Engine, config: Config, run_date: date, dry_run: bool) -> Outcome:
+def programme_end(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:
     end = config.retention.delete_all_after
-    if run_date < end:
+    if reference_date < end:
         return Outcome("programme_end", end.isoformat(), 0, 0, "rows")
     rows = sum(_count(engine, t) for t in PERSONAL_TABLES)
-    copies = _landing_copies_due(engine, run_date + timedelta(days=1))
+    copies = _landing_copies_due(engine, reference_date + timedelta(days=1))
     outbox = [p for p in config.outbox_dir.rglob("*") if p.is_file()] if config.outbox_dir.exists() else []
     landing_dir = config.landing_dir
     stray = [p for p in landing_dir.rglob("*") if p.is_file()] if landing_dir.exists() else []
@@ -439,27 +444,28 @@ RUNNERS = {
 }
 
 
-def run_category(engine: Engine, config: Config, category: str, run_date: date, dry_run: bool) -> Outcome:
+def run_category(engine: Engine, config: Config, category: str, reference_date: date, dry_run: bool,
+                 clock: Callable[[], datetime] | None = None) -> Outcome:
     """Count, delete and re-count one category, and log it in the deletion log (counts only)."""
     from tfp.warehouse import deletion_log
 
     check_consistency(config)
-    outcome = RUNNERS[category](engine, config, run_date, dry_run)
+    outcome = RUNNERS[category](engine, config, reference_date, dry_run)
     with engine.begin() as conn:
         conn.execute(deletion_log.insert().values(
-            run_date=run_date, category=category, cutoff=outcome.cutoff,
+            run_date=reference_date, category=category, cutoff=outcome.cutoff,
             deleted=outcome.found if dry_run else outcome.deleted, unit=outcome.unit, dry_run=dry_run,
-            logged_at=datetime.now(UTC)))
+            logged_at=(clock or _utc_now)()))
     log.info("retention %s: found %d, deleted %d (%s)%s", category, outcome.found, outcome.deleted,
              outcome.unit, " dry run" if dry_run else "")
     return outcome
 
 
-def write_retention_report(config: Config, run_date: date, dry_run: bool, outcomes: dict[str, dict]) -> str:
-    folder = config.reports_dir / run_date.isoformat()
+def write_retention_report(config: Config, reference_date: date, dry_run: bool, outcomes: dict[str, dict]) -> str:
+    folder = config.reports_dir / reference_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "retention_report.json"
-    body = {"run_date": run_date.isoformat(), "dry_run": dry_run,
+    body = {"run_date": reference_date.isoformat(), "dry_run": dry_run,
             "categories": {c: outcomes[c] for c in CATEGORIES if c in outcomes}}
     atomic_write(path, json.dumps(body, indent=2, sort_keys=True) + "\n", mode=None)  # counts only
     return str(path)
@@ -471,7 +477,7 @@ def run(ctx: RunContext) -> RetentionResult:
 
     if ctx.category not in CATEGORIES:
         raise ValueError(f"retention runs per category: open its context with category= one of {CATEGORIES}")
-    outcome = run_category(ctx.warehouse, ctx.config, ctx.category, ctx.reference_date, ctx.dry_run)
+    outcome = run_category(ctx.warehouse, ctx.config, ctx.category, ctx.reference_date, ctx.dry_run, ctx.clock)
     return RetentionResult(stage="retention", counts={"found": outcome.found, "deleted": outcome.deleted},
                            category=outcome.category, cutoff=outcome.cutoff, unit=outcome.unit)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 INSIDE = {
     "extract": ("tfp.landing", "encrypt_to"),  # the first landing copy is written, its row not committed
-    "validate": ("tfp.stage", "_still"),  # a validated copy is written, the landing not yet marked (transaction open)
+    "validate": ("tfp.validate", "still"),  # a validated copy is written, the landing not yet marked (transaction open)
     "stage": ("tfp.stage", "insert_rows"),  # a file's rows are inserted, the transaction open
     "link": ("tfp.warehouse", "insert_rows"),  # the night's links are inserted, the transaction open
     "consent": ("tfp.consent", "consent_states"),  # states worked out, person_consent not yet replaced
@@ -28,7 +28,7 @@ INSIDE = {
     "deliver": ("tfp.deliver", "_Directory.upload"),  # the first file uploaded, not yet logged
     "report": ("tfp.report", "atomic_write"),  # the JSON written, the HTML not
 }
-STAGE_MODULES = ("tfp.pipeline", "tfp.extract", "tfp.stage", "tfp.link", "tfp.consent", "tfp.criteria",
+STAGE_MODULES = ("tfp.pipeline", "tfp.extract", "tfp.validate", "tfp.stage", "tfp.link", "tfp.consent", "tfp.criteria",
                  "tfp.anonymise", "tfp.package", "tfp.deliver", "tfp.report")
 
 

@@ -44,8 +44,8 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
     def _run() -> tuple[str, object, bool]:
-        config, run_date = run_inputs(bound_config)
-        return config, run_date, bool(param("dry_run"))
+        config, reference_date = run_inputs(bound_config)
+        return config, reference_date, bool(param("dry_run"))
 
     with DAG(dag_id, **header(
         kind="retention",
@@ -61,8 +61,8 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         def delete(category: str) -> dict:
             from tfp import pipeline
 
-            config, run_date, dry_run = _run()
-            return pipeline.retention(config, run_date, category, dry_run)
+            config, reference_date, dry_run = _run()
+            return pipeline.retention(config, reference_date, category, dry_run)
 
         @task_group
         def deletion(category: str):
@@ -73,8 +73,8 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         def finish(outcomes: dict) -> dict:
             from tfp import pipeline
 
-            config, run_date, dry_run = _run()
-            return pipeline.retention_finish(config, run_date, dry_run, outcomes)
+            config, reference_date, dry_run = _run()
+            return pipeline.retention_finish(config, reference_date, dry_run, outcomes)
 
         outcomes = {category: deletion.override(group_id=category, tooltip=doc, doc_md=doc)(category)
                     for category, doc in CATEGORIES.items()}

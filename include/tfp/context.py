@@ -172,32 +172,35 @@ class PackageResult(StageResult, stage="package"):
 
     def to_xcom(self) -> dict[str, Any]:
         return {"outbox": str(self.outbox) if self.outbox else None, "files": len(self.files),
-                **super().to_xcom(), "published_summary": {m: dict(by) for m, by in self.published_summary.items()}}
+                "file_names": list(self.files), **super().to_xcom(),
+                "published_summary": {m: dict(by) for m, by in self.published_summary.items()}}
 
     @classmethod
     def from_xcom(cls, stage: str, value: Mapping[str, Any]) -> PackageResult:
         base = StageResult.from_xcom(stage, value)
         outbox = value.get("outbox")
         return cls(stage=stage, counts={k: v for k, v in base.counts.items() if k != "files"},
-                   outbox=Path(outbox) if outbox else None,
+                   outbox=Path(outbox) if outbox else None, files=tuple(value.get("file_names") or ()),
                    published_summary={m: dict(by) for m, by in (value.get("published_summary") or {}).items()})
 
 
 @dataclass(frozen=True)
 class DeliverResult(StageResult, stage="deliver"):
-    """What delivery sent (``uploaded``) and found already there (``skipped``), and the names it sent."""
+    """What delivery sent (``uploaded``) and found already there (``skipped``), and the names of the
+    delivery's files now at the destination (none on a dry run)."""
 
     delivered: tuple[str, ...] = ()
     dry_run: bool = False
 
     def to_xcom(self) -> dict[str, Any]:
-        return {**super().to_xcom(), **({"dry_run": 1} if self.dry_run else {})}
+        return {**super().to_xcom(), **({"dry_run": 1} if self.dry_run else {}),
+                **({"delivered": list(self.delivered)} if self.delivered else {})}
 
     @classmethod
     def from_xcom(cls, stage: str, value: Mapping[str, Any]) -> DeliverResult:
         base = StageResult.from_xcom(stage, value)
         return cls(stage=stage, counts={k: v for k, v in base.counts.items() if k != "dry_run"},
-                   dry_run=bool(value.get("dry_run")))
+                   delivered=tuple(value.get("delivered") or ()), dry_run=bool(value.get("dry_run")))
 
 
 @dataclass(frozen=True)

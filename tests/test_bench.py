@@ -20,7 +20,7 @@ def test_spread_is_the_median_with_its_range():
 
 
 def test_task_instances_add_up_per_stage():
-    tis = [("check_setup", 2.0), ("police.extract", 1.0), ("dwp.extract", 0.5), ("police.validate", 3.0),
+    tis = [("check_setup", 1.5), ("choose_sources", 0.5), ("police.extract", 1.0), ("dwp.extract", 0.5), ("police.validate", 3.0),
            ("schools.stage", 4.0), ("link", 5.0), ("report", None)]
     times = bench.stage_times(tis)
     assert list(times) == list(bench.STAGES)

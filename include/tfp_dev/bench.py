@@ -59,9 +59,10 @@ def spread(values: Iterable[float | None]) -> dict[str, Any] | None:
 
 
 def stage_of(task_id: str) -> str:
-    """The nightly stage a task belongs to: ``police.validate`` -> validate, ``check_setup`` -> setup."""
+    """The nightly stage a task belongs to: ``police.validate`` -> validate, ``check_setup`` and
+    ``choose_sources`` (the branch that picks the run's source groups) -> setup."""
     name = task_id.rsplit(".", 1)[-1]
-    return "setup" if name == "check_setup" else name
+    return "setup" if name in ("check_setup", "choose_sources") else name
 
 
 def stage_times(task_instances: Iterable[tuple[str, float | None]]) -> dict[str, float]:

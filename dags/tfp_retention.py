@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from airflow.sdk import DAG, chain, task, task_group
 
@@ -43,7 +43,7 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     """The retention DAG for the deployment's config (``TFP_CONFIG``, read when a task runs) or for one
     borough's file (``bound_config``, fixed when the DAG file is parsed). Never a trigger's choice."""
 
-    def _run() -> tuple[str, object, bool]:
+    def _run() -> tuple[str, date, bool]:
         config, reference_date = run_inputs(bound_config)
         return config, reference_date, bool(param("dry_run"))
 

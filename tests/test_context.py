@@ -98,3 +98,16 @@ def test_results_go_through_xcom_and_come_back_typed():
     assert result_from_xcom("consent", {"persons": 4, "kept": 3, "excluded": 1}) == \
         StageResult(stage="consent", counts={"persons": 4, "kept": 3, "excluded": 1})
     assert result_from_xcom("deliver", None).count("uploaded") == 0  # a task that left no XCom counts nothing
+
+
+def test_retention_runs_a_category_and_its_finish_reads_the_results(tmp_path, sqlite_url):
+    """The retention DAG's two task functions: a category's XCom is what its finish writes to the report."""
+    config = str(write_config(tmp_path, sqlite_url))
+    day = date(2025, 6, 30)
+    outcome = pipeline.retention(config, day, "quarantine", True)
+    assert set(outcome) == {"cutoff", "found", "deleted", "unit"} and outcome["found"] == 0
+    finished = pipeline.retention_finish(config, day, True, {"quarantine": outcome})
+    report = json.loads(Path(finished["report"]).read_text())
+    assert report == {"run_date": "2025-06-30", "dry_run": True, "categories": {"quarantine": outcome}}
+    with pytest.raises(ValueError, match="category"):
+        importlib.import_module("tfp.retention").run(open_context(config, day))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -68,9 +68,6 @@ class Outcome:
     found: int
     deleted: int
     unit: str
-
-    def as_dict(self) -> dict:
-        return {"cutoff": self.cutoff, "found": self.found, "deleted": self.deleted, "unit": self.unit}
 
 
 def check_consistency(config: Config) -> None:
@@ -461,7 +458,10 @@ def run_category(engine: Engine, config: Config, category: str, reference_date: 
     return outcome
 
 
-def write_retention_report(config: Config, reference_date: date, dry_run: bool, outcomes: dict[str, dict]) -> str:
+def write_retention_report(config: Config, reference_date: date, dry_run: bool,
+                           results: Mapping[str, RetentionResult]) -> str:
+    """retention_report.json of a run: each category's cutoff, what was found and deleted (counts only)."""
+    outcomes = {category: result.to_xcom() for category, result in results.items()}
     folder = config.reports_dir / reference_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "retention_report.json"
@@ -485,10 +485,10 @@ def run(ctx: RunContext) -> RetentionResult:
 def finish(ctx: RunContext) -> PathResult:
     """The retention finish task: make the deletions stick (vacuum, unless a dry run) and write
     retention_report.json from the categories' results (the context's ``upstream``)."""
-    from tfp.context import PathResult
+    from tfp.context import PathResult, RetentionResult
 
     if not ctx.dry_run:
         compact(ctx.warehouse)
-    outcomes = {category: result.to_xcom() for category, result in ctx.upstream.items()}
+    results = {category: result for category, result in ctx.upstream.items() if isinstance(result, RetentionResult)}
     return PathResult(stage="retention_finish",
-                      path=Path(write_retention_report(ctx.config, ctx.reference_date, ctx.dry_run, outcomes)))
+                      path=Path(write_retention_report(ctx.config, ctx.reference_date, ctx.dry_run, results)))

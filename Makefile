@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo train-linkage linkage-eval bench bench-smoke profile clean
+.PHONY: install test test-fast lint demo airflow train-linkage linkage-eval bench bench-smoke profile clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ test-fast: install
 
 demo: install
 	$(BIN)/tfp demo
+
+# A real local Airflow (tfp airflow: UI on http://127.0.0.1:$(PORT), scheduler, dag-processor, triggerer)
+# on a demo borough generated into var/airflow-demo the first time and reused after; Ctrl-C stops it.
+PORT ?= 8080
+airflow: install
+	$(BIN)/python scripts/airflow_demo.py --port $(PORT)
 
 train-linkage: install
 	$(BIN)/python -m tfp_dev.link_training --families 3000 --seed 20240601

@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tfp_airflow.local import free_port, write_passwords
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -38,12 +39,6 @@ def sensitive_names() -> str:
     from tfp.config import example_settings, sensitive_var_conn_names
 
     return sensitive_var_conn_names([*example_settings()["keys"].values(), "TFP_WAREHOUSE_PASSWORD"])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -227,8 +222,7 @@ def airflow_stack(root: Path, extra_env: dict[str, str], *, executor: str = "Loc
     home = root / "airflow-home"
     home.mkdir(parents=True)
     port = free_port()
-    passwords = {user: secrets.token_urlsafe(12) for user in USERS}
-    (home / "passwords.json").write_text(json.dumps(passwords))
+    passwords = write_passwords(home / "passwords.json", USERS)  # as tfp airflow writes its admin's: 0600
     env = clean_env({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,13 +23,67 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from hardening_helpers import R, make_borough, night_root, run_env, tfp_run
 
 from conftest import make_keys
+from helpers import write_config
 from ops_helpers import TFP, clean_env, free_port
+from tfp_airflow.local import given_connection, named_connections, set_options, write_passwords
 
-pytestmark = pytest.mark.slow
+# -- the pieces, without starting anything ---------------------------------------------------------
 
+def test_set_options_edits_its_lines_and_keeps_the_rest(tmp_path):
+    cfg = tmp_path / "airflow.cfg"
+    cfg.write_text("[core]\n# executor = SequentialExecutor\nexecutor = SequentialExecutor\n"
+                   "dags_folder = /elsewhere\n\n[api]\n# the port\nport = 8080\n")
+    set_options(cfg, {("core", "executor"): "LocalExecutor", ("api", "port"): "18080",
+                      ("api", "host"): "127.0.0.1", ("logging", "worker_log_server_port"): "18793"})
+    text = cfg.read_text()
+    assert "# executor = SequentialExecutor" in text and "# the port" in text  # comments stay
+    assert "executor = LocalExecutor" in text and "\nexecutor = SequentialExecutor" not in text
+    assert "dags_folder = /elsewhere" in text and "port = 18080" in text and "\nport = 8080" not in text
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(cfg)
+    assert parser.get("api", "host") == "127.0.0.1" and parser.get("logging", "worker_log_server_port") == "18793"
+    assert cfg.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_passwords_file_is_0600_and_a_second_start_keeps_the_password(tmp_path):
+    path = tmp_path / "passwords.json"
+    first = write_passwords(path)
+    assert path.stat().st_mode & 0o777 == 0o600 and len(first["admin"]) >= 16
+    path.chmod(0o644)
+    assert write_passwords(path) == first
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_connections_named_by_the_config_come_from_the_environment_or_a_file(tmp_path):
+    from tfp.config import parse_config
+
+    raw = yaml.safe_load(write_config(tmp_path, "sqlite:///work/warehouse.db").read_text())
+    raw["sources"]["police"] = {"transport": "sftp", "conn_id": "sftp_police", "path": "/out"}
+    raw["sources"]["dwp"] = {"transport": "sftp", "conn_id": "sftp_dwp", "path": "/out"}
+    config = parse_config(raw, tmp_path)
+    assert named_connections(config) == ["sftp_police", "sftp_dwp"]
+    secret = tmp_path / "conn"
+    secret.write_text('{"conn_type": "sftp", "host": "127.0.0.1"}\n')
+    environ = {"AIRFLOW_CONN_SFTP_POLICE": "sftp://tfp@127.0.0.1:2222", "AIRFLOW_CONN_SFTP_DWP_FILE": str(secret)}
+    assert given_connection("sftp_police", environ) == "sftp://tfp@127.0.0.1:2222"
+    assert given_connection("sftp_dwp", environ) == '{"conn_type": "sftp", "host": "127.0.0.1"}'
+    assert given_connection("sftp_ons", environ) is None
+
+
+def test_the_command_line_imports_no_airflow_until_the_command_runs():
+    done = subprocess.run([sys.executable, "-c", "import sys, tfp.cli; tfp.cli._parser().parse_args("
+                           "['airflow', '--config', 'x.yaml']); print('airflow' in sys.modules)"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+# -- the whole thing ------------------------------------------------------------------------------
 
 def _request(url: str, method: str = "GET", token: str | None = None, body: object = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else None
@@ -70,6 +125,7 @@ def _delivery(root: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
 
 
+@pytest.mark.slow
 def test_tfp_airflow_runs_a_triggered_night_like_tfp_run_and_ctrl_c_stops_everything(tmp_path):
     borough = make_borough(tmp_path / "borough", families=20)
     keys = make_keys()

@@ -72,7 +72,9 @@ def run_config(bound_config: str | None) -> str:
 
 def run_inputs(bound_config: str | None) -> tuple[str, date]:
     """The running task's config and reference date: the ``reference_date`` param of a manual run when
-    the DAG has one and it is set, else the logical date's calendar date in Europe/London."""
+    the DAG has one and it is set, else the logical date's calendar date in Europe/London. A run
+    triggered without a logical date (Airflow 3's default for ``airflow dags trigger`` and the API) has
+    none in its context: its ``run_after``, when it was asked to run, stands in."""
     from tfp.pipeline import reference_date_of
 
     config = run_config(bound_config)
@@ -80,7 +82,7 @@ def run_inputs(bound_config: str | None) -> tuple[str, date]:
     chosen = context["params"].get("reference_date")
     if chosen:
         return config, date.fromisoformat(chosen)
-    return config, reference_date_of(context["logical_date"])
+    return config, reference_date_of(context.get("logical_date") or context["dag_run"].run_after)
 
 
 def param(name: str) -> Any:

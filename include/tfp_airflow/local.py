@@ -154,6 +154,27 @@ def write_passwords(path: Path, users: Iterable[str] = (ADMIN,)) -> dict[str, st
 
 # -- metadata: pools, Connections, pausing ---------------------------------------------------------
 
+def warehouse_schema(config) -> list[str]:
+    """Migrate an embedded SQLite warehouse now, as the night's first task would: otherwise the retention
+    DAG's first scheduled run, which starts beside the first night, finds no schema. A PostgreSQL
+    warehouse is its owner's to migrate (``tfp db upgrade``): only a warning when it is behind."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tfp.config import warehouse_url
+    from tfp.errors import TfpError
+    from tfp.warehouse import connect, upgrade_embedded
+
+    url = warehouse_url(config)
+    notes = upgrade_embedded(url)
+    try:
+        connect(url).dispose()
+    except TfpError as e:
+        notes.append(f"warning: {e}")
+    except SQLAlchemyError as e:  # the class only: the message may hold the URL
+        notes.append(f"warning: the warehouse cannot be reached ({type(e).__name__}); the night will fail until it can")
+    return notes
+
+
 def used_pools() -> dict[str, int]:
     """``{pool: slots}`` for every pool a task of the DAGs folder names (default_pool included)."""
     from airflow.dag_processing.dagbag import DagBag
@@ -186,11 +207,22 @@ def ensure_pools(pools: Mapping[str, int]) -> list[str]:
 
 
 def named_connections(config) -> list[str]:
-    """Every Connection id the config names (SFTP sources and delivery)."""
-    ids = [s.conn_id for s in (getattr(config.sources, name) for name in type(config.sources).model_fields)
-           if getattr(s, "conn_id", None)]
-    if getattr(config.delivery, "conn_id", None):
-        ids.append(config.delivery.conn_id)
+    """Every Connection id the config names: any ``conn_id`` in it (SFTP sources or their partners,
+    the delivery), found by walking the parsed config, so a new place for one is not missed."""
+    ids: list[str] = []
+
+    def walk(value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "conn_id" and isinstance(item, str) and item:
+                    ids.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(config.model_dump())
     return list(dict.fromkeys(ids))
 
 
@@ -387,6 +419,7 @@ def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float =
         settings[("api_auth", "jwt_secret")] = secrets.token_urlsafe(32)
     set_options(cfg, settings)
 
+    schema = warehouse_schema(config)
     made = ensure_pools(used_pools())
     stored, missing = ensure_connections(named_connections(config), given)
 
@@ -401,6 +434,8 @@ def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float =
     components = Components(home=home, env=env, log_dir=log_dir)
     url = f"http://127.0.0.1:{port}"
     print(f"tfp airflow: Airflow home {home} (config {config_path})")
+    for line in schema:
+        print(f"  {line}")
     if made:
         print(f"  pools made: {', '.join(made)}")
     if stored:

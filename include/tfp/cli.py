@@ -11,6 +11,8 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 
+from tfp.errors import DevToolMissing
+
 
 def _date(value: str) -> date:
     try:
@@ -68,10 +70,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class DevToolMissing(Exception):
-    """A development command (generate, demo) run where tfp_dev or its dependencies are not installed."""
-
-
 def _dev_tool(command: str, module: str, needs: tuple[str, ...]) -> ModuleType:
     """Import a tfp_dev module for a development command, or say in one line how to get it.
 
@@ -87,8 +85,7 @@ def _dev_tool(command: str, module: str, needs: tuple[str, ...]) -> ModuleType:
         missing = (e.name or "").partition(".")[0]
         if missing not in ("tfp_dev", *needs):
             raise
-        raise DevToolMissing(f"tfp {command} is a development tool and {missing} is not installed: "
-                             "install tfp with its [dev] extra (pip install -e '.[dev]', or make install)") from None
+        raise DevToolMissing(f"tfp {command} is a development tool and {missing} is not installed") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,9 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     except TfpError as e:  # a config, key, input or set-up error: its message and what to do, no traceback
         print(f"tfp: {e}", file=sys.stderr)
         print(f"  what to do: {e.hint}", file=sys.stderr)
-        return 2
-    except DevToolMissing as e:
-        print(f"tfp: {e}", file=sys.stderr)
         return 2
 
 

@@ -57,6 +57,12 @@ class LiveAirflow(ConfigError):
     hint = "trigger the DAG in that Airflow, or run tfp run with an AIRFLOW_HOME of its own"
 
 
+class DevToolMissing(TfpError):
+    """A development command (generate, demo) run where tfp_dev or its dependencies are not installed."""
+
+    hint = "install tfp with its [dev] extra (pip install -e '.[dev]', or make install)"
+
+
 # -- a night's input ---------------------------------------------------------------------------------
 
 class SourceUnavailable(TfpError):

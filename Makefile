@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo airflow train-linkage linkage-eval bench bench-smoke profile clean
+.PHONY: install test test-fast coverage lint demo airflow train-linkage linkage-eval bench bench-smoke profile clean
 
 install: $(STAMP)
 
@@ -23,14 +23,29 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 
-# The whole suite, slow end-to-end tests included. PostgreSQL variants run when
-# TFP_TEST_POSTGRES_URL is set (see README) and are skipped with a reason otherwise.
-test: install lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider; rc=$$?; \
+# pytest on every core (pytest-xdist); tests that start an Airflow stack share one xdist group, so
+# at most one stack runs at a time. The wall time is printed at the end.
+PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadgroup
+define timed_pytest
+	@start=$$(date +%s); $(PYTEST) $(1); rc=$$?; \
+	  echo "$@: pytest wall time $$(( $$(date +%s) - start )) s"; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: that is a failure here"; exit 1; fi; exit $$rc
+endef
 
+# The whole suite, slow end-to-end tests included, as CI runs it; prints the 15 slowest tests.
+# PostgreSQL variants run when TFP_TEST_POSTGRES_URL is set (see README) and are skipped with a
+# reason otherwise.
+test: install lint
+	$(call timed_pytest,--durations=15)
+
+# What a developer runs on every change: everything not marked slow (no whole `tfp run` night, no
+# Airflow stack), in about two minutes on two cores.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(call timed_pytest,-m "not slow")
+
+# Line coverage of tfp and tfp_dev by the fast subset (code run in `tfp run` subprocesses is not counted).
+coverage: install
+	$(PYTEST) -m "not slow" --cov=tfp --cov=tfp_dev --cov-report=term
 
 demo: install
 	$(BIN)/tfp demo

@@ -21,13 +21,75 @@ from sqlalchemy.engine import make_url
 import tfp_airflow
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
-# One Airflow home per test session, set before anything imports Airflow (it reads settings once).
-if "AIRFLOW_HOME" not in os.environ:
+# One Airflow home per test process, set before anything imports Airflow (it reads settings once).
+# pytest-xdist workers inherit the controller's environment: each worker makes its own home, so
+# two workers never share one SQLite metadata database.
+if "AIRFLOW_HOME" not in os.environ or (
+        os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("TFP_TEST_AIRFLOW_HOME") == os.environ["AIRFLOW_HOME"]):
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="tfp-test-airflow-")
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["TFP_TEST_AIRFLOW_HOME"] = os.environ["AIRFLOW_HOME"]
+# Where the session's migrated Airflow home template is made, once, shared by the xdist workers;
+# the process that made the folder removes it at the end (pytest_unconfigure).
+_OWN_TEMPLATE = "TFP_TEST_AIRFLOW_TEMPLATE" not in os.environ
+if _OWN_TEMPLATE:
+    os.environ["TFP_TEST_AIRFLOW_TEMPLATE"] = tempfile.mkdtemp(prefix="tfp-test-airflow-template-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve().parents[1] / "dags"))
 
 PG_SERVER = os.environ.get("TFP_TEST_POSTGRES_URL")
+
+# `tfp run` prepares the runner's code; it moves between modules, so the template's maker tries both.
+_MIGRATE_TEMPLATE = """
+import sys
+from pathlib import Path
+try:
+    from tfp_airflow.runner import prepare_airflow
+except ImportError:
+    from tfp.runner import prepare_airflow
+prepare_airflow(Path(sys.argv[1]))
+"""
+
+
+def _airflow_template() -> Path:
+    """The session's migrated Airflow home: made once (under a lock, for xdist's workers) by the code
+    ``tfp run`` uses to migrate its own home, so its migration marker is the one ``tfp run`` checks."""
+    import fcntl
+    import subprocess
+    import sys
+
+    root = Path(os.environ["TFP_TEST_AIRFLOW_TEMPLATE"])
+    home = root / "home"
+    with (root / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").exists():
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+            env.update({"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"})
+            done = subprocess.run([sys.executable, "-c", _MIGRATE_TEMPLATE, str(root / "unused")], env=env,
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"migrating the test Airflow home failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
+            (root / "done").touch()
+    return home
+
+
+# What a copy takes from the template: the SQLite metadata database and tfp's migration marker, not
+# airflow.cfg (it names the template's own paths, its database among them).
+_TEMPLATE_FILES = ("airflow.db", ".tfp-migrated")
+
+
+def airflow_home(dest: Path) -> Path:
+    """``dest`` as a migrated Airflow home of its own (a copy of the session's template), so ``tfp run``
+    or an Airflow stack on it skips the metadata migration that otherwise costs each test seconds to
+    tens of seconds. A ``dest`` that already holds a database is left as it is."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (dest / "airflow.db").exists():
+        template = _airflow_template()
+        for name in _TEMPLATE_FILES:
+            shutil.copy2(template / name, dest / name)
+    return dest
 
 
 def _migrate_empty_then_check(engine, hint=None):
@@ -146,3 +208,19 @@ def keys_env(monkeypatch):
     for name, value in keys.items():
         monkeypatch.setenv(name, value)
     return keys
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``), every test marked ``airflow_stack`` goes to one worker,
+    one after another: two Airflow stacks side by side on two cores time each other out."""
+    for item in items:
+        if item.get_closest_marker("airflow_stack"):
+            item.add_marker(pytest.mark.xdist_group("airflow_stack"))
+
+
+def pytest_unconfigure(config):
+    if _OWN_TEMPLATE:
+        import shutil
+
+        shutil.rmtree(os.environ["TFP_TEST_AIRFLOW_TEMPLATE"], ignore_errors=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import write_config
 from tfp.feeds import DATASETS, SOURCES
 from tfp.warehouse import landing_log, quarantine, staging
@@ -120,9 +120,12 @@ def night_root(root: Path, borough: Path, warehouse_url: str = "sqlite:///work/w
 
 
 def run_env(root: Path, keys: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a `tfp run` subprocess: the keys, and ``root/airflow`` as its Airflow home,
+    a copy of the session's migrated one (unless ``extra`` names another home)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
     env.update(keys if keys is not None else make_keys())
-    env.update({"AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    home = extra.get("AIRFLOW_HOME") or str(airflow_home(root / "airflow"))
+    env.update({"AIRFLOW_HOME": home, "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "GX_ANALYTICS_ENABLED": "False"})
     env.update(extra)
     return env

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conftest import airflow_home
 from tfp_airflow.local import free_port, write_passwords
 
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +254,10 @@ def airflow_stack(root: Path, extra_env: dict[str, str], *, executor: str = "Loc
     })
     stack = AirflowStack(home=home, port=port, env=env, passwords=passwords)
     try:
-        stack.airflow("db", "migrate", timeout=300)
+        if sql_alchemy_conn:
+            stack.airflow("db", "migrate", timeout=300)
+        else:
+            airflow_home(home)  # the session's migrated SQLite metadata database, copied: no migration here
         stack.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1")
         stack.start("scheduler", "scheduler")
         stack.start("dag-processor", "dag-processor")

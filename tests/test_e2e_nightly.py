@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import BASE, leak_pattern, personal_values
 from tfp.feeds import SOURCES
 from tfp_dev.generate import generate
@@ -102,7 +102,7 @@ def night(tmp_path_factory):
                          "recipient": str(identity.to_public())},
         }
         (root / "tfp.yaml").write_text(yaml.safe_dump(config))
-        env = {**os.environ, **keys, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        env = {**os.environ, **keys, "AIRFLOW_HOME": str(airflow_home(root / "airflow")), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                "AIRFLOW_CONN_SFTP_PARTNERS": conn(partner_sftp, "p-secret"),
                "AIRFLOW_CONN_SFTP_ONS": conn(ons, "r-secret")}
         env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import leak_pattern, personal_values, write_config
 from tfp.months import add_months
 from tfp_dev.generate import generate
@@ -39,7 +39,7 @@ def _borough(tmp_path: Path, families: int, seed: int, **overrides) -> tuple[Pat
     generate(tmp_path / "inbound", families=families, seed=seed, on=R)
     (tmp_path / "inbound" / "truth").rename(tmp_path / "truth")
     write_config(tmp_path, "sqlite:///work/warehouse.db", **overrides)
-    env = {**os.environ, **make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    env = {**os.environ, **make_keys(), "AIRFLOW_HOME": str(airflow_home(tmp_path / "airflow")),
            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"}
     env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)
     return tmp_path, env

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import airflow_home
 from helpers import write_config
 from tfp_dev.generate import generate
 
@@ -41,7 +42,7 @@ def _delivered_hashes(tmp_path: Path) -> dict[str, str]:
     root.mkdir()
     config = write_config(root, "sqlite:///work/warehouse.db")
     generate(root / "inbound", families=FAMILIES, seed=SEED, on=R)
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    env = {**os.environ, "AIRFLOW_HOME": str(airflow_home(tmp_path / "airflow")),
            "TFP_PSEUDONYM_KEY": _derived("pseudonym").hex(), "TFP_LINKAGE_KEY": _derived("linkage").hex(),
            "TFP_SIGNING_KEY": base64.b64encode(_derived("signing")).decode()}
     env.pop("AIRFLOW__CORE__DAGS_FOLDER", None)

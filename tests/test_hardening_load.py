@@ -17,13 +17,13 @@ from hardening_helpers import LA, assert_counts_add_up, landings, run_env, start
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from conftest import _drop_pg_database, _new_pg_database, make_keys, new_pg_warehouse
+from conftest import _drop_pg_database, _new_pg_database, airflow_home, make_keys, new_pg_warehouse
 from helpers import write_config
 from ops_helpers import airflow_stack
 from tfp.warehouse import connect, staging
 from tfp_dev.generate import generate
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.airflow_stack]
 
 R = date(2025, 3, 31)
 
@@ -85,7 +85,7 @@ def test_a_backfill_of_several_dates_at_once_on_one_warehouse(tmp_path, pg_url):
     procs = {}
     for d in dates:
         home = tmp_path / f"airflow-{d}"
-        env = run_env(tmp_path, keys, AIRFLOW_HOME=str(home))
+        env = run_env(tmp_path, keys, AIRFLOW_HOME=str(airflow_home(home)))
         log = tmp_path / f"run-{d}.log"
         procs[str(d)] = (start_run(config, env, d, log), log)
     _wait_all(procs)

@@ -18,12 +18,12 @@ from email.message import Message
 import pytest
 from aiosmtpd.controller import Controller
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import write_config, write_feed
 from ops_helpers import TFP, clean_env
 from tfp.feeds import DATASETS
 
-pytestmark = pytest.mark.slow  # one real `tfp run`: about a minute and a half with Airflow's first migration
+pytestmark = pytest.mark.slow  # one real `tfp run` (on a copy of the session's migrated Airflow home)
 
 R = date(2025, 3, 31)
 BROKEN_FILE = "incidents_20250330.csv"
@@ -80,7 +80,7 @@ def test_failure_alert_names_file_and_rule_and_nothing_personal(tmp_path, smtp_i
     alerts = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
               "extra": {"from_email": "tfp@council.example", "to": "oncall@council.example",
                         "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0}}
-    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(airflow_home(tmp_path / "airflow")),
                      "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
 
     run = subprocess.run([TFP, "run", "--config", str(config), "--date", R.isoformat()], env=env,
@@ -122,7 +122,7 @@ def test_a_manual_run_for_another_night_with_weak_disclosure_alerts_with_its_nig
     alerts = {"conn_type": "smtp", "host": "127.0.0.1", "port": port,
               "extra": {"from_email": "tfp@council.example", "to": "oncall@council.example",
                         "disable_ssl": True, "disable_tls": True, "timeout": 10, "retry_limit": 0}}
-    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(tmp_path / "airflow"),
+    env = clean_env({**make_keys(), "AIRFLOW_HOME": str(airflow_home(tmp_path / "airflow")),
                      "AIRFLOW_CONN_TFP_ALERTS": json.dumps(alerts)})
     logical = R + timedelta(days=9)
     code = ("import sys, datetime; from tfp_airflow.runner import run_dag; "

@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import write_config
 from ops_helpers import TFP, USERS, airflow_stack, clean_env
 from tfp.feeds import SOURCES
 from tfp_dev.generate import generate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
 
 R = date(2025, 3, 31)
 PERSONAL_COLUMNS = ("record_id", "date_of_birth", "postcode", "nino", "upn", "person_ref", "family_ref", "surname")
@@ -204,7 +204,7 @@ def borough(tmp_path_factory):
         for path in (root / "feeds" / source).iterdir():
             shutil.copy(path, root / "inbound" / source / path.name)
     keys = make_keys()
-    env = clean_env({**keys, "AIRFLOW_HOME": str(root / "run-airflow")})
+    env = clean_env({**keys, "AIRFLOW_HOME": str(airflow_home(root / "run-airflow"))})
     run = subprocess.run([TFP, "run", "--config", str(config), "--date", R.isoformat()], env=env,
                          capture_output=True, text=True, cwd=root, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]

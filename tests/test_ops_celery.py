@@ -27,7 +27,7 @@ from ops_helpers import TFP, airflow_stack
 from tfp.feeds import SOURCES
 from tfp_dev.generate import generate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
 
 R = date(2025, 3, 31)
 LA = "E09000031"

@@ -20,13 +20,13 @@ import pytest
 import yaml
 from sqlalchemy import MetaData, create_engine, func, select
 
-from conftest import make_keys
+from conftest import airflow_home, make_keys
 from helpers import write_config
 from ops_helpers import TFP, airflow_stack, clean_env
 from tfp.feeds import SOURCES
 from tfp_dev.generate import generate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
 
 DATES = (date(2025, 3, 29), date(2025, 3, 30), date(2025, 3, 31))
 LONDON = ZoneInfo("Europe/London")
@@ -79,7 +79,7 @@ def test_backfill_through_the_scheduler_matches_tfp_run_and_a_rerun_changes_noth
 
     manual: list[subprocess.CompletedProcess] = []
     hand = threading.Thread(target=_tfp_runs, args=(by_hand / "tfp.yaml", clean_env(
-        {**keys, "AIRFLOW_HOME": str(by_hand / "airflow")}), manual), daemon=True)
+        {**keys, "AIRFLOW_HOME": str(airflow_home(by_hand / "airflow"))}), manual), daemon=True)
     with airflow_stack(tmp_path, {"TFP_CONFIG": str(scheduled / "tfp.yaml"), **keys}) as stack:
         hand.start()
         admin = stack.token("admin")

@@ -17,7 +17,7 @@ from conftest import make_keys
 from helpers import write_config
 from ops_helpers import airflow_stack
 
-pytestmark = pytest.mark.slow  # starts a real Airflow: about two minutes
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]  # starts a real Airflow: about two minutes
 
 
 def test_keys_stored_as_variables_are_masked_and_a_user_cannot_choose_the_config(tmp_path):

@@ -16,7 +16,7 @@ from hardening_helpers import R, make_borough, night_root, run_env, tfp_run
 from conftest import make_keys
 from ops_helpers import airflow_stack
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
 
 
 def _runs(home) -> list[tuple[str, str]]:

@@ -39,16 +39,9 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(Path(__file__).resolve()
 
 PG_SERVER = os.environ.get("TFP_TEST_POSTGRES_URL")
 
-# `tfp run` prepares the runner's code; it moves between modules, so the template's maker tries both.
-_MIGRATE_TEMPLATE = """
-import sys
-from pathlib import Path
-try:
-    from tfp_airflow.runner import prepare_airflow
-except ImportError:
-    from tfp.runner import prepare_airflow
-prepare_airflow(Path(sys.argv[1]))
-"""
+# The template is migrated by the code `tfp run` migrates its own home with.
+_MIGRATE_TEMPLATE = "import sys; from pathlib import Path; from tfp_airflow.runner import prepare_airflow; " \
+                    "prepare_airflow(Path(sys.argv[1]))"
 
 
 def _airflow_template() -> Path:

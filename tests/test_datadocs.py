@@ -324,6 +324,7 @@ def test_build_twice_same_dir(tmp_path, project_result):
     print("\nafter rebuild:", sorted(str(p.relative_to(site)) for p in (site / "validations").rglob("*")))
 
 
+@pytest.mark.slow  # eight GX runs of 2,000 rows, then the site
 def test_eight_files_of_thirty_expectations(tmp_path):
     df = fake_frame(2_000)
     runs = []

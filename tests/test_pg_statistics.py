@@ -124,6 +124,7 @@ def _sampled_values(conn) -> str:
     return " ".join(r for r in rows if r)
 
 
+@pytest.mark.slow  # a generated borough's night on PostgreSQL
 def test_no_personal_column_is_ever_sampled(night):
     """Neither ANALYZE of the whole database (autovacuum) nor the criteria's ANALYZE of its temporary
     tables puts a personal value into pg_statistic, live or dead."""
@@ -143,6 +144,7 @@ def test_no_personal_column_is_ever_sampled(night):
         {c for c in IDENTIFYING} - STATISTICS_KEPT
 
 
+@pytest.mark.slow  # a generated borough's night on PostgreSQL, then the purge
 def test_purge_leaves_no_personal_value_in_the_database_files(night):
     """A warehouse analysed before tfp zeroed the statistics targets (sample values live in
     pg_statistic): after the programme-end purge, no file of the database or the shared catalog

@@ -128,6 +128,7 @@ def test_the_app_role_can_call_connect_once_the_schema_exists(stack, real_connec
     connect(stack["app"])
 
 
+@pytest.mark.slow  # every stage of a generated borough's night, then retention
 def test_a_night_and_its_retention_run_as_the_app_role(stack, tmp_path, keys_env):
     """Every stage of a generated borough's night, then the nightly retention, connected as the app role.
 

@@ -70,6 +70,7 @@ def _gx_on_whole_frame(data: bytes) -> dict:
     return sanitise(result.to_json_dict())
 
 
+@pytest.mark.slow  # GX over ten chunks and over the whole file
 def test_a_file_over_many_chunks_validates_exactly_as_the_whole_file():
     data = _many_chunk_file()
     scan = scan_feed(_pieces(data), NAME, "attendance", SMALL["block_bytes"])

@@ -102,7 +102,9 @@ def test_missing_or_short_keys_stop_tfp_run_before_any_work(tmp_path, change, me
     config = write_config(tmp_path, "sqlite:///work/warehouse.db")
     (tmp_path / "inbound/children_services" / NEEDS_FILE).write_bytes(GOOD_40)
     keys = make_keys()
-    env = run_env(tmp_path, {k: v for k, v in {**keys, **change}.items() if v is not None})
+    # a home of its own, not a copy of the migrated one: the test shows tfp run migrates nothing
+    env = run_env(tmp_path, {k: v for k, v in {**keys, **change}.items() if v is not None},
+                  AIRFLOW_HOME=str(tmp_path / "airflow"))
     for name, value in change.items():
         if value is None:
             env.pop(name, None)

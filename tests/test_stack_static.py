@@ -14,6 +14,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES: dict[str, dict] = COMPOSE["services"]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-AIRFLOW_CONFIG = ROOT / ".venv/lib/python3.11/site-packages/airflow/config_templates/config.yml"
+# The venv running the tests (the repo's .venv under make; /work/main's in a git worktree, which has none).
+VENV = Path(sys.prefix)
+AIRFLOW_CONFIG = VENV / "lib/python3.11/site-packages/airflow/config_templates/config.yml"
 PINNED = re.compile(r"^[a-z0-9][a-z0-9./_-]*:[A-Za-z0-9_][A-Za-z0-9_.-]*@sha256:[0-9a-f]{64}$")
 PLACEHOLDER = "@sha256:UNRESOLVED"
 
@@ -78,7 +81,7 @@ def _airflow_options(section: str) -> set[str]:
 def generated(tmp_path_factory) -> Path:
     """scripts/init-env.sh run for real into a fresh folder."""
     folder = tmp_path_factory.mktemp("stack")
-    env = {**os.environ, "TFP_STACK_DIR": str(folder), "PYTHON": str(ROOT / ".venv/bin/python"),
+    env = {**os.environ, "TFP_STACK_DIR": str(folder), "PYTHON": str(VENV / "bin/python"),
            "AIRFLOW_UID": str(os.getuid() or 50000)}
     subprocess.run([ROOT / "scripts/init-env.sh"], env=env, check=True, capture_output=True, text=True)
     return folder

@@ -126,6 +126,7 @@ def _delivery(root: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow_stack
 def test_tfp_airflow_runs_a_triggered_night_like_tfp_run_and_ctrl_c_stops_everything(tmp_path):
     borough = make_borough(tmp_path / "borough", families=20)
     keys = make_keys()

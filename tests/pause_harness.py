@@ -19,7 +19,7 @@ from pathlib import Path
 
 INSIDE = {
     "extract": ("tfp.landing", "encrypt_to"),  # the first landing copy is written, its row not committed
-    "validate": ("tfp.validate", "still"),  # a validated copy is written, the landing not yet marked (transaction open)
+    "validate": ("tfp.landing", "LandingStore.still"),  # a validated copy is written, the landing not yet marked (transaction open)
     "stage": ("tfp.stage", "insert_rows"),  # a file's rows are inserted, the transaction open
     "link": ("tfp.warehouse", "insert_rows"),  # the night's links are inserted, the transaction open
     "consent": ("tfp.consent", "consent_states"),  # states worked out, person_consent not yet replaced

@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 
 from helpers import make_config, write_feed
 from tfp.extract import SourceUnavailable, land_source, select_files
-from tfp.landing import LandingTampered, read_landing
+from tfp.landing import LandingStore, LandingTampered
 from tfp.warehouse import connect, landing_key, landing_log
 
 HEADER = ["record_id", "person_ref", "need", "start_date", "end_date"]
@@ -60,15 +60,15 @@ def test_landing_copy_is_encrypted_and_tamper_evident(tmp_path, sqlite_url):
     (row,) = _logged(engine)
     copy = config.work_dir / row.landing_path
     assert b"PERSONREF77" not in copy.read_bytes()
-    assert read_landing(engine, config, row.id) == sent
+    assert LandingStore.of(engine, config).read(row.id) == sent
     blob = bytearray(copy.read_bytes())
     blob[-5] ^= 1
     copy.write_bytes(bytes(blob))
     with pytest.raises(LandingTampered, match=f"landing copy {row.id}"):
-        read_landing(engine, config, row.id)
+        LandingStore.of(engine, config).read(row.id)
     copy.write_bytes(bytes(blob[:-20]))  # truncated
     with pytest.raises(LandingTampered):
-        read_landing(engine, config, row.id)
+        LandingStore.of(engine, config).read(row.id)
 
 
 def test_destroying_the_key_makes_the_copy_unreadable(tmp_path, sqlite_url):
@@ -80,7 +80,7 @@ def test_destroying_the_key_makes_the_copy_unreadable(tmp_path, sqlite_url):
     with engine.begin() as conn:
         conn.execute(delete(landing_key).where(landing_key.c.landing_id == row.id))
     with pytest.raises(Exception):  # noqa: B017 - no key, no plaintext: any failure to read is the point
-        read_landing(engine, config, row.id)
+        LandingStore.of(engine, config).read(row.id)
 
 
 def test_a_missing_source_folder_fails_naming_it(tmp_path, sqlite_url):
@@ -114,4 +114,4 @@ def test_a_killed_runs_leftovers_are_swept_and_live_copies_kept(tmp_path, wareho
     counts = land_source(engine, config, "children_services", date(2025, 1, 31))
     assert counts["orphans_removed"] == 3
     assert sorted(p.name for p in folder.iterdir()) == sorted([*live, running, foreign, "notes.txt"])
-    assert read_landing(engine, config, _logged(engine)[0].id).startswith(b"record_id")
+    assert LandingStore.of(engine, config).read(_logged(engine)[0].id).startswith(b"record_id")

@@ -202,3 +202,126 @@ def test_concurrent_upgrades_of_an_empty_warehouse_take_turns(pg_url, real_conne
         results = list(pool.map(warehouse.upgrade, [pg_url, pg_url]))
     assert sorted("nothing to do" in r[-1] for r in results) == [False, True], results
     warehouse.connect(pg_url)
+
+
+# -- revision 0003: the named states as CHECK constraints ----------------------------------------------
+
+def _status_rows() -> dict[str, list[dict]]:
+    """A row of each checked table per allowed value (landing_log with its key and a quarantined row,
+    which reference it: SQLite's rebuild of landing_log must keep them)."""
+    from datetime import UTC, datetime
+
+    from tfp.statuses import ConsentState, FlagScope, LandingStatus, LinkMethod
+
+    at = datetime(2025, 3, 1, tzinfo=UTC)
+    landings = [{"id": i, "source": "police", "dataset": "incidents", "file_name": f"incidents_2025030{i}.csv",
+                 "file_date": date(2025, 3, i), "sha256": f"{i:064d}", "bytes": 10, "landed_at": at,
+                 "landed_by_run": R1, "status": status}
+                for i, status in enumerate(LandingStatus, start=1)]
+    return {
+        "landing_log": landings,
+        "landing_key": [{"landing_id": 2, "key": b"k" * 32}],
+        "quarantine": [{"landing_id": 2, "row_number": 1, "rules": "r", "row_json": "{}", "quarantined_on": R1}],
+        "links": [{"reference_date": R1, "dataset": "incidents", "record_id": f"r{i}", "person_ref": None,
+                   "match_probability": None, "method": m} for i, m in enumerate(LinkMethod)],
+        "person_consent": [{"reference_date": R1, "person_ref": f"P{i}", "state": s, "state_on": None, "kept": False}
+                           for i, s in enumerate(ConsentState)],
+        "family_flags": [{"reference_date": R1, "scope": s, "family_ref": "F1", "programme_status": "intervention",
+                          **dict.fromkeys(warehouse.FLAGS, 0), "problem_count": 0, "eligible": 0}
+                         for s in FlagScope],
+    }
+
+
+def _insert(url: str, rows: dict[str, list[dict]]) -> None:
+    with warehouse.get_engine(url).begin() as conn:
+        for name, values in rows.items():
+            conn.execute(warehouse.metadata.tables[name].insert(), values)
+
+
+def _contents(url: str, names) -> dict[str, list[tuple]]:
+    with warehouse.get_engine(url).connect() as conn:
+        return {name: sorted(tuple(r) for r in conn.execute(select(warehouse.metadata.tables[name])))
+                for name in names}
+
+
+def _at_0002(url: str) -> None:
+    from alembic import command
+
+    with warehouse.get_engine(url).begin() as conn:
+        command.upgrade(warehouse._alembic_config(conn), "0002")
+
+
+def test_the_warehouse_refuses_a_status_outside_its_enum(warehouse_url, real_connect):
+    """Each checked column takes every value of its enum and nothing else, on both databases."""
+    from sqlalchemy.exc import IntegrityError
+
+    from tfp.statuses import CHECKED
+
+    warehouse.upgrade(warehouse_url)
+    rows = _status_rows()
+    _insert(warehouse_url, rows)  # every member of every enum is allowed
+    engine = warehouse.get_engine(warehouse_url)
+    names = {c["name"] for table, _ in CHECKED for c in inspect(engine).get_check_constraints(table)}
+    assert set(warehouse.STATUS_CHECKS) <= names
+    for (table, column), allowed in CHECKED.items():
+        bad = dict(rows[table][0], **{column: "bogus"})
+        if table == "landing_log":
+            bad["id"] = 99
+        elif table == "family_flags":
+            bad["family_ref"] = "F2"
+        else:
+            bad[next(k for k in ("record_id", "person_ref") if k in bad)] = "X99"
+        assert bad[column] not in set(allowed)
+        with pytest.raises(IntegrityError, match=f"ck_{table}_{column}|CHECK constraint failed"):
+            with engine.begin() as conn:
+                conn.execute(warehouse.metadata.tables[table].insert(), [bad])
+
+
+def test_revision_0003_allows_exactly_the_enums(real_connect):
+    """The revision writes its value lists out (history does not follow the code): they are the enums'."""
+    import importlib.util
+
+    from tfp.statuses import CHECKED
+
+    path = Path(warehouse.__file__).parent / "migrations" / "versions" / "0003_status_check_constraints.py"
+    spec = importlib.util.spec_from_file_location("revision_0003", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert {k: set(v) for k, v in module.ALLOWED.items()} == {k: {m.value for m in e} for k, e in CHECKED.items()}
+
+
+def test_a_0002_warehouse_with_data_upgrades_to_head(warehouse_url, real_connect):
+    """A warehouse at 0002 holding rows in every checked table (and rows that reference landing_log)
+    upgrades to head with every row as it was; a value outside an enum then is refused."""
+    from sqlalchemy.exc import IntegrityError
+
+    _at_0002(warehouse_url)
+    rows = _status_rows()
+    _insert(warehouse_url, rows)
+    before = _contents(warehouse_url, rows)
+    notes = warehouse.upgrade(warehouse_url)
+    assert notes[-1] == f"the warehouse schema was upgraded from 0002 to {warehouse.head_revision()}"
+    warehouse.connect(warehouse_url)
+    assert _contents(warehouse_url, rows) == before
+    engine = warehouse.get_engine(warehouse_url)
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            assert not conn.execute(text("PRAGMA foreign_key_check")).all()
+        assert [fk["referred_table"] for fk in inspect(conn).get_foreign_keys("landing_key")] == ["landing_log"]
+    with pytest.raises(IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE landing_log SET status = 'lost' WHERE id = 1"))
+
+
+def test_a_0002_warehouse_holding_an_unknown_status_is_not_upgraded(warehouse_url, real_connect):
+    """A value outside an enum fails the upgrade, and the warehouse stays at 0002 as it was."""
+    _at_0002(warehouse_url)
+    rows = _status_rows()
+    rows["landing_log"][0]["status"] = "lost"
+    _insert(warehouse_url, rows)
+    before = _contents(warehouse_url, rows)
+    with pytest.raises(Exception):  # noqa: B017 - the database's own error (IntegrityError on both)
+        warehouse.upgrade(warehouse_url)
+    with warehouse.get_engine(warehouse_url).connect() as conn:
+        assert warehouse.schema_revision(conn) == "0002"
+    assert _contents(warehouse_url, rows) == before

@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy import MetaData, create_engine, insert, inspect, select
 
 from tfp.config import ConfigError
-from tfp.warehouse import ADDED_TABLES, LEGACY_ADDED_COLUMNS, connect, landing_log, metadata, upgrade
+from tfp.warehouse import (
+    ADDED_TABLES,
+    LEGACY_ADDED_COLUMNS,
+    STATUS_CHECKS,
+    connect,
+    landing_log,
+    metadata,
+    upgrade,
+)
 
 R = date(2025, 3, 31)
 
@@ -21,6 +29,8 @@ def test_an_older_warehouse_gains_the_added_columns_and_keeps_its_rows(warehouse
         if table.name in ADDED_TABLES:
             continue
         table.to_metadata(older)
+        copy = older.tables[table.name]  # without what later revisions added: 0003's CHECK constraints
+        copy.constraints = {c for c in copy.constraints if c.name not in STATUS_CHECKS}
         for name in LEGACY_ADDED_COLUMNS.get(table.name, ()):
             copy = older.tables[table.name]
             copy._columns.remove(copy.c[name])

@@ -27,6 +27,7 @@ from tfp.config import Config, SecretKeys
 from tfp.consent import as_date
 from tfp.current import current_rows
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, postcode_district
+from tfp.statuses import ConsentState, FlagScope
 from tfp.warehouse import FLAGS, family_flags, insert_rows, person_consent, released_generalisation
 
 log = logging.getLogger(__name__)
@@ -420,7 +421,7 @@ def _read(engine: Engine, reference_date: date) -> tuple[pd.DataFrame, pd.DataFr
         consent = pd.DataFrame([tuple(r) for r in consent], columns=["person_ref", "state", "state_on", "kept"])
         flags = conn.execute(
             select(family_flags).where(family_flags.c.reference_date == reference_date,
-                                       family_flags.c.scope == "kept")
+                                       family_flags.c.scope == FlagScope.KEPT)
         )
         flags = pd.DataFrame([tuple(r) for r in flags], columns=list(flags.keys()))
         floor = _release_floor(conn, reference_date)
@@ -515,7 +516,7 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
     marks = protect_summary(cell_counts, d.suppress_below, d.round_to, summary_relations(config.criteria.min_problems))
     summary_rows = [[measure, status, mark] for (measure, status), mark in marks.items()]
 
-    withdrawn = consent[consent["state"] == "withdrawn"]
+    withdrawn = consent[consent["state"] == ConsentState.WITHDRAWN]
     roster_refs = set(roster["person_ref"]) if not roster.empty else set()
     withdrawal_rows = sorted(
         [person_token(keys.pseudonym, ref), as_date(on).isoformat()]

@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, insert
 
 from tfp.current import current_rows
+from tfp.statuses import ConsentState
 from tfp.warehouse import person_consent
 
 if TYPE_CHECKING:
@@ -25,11 +26,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LONDON = ZoneInfo("Europe/London")
-STATES = ("given", "refused", "withdrawn", "none")
+STATES: tuple[ConsentState, ...] = tuple(ConsentState)
 # Between events recorded at the same instant the higher rank wins. Refusing and withdrawing both beat
 # giving (contract); withdrawn beats refused because it is the state that also tells the recipient to
 # delete what it already holds, so on a true tie the person is excluded *and* listed for deletion.
-_TIE_RANK = {"given": 0, "refused": 1, "withdrawn": 2}
+_TIE_RANK = {ConsentState.GIVEN: 0, ConsentState.REFUSED: 1, ConsentState.WITHDRAWN: 2}
 
 
 def _missing(value: object) -> bool:
@@ -91,7 +92,7 @@ def consent_states(consent_rows: pd.DataFrame, reference_date: date) -> pd.DataF
         order = (at, _TIE_RANK[status])
         if ref not in latest or order > latest[ref][0]:
             latest[ref] = (order, status)
-    rows = [(ref, latest[ref][1], latest[ref][0][0].date()) if ref in latest else (ref, "none", None)
+    rows = [(ref, latest[ref][1], latest[ref][0][0].date()) if ref in latest else (ref, ConsentState.NONE, None)
             for ref in sorted(everyone)]
     return pd.DataFrame(rows, columns=columns)
 
@@ -99,9 +100,9 @@ def consent_states(consent_rows: pd.DataFrame, reference_date: date) -> pd.DataF
 def kept(state: str, lawful_basis: str) -> bool:
     """May this person's data be used? ``consent``: only with consent given; ``public_task``: unless they objected."""
     if lawful_basis == "consent":
-        return state == "given"
+        return state == ConsentState.GIVEN
     if lawful_basis == "public_task":
-        return state not in ("refused", "withdrawn")
+        return state not in (ConsentState.REFUSED, ConsentState.WITHDRAWN)
     raise ValueError(f"unknown lawful basis {lawful_basis!r}")
 
 
@@ -111,7 +112,7 @@ def compute_consent(engine: Engine, reference_date: date, lawful_basis: str) -> 
     Replaces the ``person_consent`` rows of R in one transaction, so a re-run gives the same rows.
     Returns counts only.
     """
-    kept("none", lawful_basis)  # a bad basis fails before the warehouse is touched
+    kept(ConsentState.NONE, lawful_basis)  # a bad basis fails before the warehouse is touched
     with engine.begin() as conn:
         roster = current_rows(conn, "families", reference_date)
         consent = current_rows(conn, "consent", reference_date)
@@ -119,7 +120,7 @@ def compute_consent(engine: Engine, reference_date: date, lawful_basis: str) -> 
         persons = sorted({str(p) for p in roster["person_ref"] if not _missing(p)}) if not roster.empty else []
         rows = []
         for person in persons:
-            state, state_on = states.get(person, ("none", None))
+            state, state_on = states.get(person, (ConsentState.NONE, None))
             rows.append({"reference_date": reference_date, "person_ref": person, "state": state,
                          "state_on": state_on if not _missing(state_on) else None,
                          "kept": kept(state, lawful_basis)})

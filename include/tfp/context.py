@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tfp.config import Config, SecretKeys
+    from tfp.landing import LandingStore
 
 
 def utc_now() -> datetime:
@@ -57,12 +58,12 @@ class RunContext:
 
         return load_keys(self.config)
 
-    @property
-    def landing_dir(self) -> Path:
-        """Where landing copies live. Slot for the LandingStore (issue 16 item 3), which will own the
-        landing paths, keys, locks and sweep; until then the stages reach landing through
-        :mod:`tfp.landing` with this folder and the warehouse."""
-        return self.config.landing_dir
+    @cached_property
+    def landing(self) -> LandingStore:
+        """The landing copies of this warehouse (paths, keys, locks, write, read, destroy, sweep)."""
+        from tfp.landing import LandingStore
+
+        return LandingStore.of(self.warehouse, self.config)
 
     def need_source(self) -> str:
         """The context's source, for a per-source stage (a context without one is a caller's bug)."""

@@ -20,12 +20,13 @@ from tfp.config import Criteria
 from tfp.current import create_current_tables, sql_file
 from tfp.feeds import term_end
 from tfp.months import add_months
+from tfp.statuses import FlagScope
 from tfp.warehouse import FLAGS, family_flags, no_personal_statistics
 
 if TYPE_CHECKING:
     from tfp.context import CriteriaResult, RunContext
 
-SCOPES: tuple[str, ...] = ("all", "kept")
+SCOPES: tuple[FlagScope, ...] = tuple(FlagScope)
 RELEASE_WINDOW_MONTHS = 12
 # The datasets the rules read; consent is settled by the consent stage (table person_consent).
 CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases", "tenancy_events", "benefits",
@@ -99,7 +100,7 @@ def flag_sql(flag: str) -> str:
 def _create_counted_persons(conn: Connection, reference_date: date, scope: str) -> None:
     conn.execute(text("DROP TABLE IF EXISTS counted_persons"))
     conn.execute(text("CREATE TEMPORARY TABLE counted_persons (person_ref VARCHAR(100) PRIMARY KEY)"))
-    if scope == "all":
+    if scope == FlagScope.ALL:
         conn.execute(text(_COUNT_EVERY_ROSTER_PERSON))
     else:
         conn.execute(_statement(_COUNT_KEPT_PERSONS), {"reference_date": reference_date})
@@ -131,7 +132,7 @@ def _drop_temporary_tables(conn: Connection) -> None:
 
 
 def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteria,
-                         scope: str = "all") -> dict[str, int]:
+                         scope: str = FlagScope.ALL) -> dict[str, int]:
     """Work out the six flags of every assessed family for R and store them in ``family_flags``.
 
     Scope ``all`` counts every roster person; scope ``kept`` assesses only families with at least

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import Engine, insert, select
 
-from tfp import landing
 from tfp.config import Config, DirectorySource
 from tfp.context import utc_now
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
 from tfp.feeds import DATASETS, SOURCES, parse_file_name
 from tfp.fsmodes import private_dir
-from tfp.landing import source_lock
-from tfp.warehouse import landing_key, landing_log
+from tfp.landing import LandingStore
+from tfp.statuses import LandingStatus
+from tfp.warehouse import landing_log
 
 if TYPE_CHECKING:
     from tfp.context import RunContext, StageResult
@@ -209,16 +209,17 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
 
 
 def land_source(engine: Engine, config: Config, source: str, reference_date: date,
-                clock: Callable[[], datetime] = utc_now) -> dict[str, int]:
-    """Land the new files of one source for R; returns counts only.
+                clock: Callable[[], datetime] = utc_now, store: LandingStore | None = None) -> dict[str, int]:
+    """Land the new files of one source for R into ``store`` (the config's by default); returns counts only.
 
     A file's plaintext is removed from the drop once its landing is committed (local folders unless
     ``inbound.keep_local_files``; SFTP with ``remove_after_pickup``): a run killed in between leaves it,
     and the next run finds it already landed and removes it then.
     """
+    store = store or LandingStore.of(engine, config)
     counts = {"files_seen": 0, "landed": 0, "already_landed": 0, "duplicates": 0, "ignored": 0, "refused": 0,
-              "rejected": 0, "vanished": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(engine, config, source)}
-    private_dir(config.landing_dir)
+              "rejected": 0, "vanished": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(store, source)}
+    private_dir(store.root)
     limit = config.quality.max_file_bytes
     with open_source(config, source) as reader:
         names = reader.list_names()
@@ -241,7 +242,7 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
                 reject_too_large(engine, feed, e.size, limit, reference_date, clock)
                 counts["rejected"] += 1
                 continue
-            counts[land_file(engine, config, feed, data, reference_date, clock)] += 1
+            counts[land_file(store, feed, data, reference_date, clock)] += 1
             del data
             if reader.removes:
                 try:
@@ -258,7 +259,8 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.context import StageResult
 
     source = ctx.need_source()
-    counts = land_source(ctx.warehouse, ctx.config, source, ctx.reference_date, clock=ctx.clock)
+    counts = land_source(ctx.warehouse, ctx.config, source, ctx.reference_date, clock=ctx.clock,
+                         store=ctx.landing)
     return StageResult(stage="extract", counts=counts, source=source)
 
 
@@ -269,17 +271,17 @@ def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, refe
     rule = f"larger than max_file_bytes ({size} bytes; the limit is {limit})"
     log.warning("source %s: file %s rejected unread: %s", feed.source, feed.name, rule)
     with engine.begin() as conn:
-        source_lock(conn, feed.source)
+        LandingStore.lock(conn, feed.source)
         latest = conn.execute(
             select(landing_log.c.status, landing_log.c.rejection)
             .where(landing_log.c.source == feed.source, landing_log.c.file_name == feed.name)
             .order_by(landing_log.c.id.desc()).limit(1)).first()
-        if latest is not None and latest.status == "rejected" and latest.rejection == rule:
+        if latest is not None and latest.status == LandingStatus.REJECTED and latest.rejection == rule:
             return
         conn.execute(insert(landing_log).values(
             source=feed.source, dataset=feed.dataset, file_name=feed.name, file_date=feed.file_date,
             sha256="", bytes=size, landed_at=clock(), landed_by_run=reference_date,
-            status="rejected", rejection=rule))
+            status=LandingStatus.REJECTED, rejection=rule))
 
 
 def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
@@ -307,19 +309,15 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
     return found
 
 
-def remove_orphans(engine: Engine, config: Config, source: str) -> int:
+def remove_orphans(store: LandingStore, source: str) -> int:
     """Sweep the source's landing folder of what an interrupted (killed) run left behind."""
-    with engine.begin() as conn:
-        source_lock(conn, source)
-        live = conn.execute(select(landing_key.c.landing_id).join(landing_log, landing_log.c.id == landing_key.c.landing_id)
-                            .where(landing_log.c.source == source)).scalars().all()
-        removed = landing.sweep_orphans(config.work_dir / "landing" / source, live)
+    removed = store.sweep(source)
     if removed:
         log.warning("source %s: removed %d landing file(s) left by an interrupted run", source, removed)
     return removed
 
 
-def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, reference_date: date,
+def land_file(store: LandingStore, feed: FeedFile, data: bytes, reference_date: date,
               clock: Callable[[], datetime] = utc_now) -> str:
     """Land one file's bytes; returns "landed", "already_landed" or "duplicates".
 
@@ -327,8 +325,8 @@ def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, refer
     source's lock, so two runs landing the same file at the same time land it once.
     """
     digest = hashlib.sha256(data).hexdigest()
-    with engine.begin() as conn:
-        source_lock(conn, feed.source)
+    with store.engine.begin() as conn:
+        store.lock(conn, feed.source)
         earlier = conn.execute(
             select(landing_log.c.id, landing_log.c.source, landing_log.c.file_name, landing_log.c.status)
             .where(landing_log.c.sha256 == digest).order_by(landing_log.c.id)
@@ -340,21 +338,18 @@ def land_file(engine: Engine, config: Config, feed: FeedFile, data: bytes, refer
             "sha256": digest, "bytes": len(data), "landed_at": clock(), "landed_by_run": reference_date,
         }
         if earlier:
-            original = next((r for r in earlier if r.status != "duplicate"), earlier[0])
-            conn.execute(insert(landing_log).values(**record, status="duplicate", duplicate_of=original.id))
+            original = next((r for r in earlier if r.status != LandingStatus.DUPLICATE), earlier[0])
+            conn.execute(insert(landing_log).values(**record, status=LandingStatus.DUPLICATE, duplicate_of=original.id))
             log.warning("file %s of %s repeats the bytes of landing %s: not counted again",
                         feed.name, feed.source, original.id)
             return "duplicates"
-        key = landing.new_key()
-        landing_id = conn.execute(insert(landing_log).values(**record, status="landing")).inserted_primary_key[0]
-        relative = Path("landing") / feed.source / f"{landing_id}.raw.bin"
+        landing_id = conn.execute(insert(landing_log).values(**record, status=LandingStatus.LANDING)).inserted_primary_key[0]
         try:
-            landing.encrypt_to(config.work_dir / relative, data, key, landing_id)
-            conn.execute(insert(landing_key).values(landing_id=landing_id, key=key))
+            recorded = store.write(conn, feed.source, landing_id, data)
             conn.execute(landing_log.update().where(landing_log.c.id == landing_id)
-                         .values(status="landed", landing_path=str(relative)))
+                         .values(status=LandingStatus.LANDED, landing_path=recorded))
         except BaseException:
             # the landing row is rolled back: its copy must not outlive it under a final name
-            (config.work_dir / relative).unlink(missing_ok=True)
+            store.discard(feed.source, landing_id)
             raise
     return "landed"

@@ -14,11 +14,12 @@ from sqlalchemy import Engine, select
 
 from tfp.errors import MissingInput
 from tfp.feeds import DATASETS
+from tfp.statuses import LandingStatus
 from tfp.warehouse import landing_log
 
 ROSTER = "families"
 # a landing that never completed or that failed a file-level rule is not input
-_NOT_INPUT = ("landing", "rejected")
+_NOT_INPUT = (LandingStatus.LANDING, LandingStatus.REJECTED)
 
 
 def required_datasets(sources: Iterable[str]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Landing copies, encrypted at rest with a key per file (contract section 9).
+"""Landing copies, encrypted at rest with a key per file (contract section 9), and the LandingStore
+that owns them.
 
 A copy is AES-256-GCM in 16 MiB segments (AES-GCM refuses inputs over 2^31-1 bytes), each
 segment's nonce and associated data binding it to its landing id, its position and whether it
@@ -16,13 +17,21 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection, Engine, delete, insert, select, text, update
 
 from tfp.errors import LandingTampered
 from tfp.fsmodes import atomic_writer, private_dir
+from tfp.statuses import LandingStatus
+from tfp.warehouse import landing_key, landing_log
+
+if TYPE_CHECKING:
+    from tfp.config import Config
 
 MAGIC = b"TFPLAND1"
 SEGMENT = 16 * 1024 * 1024
@@ -30,6 +39,8 @@ COPY = re.compile(r"^(?P<id>\d+)\.(?:raw|validated)\.bin$")
 # A temporary copy names its writer, so that a sweep can tell a dead writer's leftovers from a live one's.
 PART = re.compile(r"^\.\d+\.(?:raw|validated)\.bin\.part-(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 FOREIGN_PART_AGE = 6 * 3600  # seconds: a temporary copy from another host is left alone until then
+RAW, VALIDATED = b"raw", b"validated"  # a landing's two copies: the file as received, the rows that passed
+PURPOSES = (RAW, VALIDATED)
 
 
 def _aad(landing_id: int, purpose: bytes, index: int, last: bool) -> bytes:
@@ -176,70 +187,127 @@ def sweep_orphans(folder: Path, live_ids: Iterable[int]) -> int:
     return removed
 
 
-# -- landing copies in the warehouse: where a copy is, its key, the source's lock ---------------------
-# (what extract, validate, stage and retention share; the LandingStore of issue 16 item 3 owns these)
+class LandingStore:
+    """The landing copies of one warehouse, the one place that knows where they are, how they are keyed
+    and locked: every landing path, key, lock, write, read, destroy and sweep goes through here.
 
-def copy_path(landing_dir: Path, source: str, landing_id: int, purpose: bytes = b"raw") -> Path:
-    """Where a landing's copy is: ``<landing_dir>/<source>/<id>.<raw|validated>.bin``."""
-    return Path(landing_dir) / source / f"{landing_id}.{purpose.decode()}.bin"
+    A copy is ``<root>/<source>/<landing id>.<raw|validated>.bin`` (``root`` is ``work_dir/landing``),
+    encrypted under the landing's own key in the ``landing_key`` table. Changes to one source's landing
+    log are serialised by :meth:`lock` (PostgreSQL; SQLite writers queue anyway).
+    """
 
+    def __init__(self, engine: Engine, root: Path):
+        self.engine, self.root = engine, Path(root)
 
-def source_lock(conn, source: str) -> None:
-    """Serialise the landing-log changes of one source across concurrent runs (a backfill of several
-    dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
-    from sqlalchemy import text
+    @classmethod
+    def of(cls, engine: Engine, config: Config) -> LandingStore:
+        """The store of a config's warehouse and work_dir."""
+        return cls(engine, config.landing_dir)
 
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
+    # -- paths and keys ------------------------------------------------------------------------
 
+    def folder(self, source: str) -> Path:
+        return self.root / source
 
-def landing_key_of(engine, landing_id: int) -> bytes:
-    """A landing copy's key, from the warehouse (deleting it shreds the copy)."""
-    from sqlalchemy import select
+    def path(self, source: str, landing_id: int, purpose: bytes = RAW) -> Path:
+        """Where a copy is (raw: the file as received; validated: the rows that passed validation)."""
+        return self.folder(source) / f"{landing_id}.{purpose.decode()}.bin"
 
-    from tfp.warehouse import landing_key
+    def recorded_path(self, source: str, landing_id: int) -> str:
+        """The raw copy's path as the landing log records it: relative to work_dir."""
+        return str(self.path(source, landing_id).relative_to(self.root.parent))
 
-    with engine.connect() as conn:
+    def key(self, conn: Connection, landing_id: int) -> bytes:
+        """The landing's key; NoResultFound once retention destroyed it."""
         return conn.execute(select(landing_key.c.key).where(landing_key.c.landing_id == landing_id)).scalar_one()
 
+    @staticmethod
+    def lock(conn: Connection, source: str) -> None:
+        """Serialise the landing-log changes of one source across concurrent runs (a backfill of several
+        dates at once): held until the transaction ends. PostgreSQL only; SQLite writers queue anyway."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(7423002, hashtext(:source))"), {"source": source})
 
-def landing_copy_path(config, landing_id: int, purpose: bytes, engine) -> Path:
-    """Where the copy of a landing is, from its source in the landing log."""
-    from sqlalchemy import select
+    def still(self, conn: Connection, source: str, landing_id: int, status: LandingStatus) -> bool:
+        """Take the source's lock and check that the landing is still in ``status`` (a concurrent run, a
+        backfill, may have moved it on meanwhile)."""
+        self.lock(conn, source)
+        return conn.execute(select(landing_log.c.status).where(landing_log.c.id == landing_id)).scalar_one() == status
 
-    from tfp.warehouse import landing_log
+    def landings(self, source: str, status: LandingStatus, reference_date: date) -> list:
+        """The landings of a source in ``status`` dated on or before R, oldest first."""
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date)
+                .where(landing_log.c.source == source, landing_log.c.status == status,
+                       landing_log.c.file_date <= reference_date)
+                .order_by(landing_log.c.file_date, landing_log.c.id)
+            ).all()
 
-    with engine.connect() as conn:
-        source = conn.execute(select(landing_log.c.source).where(landing_log.c.id == landing_id)).scalar_one()
-    return copy_path(config.landing_dir, source, landing_id, purpose)
+    # -- write and read ------------------------------------------------------------------------
 
+    def write(self, conn: Connection, source: str, landing_id: int, data: bytes) -> str:
+        """Encrypt a new landing's raw copy under a new key, inside the caller's transaction (which holds
+        the source's lock and inserted the landing row); returns the path to record. If the transaction
+        does not commit, the caller must call :meth:`discard`: the copy must not outlive its row."""
+        key = new_key()
+        encrypt_to(self.path(source, landing_id), data, key, landing_id)
+        conn.execute(insert(landing_key).values(landing_id=landing_id, key=key))
+        return self.recorded_path(source, landing_id)
 
-def read_landing(engine, config, landing_id: int, purpose: bytes = b"raw") -> bytes:
-    """Decrypt a landing copy (raw: the file as received; validated: the rows that passed validation)."""
-    return decrypt_from(landing_copy_path(config, landing_id, purpose, engine), landing_key_of(engine, landing_id),
-                        landing_id, purpose)
+    def discard(self, source: str, landing_id: int) -> None:
+        """Remove a copy whose landing row was rolled back."""
+        self.path(source, landing_id).unlink(missing_ok=True)
 
+    def _source_and_key(self, landing_id: int) -> tuple[str, bytes]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(landing_log.c.source, landing_key.c.key)
+                .join(landing_key, landing_key.c.landing_id == landing_log.c.id)
+                .where(landing_log.c.id == landing_id)).one()
+        return row.source, row.key
 
-def landings(engine, source: str, status: str, reference_date) -> list:
-    """The landings of a source in ``status`` dated on or before R, oldest first."""
-    from sqlalchemy import select
+    def read(self, landing_id: int, purpose: bytes = RAW) -> bytes:
+        """Decrypt a landing copy whole."""
+        source, key = self._source_and_key(landing_id)
+        return decrypt_from(self.path(source, landing_id, purpose), key, landing_id, purpose)
 
-    from tfp.warehouse import landing_log
+    def reader(self, landing_id: int, purpose: bytes = RAW) -> Callable[[], Iterator[bytes]]:
+        """A function that decrypts a landing copy a segment at a time (see :func:`decrypt_segments`)."""
+        source, key = self._source_and_key(landing_id)
+        path = self.path(source, landing_id, purpose)
+        return lambda: decrypt_segments(path, key, landing_id, purpose)
 
-    with engine.connect() as conn:
-        return conn.execute(
-            select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date)
-            .where(landing_log.c.source == source, landing_log.c.status == status,
-                   landing_log.c.file_date <= reference_date)
-            .order_by(landing_log.c.file_date, landing_log.c.id)
-        ).all()
+    @contextmanager
+    def writing(self, landing_id: int, purpose: bytes = VALIDATED) -> Iterator[Callable[[bytes], None]]:
+        """Write a further copy of a landing (the validated rows) in pieces, under the landing's key; it
+        appears only when the block ends without an exception (see :func:`encrypting_to`)."""
+        source, key = self._source_and_key(landing_id)
+        with encrypting_to(self.path(source, landing_id, purpose), key, landing_id, purpose) as write:
+            yield write
 
+    # -- destroy and sweep ---------------------------------------------------------------------
 
-def still(conn, source: str, landing_id: int, status: str) -> bool:
-    """Take the source's lock and check that the landing is still in ``status``."""
-    from sqlalchemy import select
+    def destroy(self, landing_id: int, source: str) -> None:
+        """Make a landing's copies unreadable for good: its key row goes first (committed), then its files;
+        the landing log keeps the row, with no path and the time it was destroyed."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(landing_key).where(landing_key.c.landing_id == landing_id))
+            conn.execute(update(landing_log).where(landing_log.c.id == landing_id)
+                         .values(landing_path=None, destroyed_at=datetime.now(UTC)))
+        for purpose in PURPOSES:
+            self.path(source, landing_id, purpose).unlink(missing_ok=True)
 
-    from tfp.warehouse import landing_log
+    def files(self) -> list[Path]:
+        """Every file under the landing folder (programme end removes them all)."""
+        return [p for p in self.root.rglob("*") if p.is_file()] if self.root.exists() else []
 
-    source_lock(conn, source)
-    return conn.execute(select(landing_log.c.status).where(landing_log.c.id == landing_id)).scalar_one() == status
+    def sweep(self, source: str) -> int:
+        """Sweep one source's landing folder of what an interrupted (killed) run left behind: see
+        :func:`sweep_orphans`. Takes the source's lock for its own transaction; returns how many went."""
+        with self.engine.begin() as conn:
+            self.lock(conn, source)
+            live = conn.execute(select(landing_key.c.landing_id)
+                                .join(landing_log, landing_log.c.id == landing_key.c.landing_id)
+                                .where(landing_log.c.source == source)).scalars().all()
+            return sweep_orphans(self.folder(source), live)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, normalise_postcode
+from tfp.statuses import LinkMethod
 
 if TYPE_CHECKING:
     from tfp.context import LinkResult, RunContext
@@ -404,15 +405,15 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     probability = np.full(n, None, dtype=object)
     probability[candidate] = best_probability[candidate]
     probability[has_upn | has_nino] = 1.0
-    method = np.full(n, "unlinked", dtype=object)
-    method[probabilistic] = "probabilistic"
-    method[has_upn] = "upn"
-    method[has_nino] = "nino"
+    method = np.full(n, LinkMethod.UNLINKED, dtype=object)
+    method[probabilistic] = LinkMethod.PROBABILISTIC
+    method[has_upn] = LinkMethod.UPN
+    method[has_nino] = LinkMethod.NINO
     runner_up = np.array(best["runner_up_ref"].tolist() + [None], dtype=object)[position]
     runner_up_p = np.array(best["runner_up_probability"].tolist() + [None], dtype=object)[position]
     runner_up[has_upn | has_nino] = None
     runner_up_p[has_upn | has_nino] = None
-    doubtful = np.array([m == "unlinked" and p is not None and p + (q or 0.0) >= DOUBTFUL_FROM
+    doubtful = np.array([m == LinkMethod.UNLINKED and p is not None and p + (q or 0.0) >= DOUBTFUL_FROM
                          for m, p, q in zip(method.tolist(), probability.tolist(), runner_up_p.tolist(),
                                             strict=True)], dtype=bool)
     return pd.DataFrame({"record_id": record_ids, "person_ref": person_ref.tolist(),

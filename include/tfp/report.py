@@ -13,6 +13,7 @@ from sqlalchemy import Engine, func, select
 
 from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
 from tfp.fsmodes import atomic_write
+from tfp.statuses import FlagScope, LandingStatus
 from tfp.validate import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
 
@@ -24,7 +25,7 @@ def _current_landings(engine: Engine, reference_date: date) -> list:
     """The latest landing of each file name dated on or before R (duplicates aside)."""
     latest = (
         select(landing_log.c.source, landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
-        .where(landing_log.c.file_date <= reference_date, landing_log.c.status != "duplicate")
+        .where(landing_log.c.file_date <= reference_date, landing_log.c.status != LandingStatus.DUPLICATE)
         .group_by(landing_log.c.source, landing_log.c.file_name).subquery()
     )
     with engine.connect() as conn:
@@ -91,7 +92,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
     published = {m: dict(by) for m, by in package.published_summary.items()}
     # as the summary published them (secondary suppression may hide a cell that disclose() alone would show)
     delivered = {k: published.get(k, {}).get("all") or disclose(v, d.suppress_below, d.round_to)
-                 for k, v in _family_counts(engine, reference_date, "kept").items()}
+                 for k, v in _family_counts(engine, reference_date, FlagScope.KEPT).items()}
     return {
         "reference_date": reference_date.isoformat(),
         "la_code": config.local_authority.code,
@@ -103,7 +104,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "records_unlinked": sum(c["unlinked"] for c in linkage.values()),
         "linkage": linkage,
         **delivered,
-        "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, "all")["families_assessed"],
+        "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, FlagScope.ALL)["families_assessed"],
                                                   d.suppress_below, d.round_to),
         "eligibility": published,
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},

@@ -37,7 +37,9 @@ from tfp.config import Config, ConfigError
 from tfp.errors import RetentionIncomplete
 from tfp.feeds import DATASETS, PARTNER_DATASETS
 from tfp.fsmodes import atomic_write
+from tfp.landing import LandingStore
 from tfp.months import add_months
+from tfp.statuses import ConsentState
 from tfp.warehouse import (
     family_flags,
     landing_key,
@@ -96,19 +98,10 @@ def _landing_copies_due(engine: Engine, cutoff: date):
         ).all()
 
 
-def _landing_files(config: Config, landing_id: int, source: str) -> list:
-    folder = config.work_dir / "landing" / source
-    return [folder / f"{landing_id}.raw.bin", folder / f"{landing_id}.validated.bin"]
-
-
 def _destroy_landing(engine: Engine, config: Config, rows) -> int:
+    store = LandingStore.of(engine, config)
     for row in rows:
-        with engine.begin() as conn:
-            conn.execute(delete(landing_key).where(landing_key.c.landing_id == row.id))
-            conn.execute(update(landing_log).where(landing_log.c.id == row.id)
-                         .values(landing_path=None, destroyed_at=datetime.now(UTC)))
-        for path in _landing_files(config, row.id, row.source):
-            path.unlink(missing_ok=True)
+        store.destroy(row.id, row.source)
     return len(rows)
 
 
@@ -216,7 +209,7 @@ def withdrawn_people(engine: Engine, reference_date: date) -> set[str]:
     if events.empty:
         return set()
     states = consent_states(events, reference_date)
-    return set(states.loc[states["state"] == "withdrawn", "person_ref"])
+    return set(states.loc[states["state"] == ConsentState.WITHDRAWN, "person_ref"])
 
 
 # What stays of a withdrawn person's roster row: their reference, their family's, and the row's own keys.
@@ -358,8 +351,7 @@ def programme_end(engine: Engine, config: Config, reference_date: date, dry_run:
     rows = sum(_count(engine, t) for t in PERSONAL_TABLES)
     copies = _landing_copies_due(engine, reference_date + timedelta(days=1))
     outbox = [p for p in config.outbox_dir.rglob("*") if p.is_file()] if config.outbox_dir.exists() else []
-    landing_dir = config.landing_dir
-    stray = [p for p in landing_dir.rglob("*") if p.is_file()] if landing_dir.exists() else []
+    stray = LandingStore.of(engine, config).files()
     from tfp.extract import remove_local_feed_files  # partners' plaintext left in local drop folders
 
     found = rows + len(copies) + len(outbox) + remove_local_feed_files(config, dry_run=True)

@@ -18,7 +18,8 @@ from sqlalchemy import Engine, and_, delete, update
 
 from tfp.config import Config
 from tfp.feeds import DATASETS, Dataset
-from tfp.landing import landings, read_landing, still
+from tfp.landing import VALIDATED, LandingStore
+from tfp.statuses import LandingStatus
 from tfp.warehouse import insert_rows, landing_log, staging
 
 if TYPE_CHECKING:
@@ -53,21 +54,23 @@ def typed_rows(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     return out.astype(object).where(out.notna(), None)
 
 
-def stage_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+def stage_source(engine: Engine, config: Config, source: str, reference_date: date,
+                 store: LandingStore | None = None) -> dict[str, int]:
     """Type the validated rows of a source into its staging tables; idempotent per landing."""
+    store = store or LandingStore.of(engine, config)
     counts = {"files_staged": 0, "rows_staged": 0, "files_superseded": 0}
     # consent first: a roster file staged in the same run must already know who has withdrawn
-    todo = sorted(landings(engine, source, "validated", reference_date), key=lambda r: r.dataset != "consent")
+    todo = sorted(store.landings(source, LandingStatus.VALIDATED, reference_date), key=lambda r: r.dataset != "consent")
     for row in todo:
         dataset = DATASETS[row.dataset]
-        text = read_landing(engine, config, row.id, b"validated").decode("utf-8")
+        text = store.read(row.id, VALIDATED).decode("utf-8")
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         rows = typed_rows(frame, dataset)
         rows.insert(0, "landing_id", row.id)
         rows.insert(2, "file_date", row.file_date)
         table = staging[row.dataset]
         with engine.begin() as conn:
-            if not still(conn, source, row.id, "validated"):  # a concurrent run (backfill) got there first
+            if not store.still(conn, source, row.id, LandingStatus.VALIDATED):  # a concurrent run (backfill) got there first
                 continue
             if row.dataset == "families":
                 rows = _without_withdrawn_identifiers(conn, rows)
@@ -75,12 +78,12 @@ def stage_source(engine: Engine, config: Config, source: str, reference_date: da
             if len(rows):
                 insert_rows(conn, table, {c: rows[c].tolist() for c in rows.columns})
             conn.execute(update(landing_log).where(landing_log.c.id == row.id)
-                         .values(status="staged", rows_staged=len(rows)))
+                         .values(status=LandingStatus.STAGED, rows_staged=len(rows)))
             superseded = conn.execute(
                 update(landing_log)
                 .where(and_(landing_log.c.source == source, landing_log.c.file_name == row.file_name,
-                            landing_log.c.status == "staged", landing_log.c.id < row.id))
-                .values(status="superseded")
+                            landing_log.c.status == LandingStatus.STAGED, landing_log.c.id < row.id))
+                .values(status=LandingStatus.SUPERSEDED)
             ).rowcount
         counts["files_staged"] += 1
         counts["rows_staged"] += len(rows)
@@ -108,5 +111,5 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.context import StageResult
 
     source = ctx.need_source()
-    return StageResult(stage="stage", counts=stage_source(ctx.warehouse, ctx.config, source, ctx.reference_date),
-                       source=source)
+    counts = stage_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
+    return StageResult(stage="stage", counts=counts, source=source)

@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache, partial
+from functools import cache
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,15 +46,8 @@ from sqlalchemy import Engine, delete, func, insert, select, update
 from tfp import feeds, identifiers
 from tfp.config import Config
 from tfp.errors import FileRejected, FilesRejected
-from tfp.landing import (
-    decrypt_segments,
-    encrypting_to,
-    landing_copy_path,
-    landing_key_of,
-    landings,
-    source_lock,
-    still,
-)
+from tfp.landing import VALIDATED, LandingStore
+from tfp.statuses import LandingStatus
 from tfp.warehouse import landing_log, quarantine
 
 if TYPE_CHECKING:
@@ -816,24 +809,24 @@ def validate_file(open_pieces: Callable[[], Iterable[bytes]], dataset: str, file
 
 # -- the validate stage ------------------------------------------------------------------------
 
-def validate_source(engine: Engine, config: Config, source: str, reference_date: date) -> dict[str, int]:
+def validate_source(engine: Engine, config: Config, source: str, reference_date: date,
+                    store: LandingStore | None = None) -> dict[str, int]:
     """Validate the new landings of a source; fail naming every current file that breaks a file-level rule."""
+    store = store or LandingStore.of(engine, config)
     counts = {"files_validated": 0, "rows_read": 0, "rows_quarantined": 0, "files_rejected": 0}
-    for row in landings(engine, source, "landed", reference_date):
-        key = landing_key_of(engine, row.id)
-        raw = landing_copy_path(config, row.id, b"raw", engine)
+    for row in store.landings(source, LandingStatus.LANDED, reference_date):
         try:
             # A chunk at a time, the landing copy decrypted and the validated copy encrypted as they
             # go: memory follows the chunk, not the file. The validated copy appears only on success.
-            with encrypting_to(landing_copy_path(config, row.id, b"validated", engine), key, row.id,
-                               b"validated") as write:
-                result = validate_file(partial(decrypt_segments, raw, key, row.id), row.dataset, row.file_date,
+            with store.writing(row.id, VALIDATED) as write:
+                result = validate_file(store.reader(row.id), row.dataset, row.file_date,
                                        row.file_name, config.quality.max_bad_row_fraction, write)
         except FileRejected as rejected:
             with engine.begin() as conn:
-                source_lock(conn, source)
-                conn.execute(update(landing_log).where(landing_log.c.id == row.id, landing_log.c.status == "landed")
-                             .values(status="rejected", rejection=rejected.rule))
+                store.lock(conn, source)
+                conn.execute(update(landing_log)
+                             .where(landing_log.c.id == row.id, landing_log.c.status == LandingStatus.LANDED)
+                             .values(status=LandingStatus.REJECTED, rejection=rejected.rule))
             counts["files_rejected"] += 1
             continue
         quarantined = [
@@ -842,13 +835,13 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
             for q in result.quarantined.to_dict("records")
         ]
         with engine.begin() as conn:
-            if not still(conn, source, row.id, "landed"):  # a concurrent run (backfill) got there first
+            if not store.still(conn, source, row.id, LandingStatus.LANDED):  # a concurrent run (backfill) got there first
                 continue
             conn.execute(delete(quarantine).where(quarantine.c.landing_id == row.id))
             if quarantined:
                 conn.execute(insert(quarantine), quarantined)
             conn.execute(update(landing_log).where(landing_log.c.id == row.id).values(
-                status="validated", rows_read=result.rows_read, rows_quarantined=len(quarantined),
+                status=LandingStatus.VALIDATED, rows_read=result.rows_read, rows_quarantined=len(quarantined),
                 expectation_results=json.dumps(result.expectations, sort_keys=True),
                 gx_result=json.dumps(result.gx_result, sort_keys=True)))
         counts["files_validated"] += 1
@@ -865,14 +858,14 @@ def rejected_files(engine: Engine, source: str, reference_date: date) -> list[tu
     latest = (
         select(landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
         .where(landing_log.c.source == source, landing_log.c.file_date <= reference_date,
-               landing_log.c.status != "duplicate")
+               landing_log.c.status != LandingStatus.DUPLICATE)
         .group_by(landing_log.c.file_name).subquery()
     )
     with engine.connect() as conn:
         rows = conn.execute(
             select(landing_log.c.file_name, landing_log.c.rejection)
             .join(latest, latest.c.id == landing_log.c.id)
-            .where(landing_log.c.status == "rejected").order_by(landing_log.c.file_name)
+            .where(landing_log.c.status == LandingStatus.REJECTED).order_by(landing_log.c.file_name)
         ).all()
     return [(r.file_name, r.rejection) for r in rows]
 
@@ -893,7 +886,7 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.context import StageResult
 
     source = ctx.need_source()
-    counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date)
+    counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
     log.info("source %s validated: %s", source, counts)
     return StageResult(stage="validate", counts=counts, source=source)
 

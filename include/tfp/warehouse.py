@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 
 from tfp.config import ConfigError
 from tfp.feeds import DATASETS, Dataset
+from tfp.statuses import CHECKED, ConsentState, FlagScope, LandingStatus, LinkMethod, check_sql
 
 metadata = MetaData()
 
@@ -49,8 +51,8 @@ landing_log = Table(
     Column("bytes", BigInteger, nullable=False),
     Column("landed_at", DateTime(timezone=True), nullable=False),
     Column("landed_by_run", Date, nullable=False),  # the reference date of the run that landed it
-    # landed -> staged | rejected; staged -> superseded when the partner re-sends the same file name;
-    # duplicate: the same bytes were landed before under another landing id (duplicate_of).
+    # tfp.statuses.LandingStatus: landed -> validated -> staged | rejected; staged -> superseded when the
+    # partner re-sends the same file name; duplicate: the same bytes were landed before (duplicate_of).
     Column("status", String(20), nullable=False),
     Column("duplicate_of", Integer, nullable=True),
     Column("rejection", Text, nullable=True),  # the file-level rule it broke (never a value from the file)
@@ -62,6 +64,7 @@ landing_log = Table(
     Column("expectation_results", Text, nullable=True),
     Column("gx_result", Text, nullable=True),  # GX's validation result without values (Data Docs)
     Column("destroyed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint(check_sql("status", LandingStatus), name="ck_landing_log_status"),
 )
 
 # One AES-256-GCM key per landing copy. Deleting the row destroys the copy (crypto-shredding).
@@ -88,7 +91,8 @@ links = Table(
     Column("record_id", String(100), primary_key=True),
     Column("person_ref", String(100), nullable=True),
     Column("match_probability", Float, nullable=True),
-    Column("method", String(20), nullable=False),  # nino | upn | probabilistic | unlinked
+    Column("method", String(20), nullable=False),  # tfp.statuses.LinkMethod
+    CheckConstraint(check_sql("method", LinkMethod), name="ck_links_method"),
 )
 
 FLAGS: tuple[str, ...] = ("crime_asb", "school_attendance", "children_need_help", "worklessness",
@@ -103,15 +107,17 @@ family_flags = Table(
     *(Column(flag, Integer, nullable=False) for flag in FLAGS),
     Column("problem_count", Integer, nullable=False),
     Column("eligible", Integer, nullable=False),
+    CheckConstraint(check_sql("scope", FlagScope), name="ck_family_flags_scope"),
 )
 
 person_consent = Table(
     "person_consent", metadata,
     Column("reference_date", Date, primary_key=True),
     Column("person_ref", String(100), primary_key=True),
-    Column("state", String(20), nullable=False),  # given | refused | withdrawn | none
+    Column("state", String(20), nullable=False),  # tfp.statuses.ConsentState
     Column("state_on", Date, nullable=True),
     Column("kept", Boolean, nullable=False),
+    CheckConstraint(check_sql("state", ConsentState), name="ck_person_consent_state"),
 )
 
 # The generalisation level of each quasi-identifier released for a person on a night (0 = the value
@@ -289,6 +295,8 @@ SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (
 FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
 # Tables in metadata that revision 0001 does not create (added by later revisions).
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation"})
+# The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.
+STATUS_CHECKS: tuple[str, ...] = tuple(f"ck_{table}_{column}" for table, column in CHECKED)
 # A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.
 LEGACY_ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"landing_log": ("gx_result",)}
 UPGRADE_HINT = "tfp db upgrade --config FILE"

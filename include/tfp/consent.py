@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LONDON = ZoneInfo("Europe/London")
-STATES: tuple[ConsentState, ...] = tuple(ConsentState)
 # Between events recorded at the same instant the higher rank wins. Refusing and withdrawing both beat
 # giving (contract); withdrawn beats refused because it is the state that also tells the recipient to
 # delete what it already holds, so on a true tie the person is excluded *and* listed for deletion.

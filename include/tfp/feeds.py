@@ -30,11 +30,6 @@ class Dataset:
     codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     integers: tuple[str, ...] = ()
     decimals: tuple[str, ...] = ()
-    has_person_columns: bool = True
-
-    @property
-    def is_partner_feed(self) -> bool:
-        return self.source != "children_services"
 
 
 def _p(*extra: str) -> tuple[str, ...]:
@@ -64,7 +59,6 @@ DATASETS: dict[str, Dataset] = {
             not_after_file_date=("start_date",),
             codes={"need": ("child_in_need", "child_protection_plan", "early_help", "young_carer", "neet",
                             "domestic_abuse", "mental_health", "substance_misuse")},
-            has_person_columns=False,
         ),
         Dataset(
             source="children_services",
@@ -74,7 +68,6 @@ DATASETS: dict[str, Dataset] = {
             datetimes=("recorded_at",),
             not_after_file_date=("recorded_at",),
             codes={"purpose": ("service", "tfp_evaluation"), "status": ("given", "refused", "withdrawn")},
-            has_person_columns=False,
         ),
         Dataset(
             source="police",
@@ -137,10 +130,6 @@ DATASETS: dict[str, Dataset] = {
 
 SOURCES: tuple[str, ...] = ("police", "probation", "housing", "dwp", "schools", "children_services")
 PARTNER_DATASETS: tuple[str, ...] = ("incidents", "cases", "tenancy_events", "benefits", "attendance")
-
-
-def datasets_of(source: str) -> list[Dataset]:
-    return [d for d in DATASETS.values() if d.source == source]
 
 
 def parse_file_name(name: str) -> tuple[str, date] | None:

@@ -38,11 +38,6 @@ def postcode_district(value: str) -> str:
     return normalise_postcode(value).split(" ")[0]
 
 
-def postcode_area(value: str) -> str:
-    """The letters that start the outward code: ``SW1A`` -> ``SW``."""
-    return re.match(r"^[A-Z]+", postcode_district(value) or "").group(0) if value else ""
-
-
 def upn_check_letter(body: str) -> str:
     """The DfE check letter for the twelve characters after it."""
     total = 0

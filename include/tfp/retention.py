@@ -229,7 +229,7 @@ def ever_withdrawn(conn, until: date | None = None) -> set[str]:
     events = current_rows(conn, "consent", until or date(9999, 12, 31))
     if events.empty:
         return set()
-    chosen = events[(events["purpose"] == "tfp_evaluation") & (events["status"] == "withdrawn")]
+    chosen = events[(events["purpose"] == "tfp_evaluation") & (events["status"] == ConsentState.WITHDRAWN)]
     return {str(ref) for ref, at in zip(chosen["person_ref"], chosen["recorded_at"], strict=True)
             if until is None or ((when := as_datetime(at)) is not None and when.date() <= until)}
 

@@ -36,7 +36,8 @@ class RunContext:
     """What one task of one night works with. Built once per task by :func:`open_context`.
 
     ``keys`` are read on first use, not when the context is built: extract, validate and stage never
-    need them, and a night whose keys are missing fails at check_setup, naming the variable.
+    need them, and a night whose keys are missing fails at check_setup, naming the variable. ``landing``
+    (the :class:`~tfp.landing.LandingStore`) is made on first use too.
     ``source`` is set for the per-source stages (extract, validate, stage), ``category`` for a
     retention category; ``upstream`` holds the results the report reads; ``dry_run`` is the deliver
     and retention tasks' parameter.

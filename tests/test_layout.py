@@ -121,14 +121,17 @@ def test_pyproject_runtime_dependencies_leave_the_dev_tools_to_the_dev_extra():
     (["generate", "--out", "{out}", "--families", "5", "--seed", "1", "--date", "2025-03-31"], "tfp_dev"),
     (["demo"], "asyncssh"),
 ])
-def test_dev_commands_without_the_dev_extra_say_how_to_get_it_in_one_line(command, missing, tmp_path, capsys,
+def test_dev_commands_without_the_dev_extra_say_what_is_missing_and_how_to_get_it(command, missing, tmp_path, capsys,
                                                                         monkeypatch):
-    """As in the image: tfp_dev or its dependencies absent (None in sys.modules stops an import)."""
+    """As in the image: tfp_dev or its dependencies absent (None in sys.modules stops an import). The
+    command line prints it as any TfpError: one line naming what is missing, one with what to do."""
     blocked = [missing] + ([m for m in sys.modules if m.startswith("tfp_dev.")] if missing == "tfp_dev" else [])
     for name in blocked:
         monkeypatch.setitem(sys.modules, name, None)
     out = tmp_path / "feeds"
     assert cli.main([arg.format(out=out) for arg in command]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and missing in err and "[dev]" in err
+    what, todo = err.strip().splitlines()
+    assert missing in what and todo.strip().startswith("what to do:") and "[dev]" in todo
+    assert "Traceback" not in err
     assert not out.exists()

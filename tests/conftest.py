@@ -206,7 +206,8 @@ def keys_env(monkeypatch):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``--dist loadgroup``), every test marked ``airflow_stack`` goes to one worker,
-    one after another: two Airflow stacks side by side on two cores time each other out."""
+    one after another: two Airflow stacks side by side on two cores time each other out. (Under
+    pytest 9 this marker alone no longer groups: see pytest_xdist_make_scheduler below.)"""
     for item in items:
         if item.get_closest_marker("airflow_stack"):
             item.add_marker(pytest.mark.xdist_group("airflow_stack"))
@@ -217,3 +218,34 @@ def pytest_unconfigure(config):
         import shutil
 
         shutil.rmtree(os.environ["TFP_TEST_AIRFLOW_TEMPLATE"], ignore_errors=True)
+
+
+try:
+    import xdist  # noqa: F401 - only to know whether pytest-xdist is there
+except ImportError:
+    xdist = None
+
+if xdist is not None:
+    def pytest_xdist_make_scheduler(config, log):
+        """``--dist loadgroup`` with the airflow_stack group kept by test file.
+
+        pytest 9 reads a test's id from ``item._id``: xdist 3.8's loadgroup still appends the group to
+        ``item._nodeid`` on the workers, which is now ignored, so its groups never form. Here the
+        controller (which sees only test ids) puts every test of a file that uses the ``airflow_stack``
+        marker into one group instead.
+        """
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadGroupScheduling
+
+        here = Path(__file__).parent
+        stack_files = {f"{here.name}/{p.name}" for p in here.glob("test_*.py")
+                       if "mark.airflow_stack" in p.read_text(encoding="utf-8")}
+
+        class StackGroups(LoadGroupScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                if nodeid.split("::", 1)[0] in stack_files:
+                    return "airflow_stack"
+                return super()._split_scope(nodeid)
+
+        return StackGroups(config, log)

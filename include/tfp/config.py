@@ -64,6 +64,9 @@ class Quality(_Strict):
 
 class Linkage(_Strict):
     match_probability_threshold: float = Field(gt=0, le=1)
+    # the run report's equity section flags a group whose link rate lags the whole by more than this
+    # (a fraction: 0.05 is 5 percentage points); not named by the contract, so optional with this default
+    equity_margin: float = Field(default=0.05, ge=0, le=1)
 
 
 class Criteria(_Strict):

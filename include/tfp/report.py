@@ -63,6 +63,104 @@ def _link_counts(engine: Engine, reference_date: date) -> dict[str, dict[str, in
     return dict(sorted(out.items()))
 
 
+# -- linkage equity (issue 15 item 4) ---------------------------------------------------------------
+
+# Age at R in whole years, from the record's date of birth; bands chosen for the groups UK linkage is
+# known to under-link (young adults) and the programme's own age lines (16, 25).
+AGE_BANDS: tuple[tuple[int, str], ...] = ((16, "0-15"), (25, "16-24"), (45, "25-44"), (65, "45-64"))
+OLDEST_BAND = "65+"
+UNKNOWN = "not known"
+SEX_LABELS = {"M": "male", "F": "female"}
+EQUITY_DIMENSIONS = ("age_band", "sex", "dataset")
+_CUBE_INDEX = {"dataset": 0, "age_band": 1, "sex": 2}  # the key of _equity_counts
+QUEUE_NOT_APPLICABLE = "not applicable: there is no review queue yet (issue 15 item 3)"
+
+
+def _equity_sql(dataset: str) -> str:
+    """One dataset's ``links`` rows for R joined to its current rows, counted by age band and sex: the
+    dates of birth and sexes stay in the database, only the group labels and counts come out."""
+    from tfp.current import current_sql
+
+    age = "(CAST(:reference_yyyymmdd AS INTEGER) - tfp_yyyymmdd(c.date_of_birth)) / 10000"
+    bands = " ".join(f"WHEN {age} < {upper} THEN '{label}'" for upper, label in AGE_BANDS)
+    sexes = " ".join(f"WHEN '{code}' THEN '{label}'" for code, label in SEX_LABELS.items())
+    return (
+        f"SELECT CASE WHEN c.date_of_birth IS NULL THEN '{UNKNOWN}' {bands} ELSE '{OLDEST_BAND}' END AS age_band,"
+        f" CASE c.sex {sexes} ELSE '{UNKNOWN}' END AS sex,"
+        " COUNT(*) AS records,"
+        " SUM(CASE WHEN l.person_ref IS NOT NULL THEN 1 ELSE 0 END) AS linked"
+        f" FROM links l LEFT JOIN ({current_sql(dataset)}) c ON c.record_id = l.record_id"
+        " WHERE l.reference_date = :reference_date AND l.dataset = :dataset"
+        " GROUP BY 1, 2"
+    )
+
+
+def _equity_counts(engine: Engine, reference_date: date) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(records, linked) by (dataset, age band, sex) over R's ``links`` rows: the same rows, so the same
+    denominators, as the report's linkage rates by dataset."""
+    from sqlalchemy import text
+
+    from tfp.feeds import PARTNER_DATASETS
+
+    params = {"reference_date": reference_date, "reference_yyyymmdd": int(reference_date.strftime("%Y%m%d"))}
+    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    with engine.connect() as conn:
+        for dataset in PARTNER_DATASETS:
+            for band, sex, records, linked in conn.execute(text(_equity_sql(dataset)),
+                                                           {**params, "dataset": dataset}).all():
+                out[(dataset, band, sex)] = (int(records), int(linked or 0))
+    return out
+
+
+def _band_order(label: str) -> int:
+    labels = [label for _, label in AGE_BANDS] + [OLDEST_BAND, UNKNOWN]
+    return labels.index(label) if label in labels else len(labels)
+
+
+def linkage_equity(engine: Engine, config: Config, reference_date: date) -> dict:
+    """The link rate by age band, sex and dataset, with the disclosure rules applied to the counts shown.
+
+    A group with fewer records than ``suppress_below`` shows ``[c]`` and no rate, and is never flagged
+    (a flag would say something of a group too small to show). Rates come from the exact counts; a shown
+    group is flagged when its rate is below the whole's by more than ``linkage.equity_margin``."""
+    from tfp.anonymise import disclose
+
+    d, margin = config.disclosure, config.linkage.equity_margin
+    cube = _equity_counts(engine, reference_date)
+    records = sum(n for n, _ in cube.values())
+    linked = sum(k for _, k in cube.values())
+    whole = linked / records if records else None
+    groups = []
+    for dimension in EQUITY_DIMENSIONS:
+        by: dict[str, list[int]] = {}
+        for key, (n, k) in cube.items():
+            counts = by.setdefault(key[_CUBE_INDEX[dimension]], [0, 0])
+            counts[0] += n
+            counts[1] += k
+        order = (lambda g: (_band_order(g), g)) if dimension == "age_band" else (lambda g: (0, g))
+        for group in sorted(by, key=order):
+            n, k = by[group]
+            shown = n >= d.suppress_below
+            rate = k / n if shown else None
+            groups.append({
+                "dimension": dimension, "group": group,
+                "records": disclose(n, d.suppress_below, d.round_to),
+                "linked": disclose(k, d.suppress_below, d.round_to),
+                "link_rate": None if rate is None else round(rate, 3),
+                "queue_rate": None,
+                "flagged": bool(rate is not None and whole is not None and whole - rate > margin),
+            })
+    return {
+        "margin": margin,
+        "records": disclose(records, d.suppress_below, d.round_to),
+        "linked": disclose(linked, d.suppress_below, d.round_to),
+        "link_rate": None if whole is None else round(whole, 3),
+        "queue_rate": QUEUE_NOT_APPLICABLE,
+        "groups": groups,
+        "flags": sum(g["flagged"] for g in groups),
+    }
+
+
 def _family_counts(engine: Engine, reference_date: date, scope: str) -> dict[str, int]:
     with engine.connect() as conn:
         assessed, eligible = conn.execute(
@@ -81,6 +179,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
 
     files = current_files(engine, reference_date)
     linkage = _link_counts(engine, reference_date)
+    equity = linkage_equity(engine, config, reference_date)
     d = config.disclosure
     package = results.get("package")
     if not isinstance(package, PackageResult):
@@ -103,6 +202,8 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "records_linked": sum(c["linked"] for c in linkage.values()),
         "records_unlinked": sum(c["unlinked"] for c in linkage.values()),
         "linkage": linkage,
+        "linkage_equity": equity,
+        "linkage_equity_flags": equity["flags"],
         **delivered,
         "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, FlagScope.ALL)["families_assessed"],
                                                   d.suppress_below, d.round_to),
@@ -115,6 +216,33 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "withdrawals_listed": package.count("withdrawals"),
         "delivery": {**{k: int(v) for k, v in deliver.counts.items()}, **({"dry_run": 1} if deliver.dry_run else {})},
     }
+
+
+def _rate(rate: float | None) -> str:
+    return "—" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _equity_html(equity: dict, rule: dict) -> str:
+    """The equity section: group labels, disclosed counts and rates only."""
+    e = html.escape
+    rows = "".join(
+        f"<tr{' class=flagged' if g['flagged'] else ''}><td>{e(g['dimension'].replace('_', ' '))}</td>"
+        f"<td>{e(g['group'])}</td><td>{e(g['records'])}</td><td>{e(g['linked'])}</td>"
+        f"<td>{_rate(g['link_rate'])}</td><td>n/a</td><td>{'lags' if g['flagged'] else ''}</td></tr>"
+        for g in equity["groups"]
+    )
+    return (
+        "<h2>Linkage equity</h2>"
+        f"<p>The link rate of all partner records is {_rate(equity['link_rate'])} "
+        f"({e(equity['linked'])} of {e(equity['records'])}). A group whose rate is more than "
+        f"{100 * equity['margin']:g} percentage points below it is flagged "
+        f"(linkage.equity_margin): <strong>{equity['flags']} flagged</strong>. Counts follow the disclosure "
+        f"rules ([c] for 1 to {rule['suppress_below'] - 1}, others rounded to the nearest {rule['round_to']}); "
+        "a group shown [c] has no rate and is never flagged. Rates are computed from the exact counts. "
+        f"Queue rate: {e(equity['queue_rate'])}.</p>"
+        "<table><tr><th>by</th><th>group</th><th>records</th><th>linked</th><th>link rate</th>"
+        f"<th>queue rate</th><th>flag</th></tr>{rows}</table>"
+    )
 
 
 def _html(report: dict) -> str:
@@ -153,6 +281,7 @@ def _html(report: dict) -> str:
         f"<td>{100 * c['linked'] / max(c['linked'] + c['unlinked'], 1):.1f}%</td></tr>"
         for dataset, c in report["linkage"].items()
     )
+    equity = _equity_html(report["linkage_equity"], rule)
     families = "".join(f"<tr><th>{k}</th><td>{e(str(report[k]))}</td></tr>"
                        for k in ("families_assessed", "families_eligible", "families_assessed_all_persons"))
     weak = report.get("weak_disclosure") or []
@@ -167,11 +296,12 @@ def _html(report: dict) -> str:
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>tfp run report {e(report['reference_date'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
-        "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}</style>"
+        "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}tr.flagged{background:#fdd}</style>"
         f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>{banner}"
         f"<h2>Totals</h2><table>{totals}</table>"
         "<h2>Linkage</h2><table><tr><th>dataset</th><th>records linked</th><th>not linked</th>"
         f"<th>linkage rate</th></tr>{linkage}</table>"
+        f"{equity}"
         "<h2>Eligibility (as published)</h2>"
         f"<p>The summary's disclosure rules apply: a count from 1 to {rule['suppress_below'] - 1} is shown "
         f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"

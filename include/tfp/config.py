@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tfp import lookups
 from tfp.errors import ConfigError
+from tfp.feeds import DATASETS
 
 
 class _Strict(BaseModel):
@@ -60,6 +61,35 @@ class Quality(_Strict):
     max_bad_row_fraction: float = Field(ge=0, le=1)
     # checked before a file is read, so a huge or hostile file cannot exhaust the worker's memory
     max_file_bytes: int = Field(default=2_000_000_000, ge=1)
+
+
+# contract section 10: the roster nightly, incidents and attendance weekly; any other dataset monthly
+DEFAULT_MAX_AGE_DAYS: dict[str, int] = {"families": 2, "incidents": 8, "attendance": 8}
+OTHER_MAX_AGE_DAYS = 35
+
+
+class Freshness(_Strict):
+    """When a feed is overdue (its newest file older than R - max_age_days) and when a file's row count is
+    out of line with the dataset's recent files (more than volume_factor times, or less than 1/volume_factor
+    of, the median of its last ``volume_history`` landed files)."""
+
+    on_overdue: Literal["warn", "fail"] = "warn"
+    max_age_days: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    volume_factor: float = Field(default=3, gt=1)
+    volume_history: int = Field(default=5, ge=3)
+
+    @field_validator("max_age_days")
+    @classmethod
+    def _known(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(DATASETS))
+        if unknown:
+            raise ValueError(f"unknown dataset(s) {', '.join(unknown)}; the datasets are "
+                             f"{', '.join(sorted(DATASETS))}")
+        return value
+
+    def max_age(self, dataset: str) -> int:
+        """The dataset's max age in days: its config entry, else the contract's default (35 for most)."""
+        return self.max_age_days.get(dataset, DEFAULT_MAX_AGE_DAYS.get(dataset, OTHER_MAX_AGE_DAYS))
 
 
 class Linkage(_Strict):
@@ -146,6 +176,7 @@ class Config(_Strict):
     retention: Retention
     keys: Keys
     inbound: Inbound = Inbound()
+    freshness: Freshness = Freshness()
 
     @model_validator(mode="after")
     def _safe(self) -> Config:
@@ -219,6 +250,8 @@ def _describe(error: ValidationError) -> str:
     for e in error.errors():
         key = ".".join(str(p) for p in e["loc"] if p not in ("directory", "sftp", "function-after[_complete()]"))
         problem = {"extra_forbidden": "unknown key", "missing": "missing required key"}.get(e["type"], e["msg"])
+        if e["loc"] and e["type"] == "value_error":  # a field's own rule: its message, without pydantic's prefix
+            problem = problem.removeprefix("Value error, ")
         if not e["loc"] and e["msg"].startswith("Value error, "):  # a whole-config rule names its own key
             key, _, problem = e["msg"].removeprefix("Value error, ").partition(": ")
         lines.append(f"{key or '(top level)'}: {problem}")

@@ -88,6 +88,20 @@ class MissingInput(TfpError):
                          "nothing is packaged or delivered for this night")
 
 
+class FeedOverdue(TfpError):
+    """With ``freshness.on_overdue: fail``, a dataset whose newest file is older than its max age; the
+    message names the datasets, their newest file dates and max ages, never a value from a file."""
+
+    hint = ("ask the named partners for their file, then run the night again; if the feed's cadence is "
+            "slower, raise freshness.max_age_days for it (or set freshness.on_overdue: warn)")
+
+    def __init__(self, reference_date: date, overdue: list[tuple[str, date, int]]):
+        self.overdue = [name for name, _, _ in overdue]
+        listed = ", ".join(f"{name} (newest file {newest}, max age {days} days)" for name, newest, days in overdue)
+        super().__init__(f"feeds overdue on {reference_date}: {listed}; nothing is packaged or delivered "
+                         "for this night")
+
+
 # -- landing -------------------------------------------------------------------------------------------
 
 class LandingError(TfpError):

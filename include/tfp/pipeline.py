@@ -82,12 +82,18 @@ def run_stage(name: str, ctx: RunContext) -> StageResult:
     return importlib.import_module(f"tfp.{name}").run(ctx)
 
 
-def check_inputs(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...]) -> dict[str, int]:
-    """No silent partial night: every dataset the night needs has a file on or before R (tfp.inputs)."""
+def check_inputs(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...]) -> dict:
+    """No silent partial night: every dataset the night needs has a file on or before R (tfp.inputs);
+    then its freshness and volume (tfp.freshness): flags are logged as warnings and returned (names, dates
+    and counts), and with ``freshness.on_overdue: fail`` an overdue feed fails the night here."""
+    from tfp.freshness import check_freshness
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
-    return check(ctx.warehouse, ctx.reference_date, sources)
+    counts = check(ctx.warehouse, ctx.reference_date, sources)
+    fresh = check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date, sources)
+    return {**counts, "datasets_overdue": len(fresh.overdue), "files_volume_flagged": len(fresh.volume),
+            "freshness": fresh.to_json()}
 
 
 def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:

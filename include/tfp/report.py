@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, func, select
 
 from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
+from tfp.feeds import SOURCES
+from tfp.freshness import assess
 from tfp.fsmodes import atomic_write
+from tfp.inputs import required_datasets
 from tfp.statuses import FlagScope, LandingStatus
 from tfp.validate import quarantine_reasons
 from tfp.warehouse import family_flags, landing_log, links
@@ -215,6 +218,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "persons_excluded_by_consent": consent.count("excluded"),
         "withdrawals_listed": package.count("withdrawals"),
         "delivery": {**{k: int(v) for k, v in deliver.counts.items()}, **({"dry_run": 1} if deliver.dry_run else {})},
+        # every dataset's newest file and max age, and the night's flags (names, dates, counts: tfp.freshness);
+        # all sources, as the night uses what a source left out of a manual run staged before
+        "freshness": {"on_overdue": config.freshness.on_overdue,
+                      **assess(engine, config.freshness, reference_date, required_datasets(SOURCES)).to_json()},
     }
 
 
@@ -284,6 +291,7 @@ def _html(report: dict) -> str:
     equity = _equity_html(report["linkage_equity"], rule)
     families = "".join(f"<tr><th>{k}</th><td>{e(str(report[k]))}</td></tr>"
                        for k in ("families_assessed", "families_eligible", "families_assessed_all_persons"))
+    freshness = _freshness_html(report.get("freshness"))
     weak = report.get("weak_disclosure") or []
     floor = ", ".join(f"{k} {v}" for k, v in WEAK_DISCLOSURE_FLOOR.items())
     banner = (
@@ -307,12 +315,42 @@ def _html(report: dict) -> str:
         f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"
         f"<table>{families}</table>"
         "<table><tr><th>measure</th>" + "".join(f"<th>{s}</th>" for s in statuses) + f"</tr>{published}</table>"
+        f"{freshness}"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
         f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table>"
         "<h2>Data quality (Great Expectations, counts only)</h2>"
         + (f'<p><a href="{e(report["data_docs"])}">Great Expectations Data Docs</a> for this night '
            "(GX's own pages, built from the same results without values)</p>" if report.get("data_docs") else "")
         + f"{quality}</html>\n"
+    )
+
+
+def _freshness_html(fresh: dict | None) -> str:
+    """The "Feed freshness" section: each dataset's newest file against its max age, and the volume flags."""
+    if not fresh:
+        return ""
+    e = html.escape
+    late = {o["dataset"]: o for o in fresh["overdue"]}
+    rows = "".join(
+        f"<tr><td>{e(name)}</td><td>{e(d['newest'] or 'no file')}</td><td>{d['max_age_days']}</td>"
+        f"<td>{'<strong>OVERDUE</strong> (' + str(late[name]['age_days']) + ' days old)' if name in late else 'ok'}"
+        "</td></tr>"
+        for name, d in fresh["datasets"].items())
+    volume = "".join(
+        f"<tr><td>{e(v['dataset'])}</td><td>{e(v['file_date'])}</td><td>{v['rows']}</td><td>{v['median']:g}</td>"
+        f"<td>{v['earlier_files']}</td><td>{e(v['change'])}</td></tr>" for v in fresh["volume"])
+    flagged = len(fresh["overdue"]) + len(fresh["volume"])
+    summary = (f"<p id=freshness-flags role=alert><strong>{len(fresh['overdue'])} feed(s) overdue, "
+               f"{len(fresh['volume'])} file(s) with unusual row counts</strong> "
+               f"(freshness.on_overdue: {e(fresh.get('on_overdue', 'warn'))})</p>" if flagged
+               else "<p>Every feed is within its max age; no file's row count is out of line.</p>")
+    return (
+        "<h2 id=feed-freshness>Feed freshness</h2>" + summary
+        + "<table><tr><th>dataset</th><th>newest file</th><th>max age (days)</th><th>status</th></tr>"
+        + f"{rows}</table>"
+        + ("<h3>Row counts out of line</h3><table><tr><th>dataset</th><th>file date</th><th>rows</th>"
+           f"<th>median of earlier files</th><th>earlier files</th><th>change</th></tr>{volume}</table>"
+           if volume else "")
     )
 
 

@@ -59,6 +59,8 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("a: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+    with pytest.raises(ConfigError, match="not a file"):  # a folder given as --config: no traceback
+        load_config(tmp_path)
 
 
 def test_keys_are_checked_and_never_shown(tmp_path, keys_env, monkeypatch):

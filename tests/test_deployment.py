@@ -204,3 +204,14 @@ def test_tfp_run_registers_the_key_names_as_sensitive_for_airflow(tmp_path):
     names, hidden = done.stdout.strip().splitlines()[-2:]
     assert names == "my_own_token,tfp_pseudonym_key,tfp_linkage_key,tfp_signing_key"
     assert hidden == str(secret_names(config))
+
+
+def test_a_package_without_the_dags_folder_is_a_clear_error(monkeypatch, tmp_path):
+    """A non-editable install (pip install .) has no dags/ beside the package: tfp run says so in one
+    line (exit 2) instead of failing on ``None.test``."""
+    from tfp_airflow import runner
+
+    monkeypatch.setattr(runner, "DAGS_FOLDER", tmp_path / "dags")
+    with pytest.raises(ConfigError, match="no DAGs folder") as raised:
+        runner._get_dag("tfp_nightly")
+    assert "pip install -e" in raised.value.hint

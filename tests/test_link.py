@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import insert, select
 
+from tfp.errors import TfpError
 from tfp.link import link_files, link_records
 
 PERSON = ["person_ref", "forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"]
@@ -352,3 +353,12 @@ def test_a_parent_and_child_of_one_name_are_told_apart_only_by_the_other_fields(
     either = one(result, "either", review=True)
     assert either["person_ref"] is None and either["doubtful"] is True
     assert {either["runner_up_ref"]} <= {"P1", "P1J"}
+
+
+def test_link_files_refuses_a_missing_file_with_a_tfp_error(tmp_path):
+    """`tfp link` with a wrong path says so in one line (exit 2), not a pandas traceback."""
+    (tmp_path / "roster.csv").write_text("person_ref\n", encoding="utf-8")
+    with pytest.raises(TfpError, match="records file is not there"):
+        link_files(tmp_path / "roster.csv", tmp_path / "nope.csv", tmp_path / "out.csv")
+    with pytest.raises(TfpError, match="roster file is not there"):
+        link_files(tmp_path, tmp_path / "roster.csv", tmp_path / "out.csv")

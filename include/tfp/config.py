@@ -288,6 +288,8 @@ def load_config(path: str | os.PathLike) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except (IsADirectoryError, NotADirectoryError):
+        raise ConfigError(f"config path is not a file: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e.__class__.__name__}") from None
     return parse_config(raw, path.parent)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from tfp.errors import TfpError
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, normalise_postcode
 from tfp.statuses import LinkMethod
 
@@ -434,6 +435,10 @@ def link_files(roster_path: Path, records_path: Path, out_path: Path, threshold:
     Writes ``record_id,person_ref,match_probability`` for every record, sorted by record_id, with
     ``person_ref`` empty when unlinked and the probability to six decimals (empty when no candidate).
     """
+    for what, path in (("roster", roster_path), ("records", records_path)):
+        if not Path(path).is_file():  # the path only, never a value from the file
+            raise TfpError(f"the {what} file is not there or not a file: {path}",
+                           hint="give the path of an existing CSV file")
     roster = _read_csv(Path(roster_path))
     records = _read_csv(Path(records_path))
     for column in ("forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"):

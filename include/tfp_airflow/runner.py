@@ -108,10 +108,20 @@ def _quiet_known_noise() -> None:
 def _get_dag(dag_id: str):
     from airflow.dag_processing.dagbag import DagBag
 
+    # The DAG files sit in the checkout beside include/, not in the package: a non-editable install
+    # (pip install .) has no dags/ folder next to it, and neither include/sql nor expectations/.
+    if not DAGS_FOLDER.is_dir():
+        raise ConfigError(f"no DAGs folder at {DAGS_FOLDER}: tfp run and tfp retention need the repository's dags/",
+                          hint="install tfp from a checkout of the repository with pip install -e "
+                               "(the package alone carries neither dags/, include/sql nor expectations/)")
     bag = DagBag(dag_folder=str(DAGS_FOLDER))
     if bag.import_errors:
         raise RuntimeError(f"the DAGs folder has import errors in: {', '.join(sorted(bag.import_errors))}")
-    return bag.get_dag(dag_id)
+    dag = bag.get_dag(dag_id)
+    if dag is None:
+        raise ConfigError(f"the DAGs folder {DAGS_FOLDER} has no DAG {dag_id}",
+                          hint="install tfp from a checkout of the repository with pip install -e")
+    return dag
 
 
 def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | None = None) -> tuple[str, Path]:

@@ -24,7 +24,10 @@ date reproduces what that night produced.
    `validate` runs the Great Expectations suite and quarantines bad rows, `stage` loads the good rows.
 2. `check_inputs` fails the night, naming the datasets, when the roster or a dataset of a source in
    the run has no file dated on or before the reference date (landed tonight or before): nothing is
-   packaged or delivered from a night without input.
+   packaged or delivered from a night without input. It then checks each feed's freshness (its newest
+   file against `freshness.max_age_days`) and the rows of tonight's files against their recent median:
+   flags are task warnings in its log, in its XCom and in the run report's *Feed freshness* section;
+   with `freshness.on_overdue: fail` an overdue feed fails the night here, naming it.
    `link` partner records to roster persons, `consent` keeps only people whose data may be used,
    `criteria` marks the six headline problems per family.
 3. `package` writes the de-identified CSVs, encrypted and signed; `deliver` sends them; `report`

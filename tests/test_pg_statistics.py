@@ -175,11 +175,14 @@ def test_an_older_warehouse_loses_its_sampled_values_on_upgrade(pg_url):
     """A warehouse analysed before this version holds sample values that a statistics target of 0
     does not remove: `tfp db upgrade` (revision 0002) drops them (the column's own type declared
     again), table kept."""
+    from alembic import command
     from sqlalchemy import insert
 
-    from tfp.warehouse import landing_log, staging, upgrade
+    from tfp.warehouse import _alembic_config, get_engine, landing_log, staging, upgrade
 
-    engine = connect(pg_url)
+    engine = get_engine(pg_url)
+    with engine.begin() as conn:  # the schema as 68f7203 left it, and no later revision
+        command.upgrade(_alembic_config(conn), "0001")
     with engine.begin() as conn:
         lid = conn.execute(insert(landing_log).values(
             source="children_services", dataset="families", file_name="families_20250101.csv",
@@ -194,7 +197,6 @@ def test_an_older_warehouse_loses_its_sampled_values_on_upgrade(pg_url):
         conn.execute(text("ANALYZE stg_families"))
         assert "Surname3" in _sampled_values(conn)
         node = conn.execute(text("SELECT pg_relation_filenode('stg_families')")).scalar_one()
-        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))  # as 68f7203 left it
     upgrade(pg_url)
     with engine.connect() as conn:
         sampled = _sampled_values(conn)

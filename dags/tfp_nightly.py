@@ -7,11 +7,13 @@ from datetime import date, timedelta
 from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
 from tfp.feeds import SOURCES
-from tfp_airflow import install
+from tfp_airflow import install, lineage
 from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
 
 # a task reads its keys, TFP_CONFIG and its SFTP Connections through Airflow (tfp.lookups)
 install()
+# each stage's files and tables become its task's OpenLineage inputs and outputs, when the provider is configured
+lineage.install()
 
 DOC = """
 ### tfp_nightly

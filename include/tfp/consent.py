@@ -135,6 +135,8 @@ def compute_consent(engine: Engine, reference_date: date, lawful_basis: str) -> 
 def run(ctx: RunContext) -> StageResult:
     """The consent task: decide R's consent states under the config's lawful basis."""
     from tfp.context import StageResult
+    from tfp.lineage import tables
 
     return StageResult(stage="consent",
-                       counts=compute_consent(ctx.warehouse, ctx.reference_date, ctx.config.consent.lawful_basis))
+                       counts=compute_consent(ctx.warehouse, ctx.reference_date, ctx.config.consent.lawful_basis),
+                       lineage=tables(ctx.warehouse, ["stg_families", "stg_consent"], ["person_consent"]))

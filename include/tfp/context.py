@@ -19,6 +19,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from tfp.lineage import NONE as NO_LINEAGE
+from tfp.lineage import Lineage
+
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
@@ -95,11 +98,13 @@ class StageResult:
     """What a stage did, in counts only: its stage name, named counts and, for a per-source stage, the
     source. Subclasses add typed extras (link rates, packaged files); each says how it becomes an XCom
     (plain JSON: counts, ids, paths) and back (:func:`result_from_xcom`), so the report reads a result
-    whether it ran in this process or came through Airflow."""
+    whether it ran in this process or came through Airflow. ``lineage`` names the files and tables the
+    stage read and wrote (:mod:`tfp.lineage`); it is handed to the orchestrator, not put in the XCom."""
 
     stage: str
     counts: Mapping[str, int] = field(default_factory=dict)
     source: str | None = None
+    lineage: Lineage = NO_LINEAGE
 
     registry: ClassVar[dict[str, type[StageResult]]] = {}
 

@@ -190,7 +190,12 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
 def run(ctx: RunContext) -> CriteriaResult:
     """The criteria task: the flags counting every roster person (for the evaluation's own checks) and
     counting kept people only (what is delivered)."""
-    from tfp.context import CriteriaResult
+    from dataclasses import replace
 
-    return CriteriaResult.of({scope: compute_family_flags(ctx.warehouse, ctx.reference_date, ctx.config.criteria,
-                                                          scope=scope) for scope in SCOPES})
+    from tfp.context import CriteriaResult
+    from tfp.lineage import tables
+
+    result = CriteriaResult.of({scope: compute_family_flags(ctx.warehouse, ctx.reference_date, ctx.config.criteria,
+                                                            scope=scope) for scope in SCOPES})
+    reads = [*(f"stg_{d}" for d in CRITERIA_DATASETS), "links", "person_consent"]
+    return replace(result, lineage=tables(ctx.warehouse, reads, ["family_flags"]))

@@ -190,7 +190,10 @@ def run(ctx: RunContext) -> DeliverResult:
     if ctx.dry_run:
         return DeliverResult(stage="deliver", counts={"uploaded": 0, "skipped": len(files)}, delivered=(),
                              dry_run=True)
+    from tfp.lineage import delivered
+
     d = ctx.config.delivery
     counts = deliver(files, transport=d.transport, path=d.path, conn_id=d.conn_id, engine=ctx.warehouse,
                      reference_date=ctx.reference_date, clock=ctx.clock)
-    return DeliverResult(stage="deliver", counts=counts, delivered=names)
+    return DeliverResult(stage="deliver", counts=counts, delivered=names,
+                         lineage=delivered(ctx.config, [f.path for f in files], names))

@@ -257,11 +257,13 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
 def run(ctx: RunContext) -> StageResult:
     """The extract task: land the new files of the context's source for R."""
     from tfp.context import StageResult
+    from tfp.lineage import landed
 
     source = ctx.need_source()
     counts = land_source(ctx.warehouse, ctx.config, source, ctx.reference_date, clock=ctx.clock,
                          store=ctx.landing)
-    return StageResult(stage="extract", counts=counts, source=source)
+    return StageResult(stage="extract", counts=counts, source=source,
+                       lineage=landed(ctx.warehouse, ctx.config, ctx.landing, source, ctx.reference_date))
 
 
 def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date,

@@ -510,6 +510,12 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
 
 def run(ctx: RunContext) -> LinkResult:
     """The link task: link R's partner records at the config's threshold; counts per dataset."""
-    from tfp.context import LinkResult
+    from dataclasses import replace
 
-    return LinkResult.of(run_linking(ctx.warehouse, ctx.reference_date, ctx.config.linkage.match_probability_threshold))
+    from tfp.context import LinkResult
+    from tfp.feeds import PARTNER_DATASETS
+    from tfp.lineage import tables
+
+    result = LinkResult.of(run_linking(ctx.warehouse, ctx.reference_date, ctx.config.linkage.match_probability_threshold))
+    reads = [f"stg_{d}" for d in ("families", *PARTNER_DATASETS)]
+    return replace(result, lineage=tables(ctx.warehouse, reads, ["links"]))

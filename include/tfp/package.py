@@ -305,10 +305,14 @@ def run(ctx: RunContext) -> PackageResult:
     (only what was packaged binds later nights)."""
     from tfp.anonymise import build_outputs, record_release
     from tfp.context import PackageResult
+    from tfp.lineage import Lineage, local_file, table
 
     outputs = build_outputs(ctx.warehouse, ctx.reference_date, ctx.config, ctx.keys)
     files = write_package(outputs, PackageTarget.of(ctx))
     record_release(ctx.warehouse, ctx.reference_date, outputs.released)
+    reads = ("stg_families", "person_consent", "family_flags", "released_generalisation")
+    lineage = Lineage.of(inputs=[table(ctx.warehouse, t) for t in reads],
+                         outputs=[*(local_file(f.path) for f in files), table(ctx.warehouse, "released_generalisation")])
     return PackageResult(stage="package", outbox=files[0].path.parent, files=tuple(f.name for f in files),
                          counts={"persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows},
-                         published_summary=outputs.published)
+                         published_summary=outputs.published, lineage=lineage)

@@ -9,6 +9,7 @@ counts, ids and paths only, because it becomes an XCom.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -71,15 +72,30 @@ def _check_transports(config, sources) -> None:
                             "(see the README's Connections section)") from None
 
 
+_observers: list[Callable[[StageResult], None]] = []
+
+
+def observe(observer: Callable[[StageResult], None]) -> None:
+    """Hand every stage result of this process to ``observer`` as well (once per observer): how an
+    orchestrator learns a stage's lineage (``result.lineage``), which the XCom does not carry."""
+    if observer not in _observers:
+        _observers.append(observer)
+
+
 def run_stage(name: str, ctx: RunContext) -> StageResult:
-    """Call stage ``name``'s ``run`` with ``ctx`` (``tfp.<name>``; retention's finish is ``retention_finish``)."""
+    """Call stage ``name``'s ``run`` with ``ctx`` (``tfp.<name>``; retention's finish is ``retention_finish``),
+    and show its result to the observers."""
     import importlib
 
     if name == "retention_finish":
         from tfp.retention import finish
 
-        return finish(ctx)
-    return importlib.import_module(f"tfp.{name}").run(ctx)
+        result = finish(ctx)
+    else:
+        result = importlib.import_module(f"tfp.{name}").run(ctx)
+    for observer in _observers:
+        observer(result)
+    return result
 
 
 def check_inputs(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...]) -> dict:

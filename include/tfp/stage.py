@@ -109,7 +109,10 @@ def _without_withdrawn_identifiers(conn, rows: pd.DataFrame) -> pd.DataFrame:
 def run(ctx: RunContext) -> StageResult:
     """The stage task: type the validated rows of the context's source into its staging tables."""
     from tfp.context import StageResult
+    from tfp.lineage import staged
 
     source = ctx.need_source()
+    todo = ctx.landing.landings(source, LandingStatus.VALIDATED, ctx.reference_date)
     counts = stage_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
-    return StageResult(stage="stage", counts=counts, source=source)
+    return StageResult(stage="stage", counts=counts, source=source,
+                       lineage=staged(ctx.warehouse, ctx.landing, source, todo))

@@ -884,11 +884,14 @@ def run(ctx: RunContext) -> StageResult:
     """The validate task: validate the new landings of the context's source; fail naming every current
     file that breaks a file-level rule."""
     from tfp.context import StageResult
+    from tfp.lineage import validated
 
     source = ctx.need_source()
+    todo = [row.id for row in ctx.landing.landings(source, LandingStatus.LANDED, ctx.reference_date)]
     counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
     log.info("source %s validated: %s", source, counts)
-    return StageResult(stage="validate", counts=counts, source=source)
+    return StageResult(stage="validate", counts=counts, source=source,
+                       lineage=validated(ctx.warehouse, ctx.landing, source, todo, counts.get("rows_quarantined", 0)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,32 @@ def test_file_names_are_absolute_paths_and_sftp_names_the_server_not_the_login(t
         DatasetName("sftp://sftp.example.org:22", "/inbound/E09000031/a.csv")
 
 
+def test_sftp_files_are_named_by_the_connections_server_never_its_login(tmp_path):
+    """A partner's SFTP drop and an SFTP delivery: the Connection's host and port name the server."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from tfp import lookups
+    from tfp.lineage import delivered, drop
+
+    host_key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    conn = lookups.ConnectionFields(host="sftp.partner.example", port=2222, login="la-login", password="pw-s3cret",
+                                    extra={"host_key": host_key})
+    previous = lookups.install(lookups.Lookups(connection=lambda conn_id: conn if conn_id == "sftp_x" else None))
+    try:
+        config = make_config(tmp_path, "sqlite:///w.db", sources={"police": {"transport": "sftp", "conn_id": "sftp_x",
+                                                                             "path": "/out/police"}},
+                             delivery={"transport": "sftp", "conn_id": "sftp_x", "path": "inbound/E09000031",
+                                       "encryption": "age", "recipient": "age1" + "q" * 58})
+        assert drop(config, "police", "incidents_20250331.csv") == \
+            DatasetName("sftp://sftp.partner.example:2222", "/out/police/incidents_20250331.csv")
+        sent = delivered(config, [tmp_path / "outbox" / "a.csv.age"], ["a.csv.age"])
+    finally:
+        lookups.install(previous)
+    assert sent.outputs == (DatasetName("sftp://sftp.partner.example:2222", "/inbound/E09000031/a.csv.age"),)
+    assert "la-login" not in repr(sent) and "pw-s3cret" not in repr(sent)
+
+
 # -- the per-source stages -------------------------------------------------------------------------
 
 def test_extract_validate_and_stage_name_the_partner_file_its_copies_and_its_staging_table(tmp_path, warehouse_url):

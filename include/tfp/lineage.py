@@ -84,7 +84,7 @@ def staging_tables(engine: Engine, datasets: Iterable[str]) -> list[DatasetName]
     return [table(engine, f"stg_{d}") for d in datasets]
 
 
-def _drop(config: Config, source: str, file_name: str) -> DatasetName:
+def drop(config: Config, source: str, file_name: str) -> DatasetName:
     """Where a partner's file was picked up: its drop folder, or its folder on the partner's SFTP server."""
     from tfp.config import DirectorySource
     from tfp.sftp import endpoint_from_connection
@@ -114,7 +114,7 @@ def landed(engine: Engine, config: Config, store: LandingStore, source: str, ref
         ).all()
     if not rows:
         return NONE
-    return Lineage.of(inputs=[_drop(config, source, r.file_name) for r in rows],
+    return Lineage.of(inputs=[drop(config, source, r.file_name) for r in rows],
                       outputs=[local_file(store.path(source, r.id)) for r in rows])
 
 

@@ -1,10 +1,13 @@
-"""Test helpers: a complete config for a temporary folder, and feed files written by hand."""
+"""Test helpers: a complete config for a temporary folder, feed files written by hand, and the graph of
+OpenLineage events."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import json
 import re
+from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -84,3 +87,31 @@ def leak_pattern(values: set[str]) -> re.Pattern[bytes]:
     """Any of the values as a whole word: "Field" in "RenderedTaskInstanceFields" is not a leak of a surname."""
     alternatives = "|".join(re.escape(v) for v in sorted(values, key=len, reverse=True))
     return re.compile(f"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])".encode())
+
+
+def read_lineage_events(path: Path) -> list[dict]:
+    """The OpenLineage events of a file transport with ``append: true`` (one JSON event a line)."""
+    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def lineage_edges(events: list[dict]) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """Dataset (namespace, name) -> the datasets a task made from it, over every COMPLETE event."""
+    edges: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for event in events:
+        if event["eventType"] != "COMPLETE":
+            continue
+        for i in event.get("inputs") or []:
+            for o in event.get("outputs") or []:
+                edges[(i["namespace"], i["name"])].add((o["namespace"], o["name"]))
+    return edges
+
+
+def lineage_downstream(edges: dict[tuple[str, str], set[tuple[str, str]]], start: tuple[str, str]) -> set[tuple[str, str]]:
+    """Every dataset made, directly or not, from ``start``."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in edges.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
@@ -17,7 +16,15 @@ import pytest
 from sqlalchemy import create_engine
 
 from conftest import airflow_home, make_keys
-from helpers import leak_pattern, make_config, personal_values, write_config
+from helpers import (
+    leak_pattern,
+    lineage_downstream,
+    lineage_edges,
+    make_config,
+    personal_values,
+    read_lineage_events,
+    write_config,
+)
 from tfp import extract, stage, validate
 from tfp.context import RunContext, StageResult
 from tfp.feeds import parse_file_name
@@ -142,28 +149,6 @@ def test_datasets_are_openlineage_datasets_named_as_the_lineage():
 
 # -- a real night ----------------------------------------------------------------------------------
 
-def _graph(events: list[dict]) -> dict[tuple[str, str], set[tuple[str, str]]]:
-    """Dataset -> the datasets a task made from it, over every COMPLETE event."""
-    edges: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
-    for event in events:
-        if event["eventType"] != "COMPLETE":
-            continue
-        for i in event.get("inputs") or []:
-            for o in event.get("outputs") or []:
-                edges[(i["namespace"], i["name"])].add((o["namespace"], o["name"]))
-    return edges
-
-
-def _downstream(edges, start: tuple[str, str]) -> set[tuple[str, str]]:
-    seen, todo = set(), [start]
-    while todo:
-        for nxt in edges.get(todo.pop(), ()):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
 @pytest.mark.slow  # a whole night through `tfp run`
 def test_a_night_traces_its_delivered_submission_back_to_its_partner_files(tmp_path):
     root = tmp_path / "borough"
@@ -188,19 +173,19 @@ def test_a_night_traces_its_delivered_submission_back_to_its_partner_files(tmp_p
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     data = events_file.read_bytes()
-    events = [json.loads(line) for line in data.splitlines() if line.strip()]
+    events = read_lineage_events(events_file)
     completed = {e["job"]["name"] for e in events if e["eventType"] == "COMPLETE"}
     assert {"tfp_nightly.police.extract", "tfp_nightly.police.stage", "tfp_nightly.link", "tfp_nightly.package",
             "tfp_nightly.deliver"} <= completed
     assert {e["job"]["namespace"] for e in events} == {f"tfp-{LA}"}
 
-    edges = _graph(events)
+    edges = lineage_edges(events)
     submission = ("file", str(root / "delivered" / f"tfp_submission_{LA}_{R:%Y%m%d}.csv"))
     assert Path(submission[1]).is_file()
     warehouse = f"sqlite://{root / 'work' / 'warehouse.db'}"
     for path in inputs:
         dataset, _ = parse_file_name(path.name)
-        downstream = _downstream(edges, ("file", str(path)))
+        downstream = lineage_downstream(edges, ("file", str(path)))
         # partner file -> landed copy -> validated copy -> its staging table -> ... -> the delivered submission
         assert (warehouse, f"stg_{dataset}") in downstream, path.name
         assert submission in downstream, path.name

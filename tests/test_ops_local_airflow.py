@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from hardening_helpers import R, make_borough, night_root, run_env, tfp_run
+from hardening_helpers import LA, R, make_borough, night_root, run_env, tfp_run
 
 from conftest import make_keys
-from helpers import write_config
+from helpers import lineage_downstream, lineage_edges, read_lineage_events, write_config
 from ops_helpers import TFP, clean_env, free_port
 from tfp_airflow.local import given_connection, named_connections, set_options, write_passwords
 
@@ -131,10 +131,14 @@ def test_tfp_airflow_runs_a_triggered_night_like_tfp_run_and_ctrl_c_stops_everyt
     borough = make_borough(tmp_path / "borough", families=20)
     keys = make_keys()
     config = night_root(tmp_path / "local", borough)
+    inputs = sorted((config.parent / "inbound").glob("*/*.csv"))  # the night's partner files
     port = free_port()
     out_path = tmp_path / "tfp-airflow.out"
+    events_file = tmp_path / "lineage.jsonl"  # OpenLineage's file transport: lineage under the real scheduler
     # no tfp_nightly run of its own for the latest night: the test sees only the run it triggers
-    env = clean_env({**keys, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"})
+    env = clean_env({**keys, "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                     "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events_file),
+                                                                    "append": True})})
     with out_path.open("wb") as out:
         proc = subprocess.Popen([TFP, "airflow", "--config", str(config), "--port", str(port)], env=env,
                                 cwd=config.parent, stdout=out, stderr=subprocess.STDOUT)
@@ -195,6 +199,11 @@ def test_tfp_airflow_runs_a_triggered_night_like_tfp_run_and_ctrl_c_stops_everyt
 
         wait("the triggered night to succeed", finished, 900, every=5)
         _descendants(proc.pid, seen)
+        # each task ran in its own worker process: still, every partner file leads to the delivered submission
+        edges = lineage_edges(read_lineage_events(events_file))
+        submission = ("file", str(config.parent / "delivered" / f"tfp_submission_{LA}_{R:%Y%m%d}.csv"))
+        for path in inputs:
+            assert submission in lineage_downstream(edges, ("file", str(path))), path.name
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

@@ -185,11 +185,14 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
         @task
         def report(linked: dict, consented: dict, assessed: dict, packaged: dict, delivered: dict) -> dict:
+            from airflow.sdk import get_current_context
+
             from tfp import pipeline
+            from tfp_airflow.callbacks import run_of
 
             counts = {"link": linked, "consent": consented, "criteria": assessed, "package": packaged,
                       "deliver": delivered}
-            return pipeline.report(*_run(), counts)
+            return pipeline.report(*_run(), counts, run_of(get_current_context()))
 
         groups = [feeds.override(group_id=source, tooltip=f"Land, validate and stage the {source} feeds",
                                  doc_md=GROUP_DOC.format(source=source))(source)

@@ -1,6 +1,9 @@
-"""Airflow UI plugin: tfp's run reports and data-quality pages, one click from the Airflow menu.
+"""Airflow UI plugin: tfp's dashboard over nights, its run reports and data-quality pages, one click from
+the Airflow menu.
 
-Serves the HTML pages the nightly run writes under ``work_dir/reports`` (counts only, nothing
+Its index is the dashboard (tfp.dashboard: the last 30 to 90 nights per source, the last delivery,
+retention runs, charts drawn as inline SVG on the server), read from the run and retention reports only.
+It serves the HTML pages the nightly run writes under ``work_dir/reports`` (counts only, nothing
 personal), and each night's Great Expectations Data Docs site (built without values, its scripts and
 styles vendored), at ``/tfp-reports/``, and adds "tfp reports" to the Browse menu. The config is
 found through ``TFP_CONFIG``, as the DAGs find it.
@@ -125,27 +128,12 @@ async def _security_headers(request: Request, call_next):
     return response
 
 
-def _is_dir(path: Path) -> bool:
-    return not path.is_symlink() and path.is_dir()
-
-
 @app.get("/", response_class=HTMLResponse)
-def index() -> str:
-    folder = _reports_dir()
-    days = sorted((p.name for p in folder.iterdir() if DAY.match(p.name) and _is_dir(p)), reverse=True) \
-        if _is_dir(folder) else []
-    items = "".join(
-        f'<li>{day}: <a href="{day}/run_report.html">run report</a>'
-        + (f' · <a href="{day}/data_docs/index.html">Data Docs</a>'
-           if (folder / day / "data_docs" / "index.html").exists() else "")
-        + (f' · <a href="{day}/retention_report.json">retention report</a>'
-           if (folder / day / "retention_report.json").exists() else "")
-        + "</li>"
-        for day in days
-    )
-    return ("<!doctype html><html lang=en><meta charset=utf-8><title>tfp reports</title>"
-            "<style>body{font-family:sans-serif;margin:2em}</style>"
-            f"<h1>tfp reports</h1><ul>{items or '<li>no runs yet</li>'}</ul></html>")
+def index(nights: int = 60) -> str:
+    """The dashboard over the last ``nights`` nights (30 to 90), from the run and retention reports only."""
+    from tfp.dashboard import dashboard_html
+
+    return dashboard_html(_reports_dir(), nights, read=_read_below)
 
 
 @app.get("/static/{path:path}")

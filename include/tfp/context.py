@@ -54,6 +54,8 @@ class RunContext:
     category: str | None = None
     dry_run: bool = False
     upstream: Mapping[str, StageResult] = field(default_factory=dict)
+    # the orchestrator's run, for the report's header: run_id, started_at (ISO 8601); empty outside one
+    run: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def keys(self) -> SecretKeys:
@@ -79,6 +81,7 @@ class RunContext:
 def open_context(config_path: str | Path, reference_date: date, source: str | None = None, *,
                  category: str | None = None, dry_run: bool = False,
                  upstream: Mapping[str, StageResult] | None = None,
+                 run: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = utc_now) -> RunContext:
     """The one way a task gets its context: load the config, open the warehouse (refused unless its
     schema is this tfp's revision) and bundle them with the task's reference date and parameters."""
@@ -88,7 +91,7 @@ def open_context(config_path: str | Path, reference_date: date, source: str | No
     config = load_config(config_path)
     return RunContext(config=config, reference_date=reference_date, warehouse=connect(warehouse_url(config)),
                       clock=clock, source=source, category=category, dry_run=dry_run,
-                      upstream=dict(upstream or {}))
+                      upstream=dict(upstream or {}), run=dict(run or {}))
 
 
 # -- results ---------------------------------------------------------------------------------------

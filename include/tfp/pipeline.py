@@ -146,10 +146,20 @@ def deliver(config_path: str, reference_date: date, dry_run: bool = False) -> di
     return run_stage("deliver", open_context(config_path, reference_date, dry_run=dry_run)).to_xcom()
 
 
-def report(config_path: str, reference_date: date, stage_counts: dict) -> dict:
-    """The run report, from the other stages' XComs (by stage name) read back as their results."""
+def report(config_path: str, reference_date: date, stage_counts: dict, run: dict | None = None) -> dict:
+    """The run report, from the other stages' XComs (by stage name) read back as their results; ``run``
+    (run_id, started_at) is the orchestrator's run, for the report's header."""
     upstream = {name: result_from_xcom(name, value) for name, value in stage_counts.items()}
-    return run_stage("report", open_context(config_path, reference_date, upstream=upstream)).to_xcom()
+    return run_stage("report", open_context(config_path, reference_date, upstream=upstream, run=run)).to_xcom()
+
+
+def report_failure(config_path: str, reference_date: date, stage: str, error: BaseException | None,
+                   run: dict | None = None) -> str:
+    """A failed night still writes its run report: status failed, the failing stage and the error's safe
+    message (tfp.report.write_failed_report), with the counts known so far. Returns the report's path."""
+    from tfp.report import write_failed_report
+
+    return str(write_failed_report(load_config(config_path), reference_date, stage, error, run))
 
 
 def retention(config_path: str, reference_date: date, category: str, dry_run: bool) -> dict:

@@ -18,7 +18,7 @@ from tfp.fsmodes import atomic_write
 from tfp.inputs import required_datasets
 from tfp.statuses import FlagScope, LandingStatus
 from tfp.validate import quarantine_reasons
-from tfp.warehouse import family_flags, landing_log, links
+from tfp.warehouse import delivery_log, family_flags, landing_log, links
 
 if TYPE_CHECKING:
     from tfp.context import PathResult, RunContext, StageResult
@@ -46,6 +46,7 @@ def current_files(engine: Engine, reference_date: date) -> list[dict]:
             "name": r.file_name, "source": r.source, "dataset": r.dataset, "status": r.status,
             "rows_read": r.rows_read or 0, "rows_staged": r.rows_staged or 0,
             "rows_quarantined": r.rows_quarantined or 0,
+            "landed_by_run": r.landed_by_run.isoformat() if r.landed_by_run else None,
             "quarantine_reasons": quarantine_reasons(engine, r.id),
             "expectations": json.loads(r.expectation_results or "[]"),
             **({"rejection": r.rejection} if r.rejection else {}),
@@ -164,6 +165,26 @@ def linkage_equity(engine: Engine, config: Config, reference_date: date) -> dict
     }
 
 
+VERIFICATION = ("before sending, the manifest's Ed25519 signature and every file's SHA-256 against it; at the "
+                "destination, each upload's size before its rename into place, and the SHA-256 of a file left "
+                "there from an earlier run before it is skipped")
+
+
+def delivered_files(engine: Engine, reference_date: date, names: tuple[str, ...] | list[str]) -> list[dict]:
+    """The delivery log's latest entry for each of ``names`` delivered for R: bytes, rows, when, the
+    SHA-256 recorded at upload (file names, sizes and checksums only)."""
+    if not names:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(select(delivery_log).where(delivery_log.c.reference_date == reference_date,
+                                                       delivery_log.c.file_name.in_(list(names)))
+                            .order_by(delivery_log.c.id)).all()
+    latest = {r.file_name: r for r in rows}
+    return [{"name": n, "bytes": int(latest[n].bytes), "rows": latest[n].rows,
+             "sha256": latest[n].sha256, "delivered_at": latest[n].delivered_at.isoformat()}
+            for n in names if n in latest]
+
+
 def _family_counts(engine: Engine, reference_date: date, scope: str) -> dict[str, int]:
     with engine.connect() as conn:
         assessed, eligible = conn.execute(
@@ -193,8 +214,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         deliver = DeliverResult(stage="deliver")
     published = {m: dict(by) for m, by in package.published_summary.items()}
     # as the summary published them (secondary suppression may hide a cell that disclose() alone would show)
+    exact = _family_counts(engine, reference_date, FlagScope.KEPT)
+    exact_all = _family_counts(engine, reference_date, FlagScope.ALL)["families_assessed"]
     delivered = {k: published.get(k, {}).get("all") or disclose(v, d.suppress_below, d.round_to)
-                 for k, v in _family_counts(engine, reference_date, FlagScope.KEPT).items()}
+                 for k, v in exact.items()}
     return {
         "reference_date": reference_date.isoformat(),
         "la_code": config.local_authority.code,
@@ -208,8 +231,9 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "linkage_equity": equity,
         "linkage_equity_flags": equity["flags"],
         **delivered,
-        "families_assessed_all_persons": disclose(_family_counts(engine, reference_date, FlagScope.ALL)["families_assessed"],
-                                                  d.suppress_below, d.round_to),
+        "families_assessed_all_persons": disclose(exact_all, d.suppress_below, d.round_to),
+        # the exact counts behind the published ones above, for the engineer's comparison (never delivered)
+        "families_exact": {**exact, "families_assessed_all_persons": exact_all},
         "eligibility": published,
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
         # the settings below tfp's floor while disclosure.allow_weak_disclosure is on; [] normally
@@ -217,7 +241,9 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "persons_submitted": package.count("persons_submitted"),
         "persons_excluded_by_consent": consent.count("excluded"),
         "withdrawals_listed": package.count("withdrawals"),
-        "delivery": {**{k: int(v) for k, v in deliver.counts.items()}, **({"dry_run": 1} if deliver.dry_run else {})},
+        "delivery": {**{k: int(v) for k, v in deliver.counts.items()}, **({"dry_run": 1} if deliver.dry_run else {}),
+                     "files": delivered_files(engine, reference_date, deliver.delivered),
+                     **({"checked": VERIFICATION} if deliver.delivered else {})},
         # every dataset's newest file and max age, and the night's flags (names, dates, counts: tfp.freshness);
         # all sources, as the night uses what a source left out of a manual run staged before
         "freshness": {"on_overdue": config.freshness.on_overdue,
@@ -252,8 +278,170 @@ def _equity_html(equity: dict, rule: dict) -> str:
     )
 
 
+# The counts the header compares with the previous night (each a plain count, or a published mark).
+COMPARED = ("rows_read", "rows_staged", "rows_quarantined", "records_linked", "records_unlinked",
+            "families_assessed", "families_eligible", "persons_submitted", "persons_excluded_by_consent")
+EXACT_VS_PUBLISHED = ("families_assessed", "families_eligible", "families_assessed_all_persons")
+
+
+def previous_report(reports_dir: Path, reference_date: date) -> dict | None:
+    """The run report of the latest night before ``reference_date`` that has one (a failed night too)."""
+    import re
+
+    if not reports_dir.is_dir() or reports_dir.is_symlink():
+        return None
+    days = sorted((p.name for p in reports_dir.iterdir()
+                   if re.fullmatch(r"\d{4}-\d{2}-\d{2}", p.name) and p.name < reference_date.isoformat()),
+                  reverse=True)
+    for day in days:
+        path = reports_dir / day / "run_report.json"
+        if path.is_file() and not path.is_symlink():
+            try:
+                report = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if isinstance(report, dict):
+                return report
+    return None
+
+
+def compare(report: Mapping, previous: Mapping | None) -> dict | None:
+    """This night's counts beside the previous night's: before, now and the change where both are numbers."""
+    if not previous:
+        return None
+    changes = {}
+    for key in COMPARED:
+        now, before = report.get(key), previous.get(key)
+        if now is None and before is None:
+            continue
+        change = now - before if isinstance(now, int) and isinstance(before, int) else None
+        changes[key] = {"before": before, "now": now, "change": change}
+    return {"reference_date": previous.get("reference_date"), "status": previous.get("status", "succeeded"),
+            "counts": changes}
+
+
+def why_published_differs(exact: int, published: str, suppress_below: int, round_to: int) -> str:
+    """Why a published count is not the exact one beside it (the summary's disclosure rules, section 7)."""
+    from tfp.anonymise import disclose
+
+    if published == str(exact):
+        return "the same: 0, or already a multiple of the rounding base"
+    if published == "[c]" and 0 < exact < suppress_below:
+        return (f"suppressed: {exact} is from 1 to {suppress_below - 1}, which is published as [c] "
+                "so that no small group can be picked out")
+    if published == "[c]":
+        return ("hidden by secondary suppression: published, it would let a reader work out a suppressed cell "
+                "from the other cells and totals")
+    if published == disclose(exact, suppress_below, round_to):
+        return f"rounded to the nearest {round_to} ({exact} is published as {published})"
+    return "as the summary published it (see the eligibility table)"
+
+
+def run_header(config: Config, reference_date: date, run: Mapping[str, str] | None, status: str,
+               clock=None) -> dict:
+    """The report's opening facts: status, the run's id, start, finish and duration."""
+    from datetime import UTC, datetime
+
+    run = dict(run or {})
+    finished = (clock or (lambda: datetime.now(UTC)))()
+    started = None
+    if run.get("started_at"):
+        try:
+            started = datetime.fromisoformat(run["started_at"])
+        except ValueError:
+            started = None
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return {
+        "status": status,
+        "run_id": run.get("run_id"),
+        "started_at": started.isoformat() if started else None,
+        "finished_at": finished.isoformat(),
+        "duration_seconds": max(0, round((finished - started).total_seconds())) if started else None,
+    }
+
+
+def _duration(seconds: int | None) -> str:
+    if seconds is None:
+        return "not known"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return (f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s")
+
+
+def _change(change: int | None) -> str:
+    if change is None:
+        return ""
+    return "no change" if change == 0 else f"{change:+d}"
+
+
+def _header_html(report: Mapping) -> str:
+    """The report's opening: the night's status, start, duration, what failed, and the previous night."""
+    e = html.escape
+    status = str(report.get("status") or "succeeded")
+    failure = report.get("failure") or {}
+    lines = [
+        f'<p id=night-status class="status {e(status)}"><strong>Status: {e(status)}</strong>'
+        + (f" at <code>{e(str(failure.get('stage')))}</code>" if failure.get("stage") else "") + "</p>",
+        "<table id=night-facts>"
+        f"<tr><th>started</th><td>{e(str(report.get('started_at') or 'not known'))}</td></tr>"
+        f"<tr><th>duration</th><td>{e(_duration(report.get('duration_seconds')))}</td></tr>"
+        f"<tr><th>run</th><td>{e(str(report.get('run_id') or '—'))}</td></tr></table>",
+    ]
+    if failure:
+        more = [f for f in report.get("failures") or [] if f.get("stage") != failure.get("stage")]
+        lines.append(
+            "<div id=night-failure role=alert style=\"border:3px solid #b00;background:#fee;padding:8px 12px\">"
+            f"<p><strong>{e(str(failure.get('stage')))} failed:</strong> {e(str(failure.get('message')))}</p>"
+            + (f"<p>What to do: {e(str(failure['hint']))}</p>" if failure.get("hint") else "")
+            + (f"<p>Also failed: {e(', '.join(str(f.get('stage')) for f in more))}</p>" if more else "")
+            + "<p>Nothing is delivered from a failed night. The counts below are what the night knew when it "
+            "stopped: stages after the failure did not run.</p></div>")
+    prev = report.get("previous")
+    if prev:
+        rows = "".join(
+            f"<tr><th>{e(k)}</th><td>{e(str(c['now']))}</td><td>{e(str(c['before']))}</td>"
+            f"<td>{e(_change(c['change']))}</td></tr>" for k, c in prev["counts"].items())
+        lines.append(
+            f"<h2 id=previous-night>Compared with the previous night ({e(str(prev['reference_date']))}, "
+            f"{e(str(prev['status']))})</h2>"
+            f"<table><tr><th>count</th><th>this night</th><th>previous night</th><th>change</th></tr>{rows}</table>")
+    else:
+        lines.append("<p id=previous-night>No earlier night's report to compare with.</p>")
+    return "".join(lines)
+
+
+def _exact_html(report: Mapping) -> str:
+    """Exact counts beside the published ones, each with the reason they differ."""
+    exact = report.get("families_exact")
+    rule = report.get("disclosure")
+    if not exact or not rule:
+        return ""
+    e = html.escape
+    rows = "".join(
+        f"<tr><th>{e(k)}</th><td>{exact[k]}</td><td>{e(str(report.get(k)))}</td>"
+        f"<td>{e(why_published_differs(exact[k], str(report.get(k)), rule['suppress_below'], rule['round_to']))}"
+        "</td></tr>"
+        for k in EXACT_VS_PUBLISHED if k in exact and k in report)
+    return (
+        "<h2 id=published-vs-exact>Published and exact counts</h2>"
+        "<p>What the recipient receives is the <em>published</em> count: the summary's disclosure rules round "
+        f"every count to the nearest {rule['round_to']}, show a count from 1 to {rule['suppress_below'] - 1} as "
+        "[c], and hide a cell that could otherwise be worked out from the others (secondary suppression). "
+        "The <em>exact</em> count is the warehouse's, shown here for checking only; it is never delivered.</p>"
+        "<table><tr><th>count</th><th>exact</th><th>published</th><th>why they differ</th></tr>"
+        f"{rows}</table>")
+
+
 def _html(report: dict) -> str:
     e = html.escape
+    if "disclosure" not in report:  # a failed night whose warehouse could not be read: the header only
+        return (
+            "<!doctype html><html lang=en><meta charset=utf-8>"
+            f"<title>tfp run report {e(report['reference_date'])}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}</style>"
+            f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(str(report.get('la_code') or ''))})</h1>"
+            f"{_header_html(report)}<p>No counts: {e(str(report.get('counts_unavailable', '')))}</p></html>\n")
     rows = "".join(
         f"<tr><td>{e(f['source'])}</td><td>{e(f['name'])}</td><td>{e(f['status'])}</td>"
         f"<td>{f['rows_read']}</td><td>{f['rows_staged']}</td><td>{f['rows_quarantined']}</td>"
@@ -275,7 +463,8 @@ def _html(report: dict) -> str:
         for f in report["files"]
     )
     totals = "".join(
-        f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in report.items() if isinstance(v, int)
+        f"<tr><th>{e(k)}</th><td>{v}</td></tr>" for k, v in report.items()
+        if isinstance(v, int) and not isinstance(v, bool) and k != "duration_seconds"
     )
     rule = report["disclosure"]
     statuses = ("intervention", "comparison", "all")
@@ -304,8 +493,10 @@ def _html(report: dict) -> str:
         "<!doctype html><html lang=en><meta charset=utf-8>"
         f"<title>tfp run report {e(report['reference_date'])}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
-        "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}tr.flagged{background:#fdd}</style>"
-        f"<h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>{banner}"
+        "table{border-collapse:collapse}tr:nth-child(even){background:#f3f3f3}tr.flagged{background:#fdd}"
+        ".status.succeeded{color:#060}.status.failed{color:#b00}"
+        f"</style><h1>tfp nightly run — {e(report['reference_date'])} ({e(report['la_code'])})</h1>{banner}"
+        f"{_header_html(report)}"
         f"<h2>Totals</h2><table>{totals}</table>"
         "<h2>Linkage</h2><table><tr><th>dataset</th><th>records linked</th><th>not linked</th>"
         f"<th>linkage rate</th></tr>{linkage}</table>"
@@ -313,7 +504,7 @@ def _html(report: dict) -> str:
         "<h2>Eligibility (as published)</h2>"
         f"<p>The summary's disclosure rules apply: a count from 1 to {rule['suppress_below'] - 1} is shown "
         f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"
-        f"<table>{families}</table>"
+        f"<table>{families}</table>{_exact_html(report)}"
         "<table><tr><th>measure</th>" + "".join(f"<th>{s}</th>" for s in statuses) + f"</tr>{published}</table>"
         f"{freshness}"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
@@ -366,24 +557,82 @@ def write_data_docs(engine: Engine, reference_date: date, site: Path) -> dict[st
     return {name: f"{site.name}/{page}" for name, page in pages.items()}
 
 
-def write_run_report(engine: Engine, config: Config, reference_date: date,
-                     results: Mapping[str, StageResult]) -> Path:
-    """Write run_report.json, run_report.html and the Data Docs under work_dir/reports/<date>/;
-    returns the JSON path."""
-    report = build_run_report(engine, config, reference_date, results)
+def _finish_report(report: dict, config: Config, engine: Engine | None, reference_date: date) -> Path:
+    """Add the previous night's comparison and the Data Docs, then write the JSON and the page."""
     folder = config.reports_dir / reference_date.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    docs = write_data_docs(engine, reference_date, folder / "data_docs")
-    report["data_docs"] = docs.get("")
-    for f in report["files"]:
-        if f["name"] in docs:
-            f["data_docs"] = docs[f["name"]]
+    report["previous"] = compare(report, previous_report(config.reports_dir, reference_date))
+    if engine is not None:
+        docs = write_data_docs(engine, reference_date, folder / "data_docs")
+        report["data_docs"] = docs.get("")
+        for f in report.get("files", []):
+            if f["name"] in docs:
+                f["data_docs"] = docs[f["name"]]
     path = folder / "run_report.json"
     # counts only, no personal value: the mode is the umask's, as for any report a webserver may read
     atomic_write(path, json.dumps(report, indent=2, sort_keys=True) + "\n", mode=None)
     atomic_write(folder / "run_report.html", _html(report), mode=None)
     return path
 
+
+def write_run_report(engine: Engine, config: Config, reference_date: date,
+                     results: Mapping[str, StageResult], run: Mapping[str, str] | None = None) -> Path:
+    """Write run_report.json, run_report.html and the Data Docs under work_dir/reports/<date>/;
+    returns the JSON path. ``run`` is the orchestrator's run (run_id, started_at) for the header."""
+    report = {**run_header(config, reference_date, run, "succeeded"),
+              **build_run_report(engine, config, reference_date, results)}
+    return _finish_report(report, config, engine, reference_date)
+
+
+def failure_of(stage: str, error: BaseException | None) -> dict[str, str]:
+    """What a report says of a failed stage: a tfp error's own message and hint (safe to show, no values),
+    or only the class of any other exception (its message may quote a value)."""
+    from tfp.errors import TfpError
+
+    if isinstance(error, TfpError):
+        return {"stage": stage, "message": error.message, "hint": error.hint}
+    name = type(error).__name__ if error is not None else "an unknown error"
+    return {"stage": stage, "message": f"{name} (details in the task log)",
+            "hint": "see the task log for the step that failed and the README's operations section"}
+
+
+def write_failed_report(config: Config, reference_date: date, stage: str, error: BaseException | None,
+                        run: Mapping[str, str] | None = None, engine: Engine | None = None) -> Path:
+    """The run report of a night that failed at ``stage``: status failed, the failure (safe message only),
+    and the counts the warehouse holds for R so far. Several tasks of one run may fail: each adds itself
+    to ``failures`` of the same run's report. A warehouse that cannot be read leaves a report without counts."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    failure = failure_of(stage, error)
+    report: dict = {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code}
+    try:
+        if engine is None:
+            from tfp.config import warehouse_url
+            from tfp.warehouse import connect
+
+            engine = connect(warehouse_url(config))
+        report.update(build_run_report(engine, config, reference_date, {}))
+    except Exception as e:  # noqa: BLE001 - the night has failed already: say what is known, name the class only
+        log.warning("run report of the failed night has no counts: %s", type(e).__name__)
+        report["counts_unavailable"] = f"the warehouse could not be read ({type(e).__name__})"
+        engine = None
+    report.update(run_header(config, reference_date, run, "failed"))
+    failures = [failure]
+    existing = config.reports_dir / reference_date.isoformat() / "run_report.json"
+    try:
+        earlier = json.loads(existing.read_text(encoding="utf-8")) if existing.is_file() else {}
+    except (OSError, ValueError):
+        earlier = {}
+    if earlier.get("status") == "failed" and earlier.get("run_id") and earlier.get("run_id") == report["run_id"]:
+        failures = [f for f in earlier.get("failures", []) if f.get("stage") != stage] + failures
+    report["failure"] = failures[0]
+    report["failures"] = failures
+    try:
+        return _finish_report(report, config, engine, reference_date)
+    except Exception as e:  # noqa: BLE001 - Data Docs are a convenience: the report itself must be written
+        log.warning("data docs of the failed night not written: %s", type(e).__name__)
+        return _finish_report(report, config, None, reference_date)
 
 
 def run(ctx: RunContext) -> PathResult:
@@ -392,4 +641,4 @@ def run(ctx: RunContext) -> PathResult:
     from tfp.context import PathResult
 
     return PathResult(stage="report", path=write_run_report(ctx.warehouse, ctx.config, ctx.reference_date,
-                                                            ctx.upstream))
+                                                            ctx.upstream, ctx.run))

@@ -1,4 +1,4 @@
-"""The failure alert: an Airflow ``on_failure_callback`` that e-mails tfp.notify's summary over SMTP."""
+"""What a failed task does last: the failed night's run report, and the alert e-mailed over SMTP."""
 
 from __future__ import annotations
 
@@ -45,3 +45,32 @@ def notify_failure(context, config_path: str | None = None) -> None:
                                     unwrap(context.get("exception")), weak_disclosure=weak_disclosure_of(config_path))
     SmtpNotifier(to=extra["to"], from_email=extra.get("from_email"), subject=subject, html_content=body,
                  smtp_conn_id=conn_id).notify(context)
+
+
+def run_of(context) -> dict[str, str]:
+    """The run's id and start time (ISO 8601), for the run report's header."""
+    dag_run = context.get("dag_run")
+    started = getattr(dag_run, "start_date", None)
+    return {"run_id": str(context.get("run_id") or getattr(dag_run, "run_id", "") or ""),
+            **({"started_at": started.isoformat()} if started else {})}
+
+
+def report_failure(context, config_path: str | None = None) -> None:
+    """Airflow on_failure_callback of tfp_nightly's tasks: the night's run report, status failed, naming
+    the task and quoting only a tfp error's safe message (tfp.pipeline.report_failure). Never raises: a
+    report that cannot be written is logged (its error's class only) and the alert still goes."""
+    from tfp import deployment, pipeline
+    from tfp.notify import run_reference_date
+
+    log = logging.getLogger(__name__)
+    reference_date = run_reference_date(context)
+    if reference_date is None:
+        log.warning("failed night's run report not written: the run's reference date is not known")
+        return
+    try:
+        path = pipeline.report_failure(config_path or deployment.config_path(), reference_date,
+                                       context["ti"].task_id, unwrap(context.get("exception")), run_of(context))
+    except Exception as e:  # noqa: BLE001 - a callback must not hide the failure it reports
+        log.warning("failed night's run report not written: %s", type(e).__name__)
+        return
+    log.info("failed night's run report: %s", path)

@@ -21,12 +21,15 @@ START_DATE = pendulum.datetime(2025, 1, 1, tz=TIMEZONE)
 OWNER = "tfp-data-team"
 
 
-def failure_callback(bound_config: str | None) -> Callable[[Mapping[str, Any]], None]:
-    """The alert every task sends when it fails, read from the borough's own config when it has one."""
+def failure_callback(bound_config: str | None, kind: str = "nightly") -> Callable[[Mapping[str, Any]], None]:
+    """What every task does when it fails, with the borough's own config when it has one: a nightly task
+    writes the failed night's run report (status failed, its stage, the safe message), then the alert."""
 
     def alert(context: Mapping[str, Any]) -> None:
-        from tfp_airflow.callbacks import notify_failure
+        from tfp_airflow.callbacks import notify_failure, report_failure
 
+        if kind == "nightly":
+            report_failure(context, bound_config)
         notify_failure(context, bound_config)
 
     return alert
@@ -47,7 +50,7 @@ def header(*, kind: str, cron: str, description: str, doc_md: str, execution_tim
             "owner": OWNER,
             "retries": 0,
             "execution_timeout": execution_timeout,
-            "on_failure_callback": failure_callback(bound_config),
+            "on_failure_callback": failure_callback(bound_config, kind),
         },
         "tags": ["tfp", kind, *([la_code] if la_code else [])],
         "doc_md": doc_md,

@@ -218,7 +218,7 @@ def _frame(title: str, chart_id: str, dates: list[str], failed: list[bool], top:
     n = len(dates)
     plot_h = H - TOP - BOTTOM
     parts = [f'<svg id="{e(chart_id)}" class=chart role=img aria-label="{e(title)}" viewBox="0 0 {W} {H}" '
-             f'width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg"><title>{e(title)}</title>',
+             f'width="{W}" height="{H}"><title>{e(title)}</title>',
              f'<text x="{LEFT}" y="15" class=ct>{e(title)}</text>']
     step = (W - LEFT - RIGHT) / max(n - 1, 1)
     for i, bad in enumerate(failed):

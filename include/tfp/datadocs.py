@@ -168,7 +168,79 @@ def _context(site_dir: pathlib.Path):
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dict[str, str]:
+# What each of the contract's row-level rules asks (validate.py names them in each expectation's meta.rule):
+# the Data Docs pages say this, under the rule's name, instead of GX's sentence about an internal column.
+_RULE_TEXT = {
+    "required": "{col} must be present",
+    "date": "{col} must be a date (YYYY-MM-DD)",
+    "datetime": "{col} must be a date and time (ISO 8601)",
+    "code": "{col} must be one of the contract's codes",
+    "decimal": "{col} must be a decimal number",
+    "integer": "{col} must be a whole number",
+    "not_after_file_date": "{col} must not be after the file's date",
+    "date_of_birth_from_1900": "date_of_birth must be on or after 1900-01-01",
+    "nino_format": "nino must be a National Insurance number (HMRC format)",
+    "postcode_format": "postcode must be a UK postcode (BS 7666)",
+    "record_id_unique": "record_id must be unique in the file",
+    "sessions_missed_within_possible": "sessions_missed must not exceed sessions_possible",
+    "term_format": "term must be YYYY-AUT, YYYY-SPR or YYYY-SUM",
+    "upn_check_letter": "upn must be 13 characters with a correct check letter",
+    "nhs_number_check_digit": "nhs_number must be 10 digits with a correct check digit",
+    "value_too_long": "no value may be longer than the contract allows",
+}
+
+
+def contract_column(column: str) -> str:
+    """The feed's own column behind one validate.py derives for a rule (``date_of_birth__is_date`` ->
+    ``date_of_birth``); ``_values__fit`` stands for every column."""
+    if column.startswith("_values"):
+        return "every column"
+    return column.split("__", 1)[0]
+
+
+def describe_rule(rule: str) -> str:
+    """The Data Docs line of a contract rule: its name, then what it asks (no ``$``: GX reads it as a template)."""
+    kind, _, column = rule.partition(":")
+    text = _RULE_TEXT.get(kind, "").format(col=column or "the value")
+    return (f"Rule {rule}: {text}" if text else f"Rule {rule}").replace("$", "")
+
+
+def _contract_names(result: dict) -> None:
+    """Show the contract's rule names and columns, not validate.py's derived columns, in an expectation result."""
+    config = result.get("expectation_config") or {}
+    rule = (config.get("meta") or {}).get("rule")
+    if not rule:
+        return
+    config["description"] = describe_rule(str(rule))
+    kwargs = config.get("kwargs") or {}
+    if isinstance(kwargs.get("column"), str) and "__" in kwargs["column"]:
+        kwargs["column"] = contract_column(kwargs["column"])
+
+
+FAILED_STATUS = re.compile(r'(<i class="fas fa-times text-danger" aria-hidden="true"></i> Failed)')
+
+
+def _explain_failed(page: pathlib.Path, outcome: dict) -> None:
+    """On a staged file's validation page, say what "Failed" means: rows quarantined, the file staged."""
+    quarantined, staged = int(outcome.get("rows_quarantined") or 0), int(outcome.get("rows_staged") or 0)
+    if outcome.get("status") in ("staged", "superseded", "validated") and quarantined:
+        note = (f"<br><span id=tfp-failed-means class=\"text-warning\"><strong>Rows quarantined, file staged.</strong> "
+                f"{quarantined} of {quarantined + staged} rows broke at least one row-level rule below and were "
+                f"quarantined (kept out of the warehouse with the rules they broke); the other {staged} rows were "
+                "staged. A file that breaks a file-level rule is rejected whole instead.</span>")
+    elif outcome.get("status") == "rejected":
+        note = ("<br><span id=tfp-failed-means class=\"text-danger\"><strong>File rejected.</strong> It broke a "
+                "file-level rule: none of its rows were staged (see the run report).</span>")
+    else:
+        return
+    text = page.read_text(encoding="utf-8")
+    new = FAILED_STATUS.sub(lambda m: m.group(1) + note, text, count=1)
+    if new != text:
+        page.write_text(new, encoding="utf-8")
+
+
+def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]],
+                    outcomes: dict[str, dict] | None = None) -> dict[str, str]:
     """Render ``runs`` ((name, ExpectationSuiteValidationResult JSON dict)) as a Data Docs site.
 
     Every dict is sanitised first. Each run becomes a validation page under
@@ -176,6 +248,8 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
     expectation suite page under ``site_dir/expectations/<suite>.html``, rebuilt from the
     expectation configurations in the results. GX rebuilds the whole site, so ``runs`` is every
     result to show. Returns each run's page relative to ``site_dir`` (and ``""`` for index.html).
+    Each expectation is shown by its contract rule name (``meta.rule``) and column; ``outcomes`` (file
+    status and row counts by name) lets a page say what its "Failed" means for that file.
     Analytics are off in the context's config (``_context``), not by changing the process's environment.
     """
     from great_expectations.core import ExpectationSuite
@@ -202,6 +276,7 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
     for name, result_json in runs:
         clean = sanitise(result_json)
         for r in clean["results"]:
+            _contract_names(r)
             res = r["result"]
             # GX's "N unexpected values found" statement needs all three; without them it raises
             # KeyError, which GX logs at ERROR level (expect_column_distinct_values_to_be_in_set
@@ -265,6 +340,9 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]]) -> dic
     missing = [str(p.relative_to(site_dir)) for p in expected if not p.is_file()]
     if missing:
         raise RuntimeError(f"GX did not write these data docs pages: {missing}")
+    for name, outcome in (outcomes or {}).items():
+        if name in pages:
+            _explain_failed(site_dir / pages[name], outcome)
     localise_site(site_dir)
     return {"": "index.html", **pages}
 

@@ -550,10 +550,12 @@ def write_data_docs(engine: Engine, reference_date: date, site: Path) -> dict[st
     validation page (relative to the report folder) by file name, and ``""`` for the index."""
     from tfp.datadocs import build_data_docs
 
-    runs = [(r.file_name, json.loads(r.gx_result)) for r in _current_landings(engine, reference_date) if r.gx_result]
-    if not runs:
+    landings = [r for r in _current_landings(engine, reference_date) if r.gx_result]
+    if not landings:
         return {}
-    pages = build_data_docs(site, runs)
+    outcomes = {r.file_name: {"status": r.status, "rows_staged": r.rows_staged, "rows_quarantined": r.rows_quarantined}
+                for r in landings}
+    pages = build_data_docs(site, [(r.file_name, json.loads(r.gx_result)) for r in landings], outcomes)
     return {name: f"{site.name}/{page}" for name, page in pages.items()}
 
 

@@ -191,5 +191,25 @@ def run_retention(config_path: Path, reference_date: date, dry_run: bool = False
     report = work_dir / "reports" / reference_date.isoformat() / "retention_report.json"
     print(f"tfp_retention {reference_date}{' (dry run)' if dry_run else ''}: {'succeeded' if ok else 'FAILED'}")
     if report.exists():
+        for line in retention_lines(json.loads(report.read_text(encoding="utf-8"))):
+            print(f"  {line}")
         print(f"  report: {report}")
     return 0 if ok else 1
+
+
+def retention_lines(report: dict) -> list[str]:
+    """A retention report as readable lines, one per category: what it deleted, or on a dry run what it
+    would delete, with the cutoff (counts only)."""
+    from tfp.retention import CATEGORIES
+
+    dry = bool(report.get("dry_run"))
+    categories = report.get("categories") or {}
+    lines = []
+    for name in [c for c in CATEGORIES if c in categories] + sorted(set(categories) - set(CATEGORIES)):
+        c = categories[name]
+        count = int(c.get("found", 0)) if dry else int(c.get("deleted", 0))
+        verb = "would delete" if dry else "deleted"
+        lines.append(f"{name.replace('_', ' ')}: {verb} {count} {c.get('unit', '')} (cutoff {c.get('cutoff', '')})")
+    total = sum(int(c.get("found" if dry else "deleted", 0)) for c in categories.values())
+    lines.append(f"{'would delete' if dry else 'deleted'} {total} in all" + (" (dry run: nothing was deleted)" if dry else ""))
+    return lines

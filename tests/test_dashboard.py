@@ -10,8 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from helpers import make_config
 
+from helpers import make_config
 from tfp.dashboard import assemble, dashboard_html, load_nights
 from tfp.datadocs import external_references
 from tfp.errors import MissingInput, SourceUnavailable
@@ -183,13 +183,21 @@ def test_failure_callback_writes_the_report_from_an_airflow_context(tmp_path, mo
 
     config = _config(tmp_path)
     monkeypatch.setenv("TFP_CONFIG", str(tmp_path / "tfp.yaml"))
-    context = {"ti": SimpleNamespace(task_id="police.extract"), "params": {"reference_date": R.isoformat()},
+    setup = {"check_setup": {"started_at": "2025-04-01T00:00:05+00:00"}}  # when check_setup began
+    ti = SimpleNamespace(task_id="police.extract", xcom_pull=lambda task_ids: setup.get(task_ids))
+    context = {"ti": ti, "params": {"reference_date": R.isoformat()},
                "run_id": "manual__1", "exception": SourceUnavailable("police", tmp_path / "gone", "does not exist"),
                "dag_run": SimpleNamespace(start_date=datetime(2025, 4, 1, tzinfo=UTC), run_id="manual__1")}
     report_failure(context)
     report = json.loads((config.reports_dir / R.isoformat() / "run_report.json").read_text())
     assert report["failure"]["stage"] == "police.extract" and "drop folder" in report["failure"]["message"]
-    assert report["run_id"] == "manual__1" and report["started_at"] == "2025-04-01T00:00:00+00:00"
+    assert report["run_id"] == "manual__1" and report["started_at"] == "2025-04-01T00:00:05+00:00"
+    assert report["persons_submitted"] is None and report["delivery"] == {}  # never reached
+
+    setup.clear()  # check_setup itself failed: the run's start stands in
+    report_failure(context)
+    report = json.loads((config.reports_dir / R.isoformat() / "run_report.json").read_text())
+    assert report["started_at"] == "2025-04-01T00:00:00+00:00"
 
 
 def test_retention_lines_say_what_a_dry_run_would_delete():
@@ -201,3 +209,33 @@ def test_retention_lines_say_what_a_dry_run_would_delete():
     assert lines == ["landing copies: would delete 2 files (cutoff 2025-03-01)",
                      "quarantine: would delete 7 rows (cutoff 2025-02-28)",
                      "would delete 9 in all (dry run: nothing was deleted)"]
+
+
+# -- Data Docs: the contract's rule names, and what "Failed" means for a staged file ------------------
+
+def test_data_docs_name_contract_rules_and_columns():
+    from tfp.datadocs import _contract_names, contract_column, describe_rule
+
+    assert describe_rule("date:date_of_birth") == "Rule date:date_of_birth: date_of_birth must be a date (YYYY-MM-DD)"
+    assert describe_rule("record_id_unique") == "Rule record_id_unique: record_id must be unique in the file"
+    assert contract_column("date_of_birth__is_date") == "date_of_birth" and contract_column("_values__fit") == "every column"
+    result = {"expectation_config": {"type": "expect_column_values_to_be_in_set", "meta": {"rule": "date:dob"},
+                                     "kwargs": {"column": "dob__is_date", "value_set": [True]}}}
+    _contract_names(result)
+    assert result["expectation_config"]["kwargs"]["column"] == "dob"
+    assert result["expectation_config"]["description"].startswith("Rule date:dob")
+
+
+def test_data_docs_say_what_failed_means_for_a_staged_file(tmp_path):
+    from tfp.datadocs import _explain_failed
+
+    page = tmp_path / "p.html"
+    status = '<span class="h6" >Status:</span> <i class="fas fa-times text-danger" aria-hidden="true"></i> Failed'
+    page.write_text(f"<html>{status}</html>")
+    _explain_failed(page, {"status": "staged", "rows_staged": 95, "rows_quarantined": 5})
+    text = page.read_text()
+    assert "Failed<br><span id=tfp-failed-means" in text
+    assert "Rows quarantined, file staged." in text and "5 of 100 rows" in text and "the other 95 rows were staged" in text
+    page.write_text(f"<html>{status}</html>")
+    _explain_failed(page, {"status": "rejected", "rows_staged": 0, "rows_quarantined": 0})
+    assert "File rejected." in page.read_text()

@@ -210,7 +210,20 @@ def _x(i: int, n: int) -> float:
 
 
 def _fmt(value: float, percent: bool) -> str:
-    return f"{100 * value:.1f}%" if percent else f"{value:,.0f}"
+    if percent:
+        return f"{100 * value:.3g}%"
+    return f"{value:,.0f}" if value >= 10 or float(value).is_integer() else f"{value:.1f}"
+
+
+def _nice(top: float) -> float:
+    """The axis top: the next of 1, 2, 4, 8, 10 times a power of ten at or above ``top``, so that the four
+    grid lines fall on round figures."""
+    import math
+
+    if top <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(top))
+    return next(m * power for m in (1, 2, 4, 8, 10) if m * power >= top - 1e-12)
 
 
 def _frame(title: str, chart_id: str, dates: list[str], failed: list[bool], top: float, percent: bool) -> list[str]:
@@ -231,19 +244,19 @@ def _frame(title: str, chart_id: str, dates: list[str], failed: list[bool], top:
         parts.append(f'<line class=grid x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
                      f'<text class=ax x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor=end>{_fmt(v, percent)}</text>')
     if n:
-        parts.append(f'<text class=ax x="{_x(0, n):.1f}" y="{H - 10}" text-anchor=start>{e(dates[0])}</text>')
+        parts.append(f'<text class=ax x="{_x(0, n):.1f}" y="{H - 10}" text-anchor={"start" if n > 1 else "middle"}>{e(dates[0])}</text>')
         if n > 1:
             parts.append(f'<text class=ax x="{_x(n - 1, n):.1f}" y="{H - 10}" text-anchor=end>{e(dates[-1])}</text>')
     return parts
 
 
 def line_chart(title: str, chart_id: str, dates: list[str], series: Mapping[str, list[float | None]],
-               failed: list[bool], percent: bool = False, limit: float | None = None) -> str:
+               failed: list[bool], percent: bool = False, limit: float | None = None, minimum: float = 4) -> str:
     """An inline SVG line per series over the nights (a gap where a value is missing), a dot per value
     with its exact figure as the tooltip, a legend at the right; ``limit`` draws a dashed threshold."""
     values = [v for vs in series.values() for v in vs if v is not None]
-    top = max([*values, limit or 0, 1e-9])
-    top = 1.0 if percent and top <= 1.0 and top > 0.2 else top * 1.1 if top > 0 else 1
+    top = max([*values, limit or 0, 0.01 if percent else minimum])
+    top = 1.0 if percent and 0.2 < top <= 1.0 else _nice(top * 1.1)
     n, plot_h = len(dates), H - TOP - BOTTOM
     parts = _frame(title, chart_id, dates, failed, top, percent)
 
@@ -280,7 +293,7 @@ def line_chart(title: str, chart_id: str, dates: list[str], series: Mapping[str,
 def bar_chart(title: str, chart_id: str, dates: list[str], values: list[float | None], failed: list[bool],
               unit: str = "") -> str:
     """An inline SVG bar per night (red for a failed night), its exact figure as the tooltip."""
-    top = max([v for v in values if v is not None] + [1]) * 1.1
+    top = _nice(max([v for v in values if v is not None] + [4]) * 1.1)
     n, plot_h = len(dates), H - TOP - BOTTOM
     parts = _frame(title, chart_id, dates, [False] * n, top, False)
     width = max(2.0, min(24.0, (W - LEFT - RIGHT) / max(n, 1) * 0.7))

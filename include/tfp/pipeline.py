@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from tfp.config import load_config, warehouse_url
@@ -35,6 +35,7 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
     schema is not this tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
     from tfp.warehouse import upgrade_embedded
 
+    started = datetime.now(UTC).isoformat(timespec="seconds")  # the night's start, for its run report
     for line in upgrade_embedded(warehouse_url(load_config(config_path))):
         log.info("%s", line)
     ctx = open_context(config_path, reference_date)  # refuses a PostgreSQL schema `tfp db upgrade` has not migrated
@@ -45,7 +46,8 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
         folder.mkdir(parents=True, exist_ok=True)
     if config.weak_disclosure:
         log.warning("weak disclosure allowed: %s", ", ".join(config.weak_disclosure))
-    return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code}
+    return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code,
+            "started_at": started}
 
 
 def _check_transports(config, sources) -> None:

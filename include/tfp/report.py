@@ -281,6 +281,8 @@ def _equity_html(equity: dict, rule: dict) -> str:
 # The counts the header compares with the previous night (each a plain count, or a published mark).
 COMPARED = ("rows_read", "rows_staged", "rows_quarantined", "records_linked", "records_unlinked",
             "families_assessed", "families_eligible", "persons_submitted", "persons_excluded_by_consent")
+# Counts of a night's package and delivery, which a failed night never reaches (its report shows "—").
+NOT_REACHED = ("persons_submitted", "persons_excluded_by_consent", "withdrawals_listed")
 EXACT_VS_PUBLISHED = ("families_assessed", "families_eligible", "families_assessed_all_persons")
 
 
@@ -619,6 +621,11 @@ def write_failed_report(config: Config, reference_date: date, stage: str, error:
         log.warning("run report of the failed night has no counts: %s", type(e).__name__)
         report["counts_unavailable"] = f"the warehouse could not be read ({type(e).__name__})"
         engine = None
+    for key in NOT_REACHED:  # what package and deliver would have said: a failed night delivers nothing
+        if key in report:
+            report[key] = None
+    if "delivery" in report:
+        report["delivery"] = {}
     report.update(run_header(config, reference_date, run, "failed"))
     failures = [failure]
     existing = config.reports_dir / reference_date.isoformat() / "run_report.json"

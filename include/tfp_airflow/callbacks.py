@@ -48,11 +48,23 @@ def notify_failure(context, config_path: str | None = None) -> None:
 
 
 def run_of(context) -> dict[str, str]:
-    """The run's id and start time (ISO 8601), for the run report's header."""
+    """The run's id and start time (ISO 8601), for the run report's header. The start is when this run's
+    check_setup began (its XCom): a run made by ``dag.test()`` (``tfp run``) carries its logical date as
+    its start date. Without that XCom (check_setup itself failed), the failing task's start stands in."""
     dag_run = context.get("dag_run")
-    started = getattr(dag_run, "start_date", None)
+    ti = context.get("ti")
+    started = None
+    try:
+        setup = ti.xcom_pull(task_ids="check_setup") if hasattr(ti, "xcom_pull") else None
+    except Exception:  # noqa: BLE001 - the start time is a convenience; never fail the task or its callback
+        setup = None
+    if isinstance(setup, dict) and setup.get("started_at"):
+        started = str(setup["started_at"])
+    else:
+        when = getattr(ti, "start_date", None) or getattr(dag_run, "start_date", None)
+        started = when.isoformat() if when else None
     return {"run_id": str(context.get("run_id") or getattr(dag_run, "run_id", "") or ""),
-            **({"started_at": started.isoformat()} if started else {})}
+            **({"started_at": started} if started else {})}
 
 
 def report_failure(context, config_path: str | None = None) -> None:
@@ -64,6 +76,11 @@ def report_failure(context, config_path: str | None = None) -> None:
 
     log = logging.getLogger(__name__)
     reference_date = run_reference_date(context)
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    if reference_date is None and run_after is not None:  # a run triggered without a logical date
+        from tfp.pipeline import reference_date_of
+
+        reference_date = reference_date_of(run_after)
     if reference_date is None:
         log.warning("failed night's run report not written: the run's reference date is not known")
         return

@@ -239,3 +239,19 @@ def test_data_docs_say_what_failed_means_for_a_staged_file(tmp_path):
     page.write_text(f"<html>{status}</html>")
     _explain_failed(page, {"status": "rejected", "rows_staged": 0, "rows_quarantined": 0})
     assert "File rejected." in page.read_text()
+
+
+def test_data_docs_index_says_what_failed_means(tmp_path):
+    from tfp.datadocs import _explain_index
+
+    index = tmp_path / "index.html"
+    index.write_text('<body><div id="section-1" class="ge-section">table</div></body>')
+    _explain_index(index, {"incidents_20250331.csv": {"status": "staged", "rows_quarantined": 3},
+                           "cases_20250331.csv": {"status": "staged", "rows_quarantined": 0}})
+    text = index.read_text()
+    assert text.index("tfp-status-means") < text.index('id="section-1"')
+    assert "1 file(s) staged with some rows quarantined" in text and "(incidents_20250331.csv)" in text
+    clean = tmp_path / "clean.html"
+    clean.write_text('<div id="section-1" class="x"></div>')
+    _explain_index(clean, {"cases_20250331.csv": {"status": "staged", "rows_quarantined": 0}})
+    assert "tfp-status-means" not in clean.read_text()  # nothing failed: nothing to explain

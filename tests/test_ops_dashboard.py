@@ -119,6 +119,8 @@ def test_dashboard_in_chromium_after_two_nights(nights, tmp_path_factory):
             docs = browser.open(f"{stack.url}/tfp-reports/{R.isoformat()}/{partial['data_docs']}", settle=1.0)
             docs_problems = browser.problems(stack.url)
             docs_html = browser.evaluate("document.documentElement.outerHTML")
+            index = browser.open(f"{stack.url}/tfp-reports/{R.isoformat()}/data_docs/index.html", settle=1.0)
+            index_problems = browser.problems(stack.url)
         finally:
             browser.close()
 
@@ -147,7 +149,8 @@ def test_dashboard_in_chromium_after_two_nights(nights, tmp_path_factory):
     assert width >= 1200 and height > 1500, (width, height)  # the whole page, not a login or an error
     assert len(shot) > 50_000
     assert not sorted(v for v in _personal_values(nights["root"] / "feeds") if v in html)
-    assert docs_problems == [], docs_problems
+    assert docs_problems == [] and index_problems == [], docs_problems + index_problems
+    assert '"Failed" below does not mean a file was refused.' in index and partial["name"] in index
     docs = " ".join(docs.split())
     assert (f"Failed Rows quarantined, file staged. {partial['rows_quarantined']} of {partial['rows_read']} rows "
             f"broke at least one row-level rule below and were quarantined") in docs, docs[:1500]

@@ -281,7 +281,7 @@ def line_chart(title: str, chart_id: str, dates: list[str], series: Mapping[str,
             points = " ".join(f"{_x(i, n):.1f},{y(v):.1f}" for i, v in run)
             if len(run) > 1:
                 parts.append(f'<polyline fill=none stroke="{colour}" stroke-width=2 points="{points}"/>')
-            parts += [f'<circle cx="{_x(i, n):.1f}" cy="{y(v):.1f}" r=2.5 fill="{colour}">'
+            parts += [f'<circle cx="{_x(i, n):.1f}" cy="{y(v):.1f}" r=3.5 fill="{colour}">'
                       f'<title>{e(name)} {e(dates[i])}: {_fmt(v, percent)}</title></circle>' for i, v in run]
         ly = TOP + 14 * k + 6
         parts.append(f'<rect x="{W - RIGHT + 10}" y="{ly - 8}" width=10 height=10 fill="{colour}"/>'

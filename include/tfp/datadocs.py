@@ -239,6 +239,32 @@ def _explain_failed(page: pathlib.Path, outcome: dict) -> None:
         page.write_text(new, encoding="utf-8")
 
 
+INDEX_SECTION = re.compile(r'(<div id="section-1" )')
+
+
+def _explain_index(index: pathlib.Path, outcomes: dict[str, dict]) -> None:
+    """Above the index's table: what its "Failed" means for files that staged with rows quarantined."""
+    partial = sorted(n for n, o in outcomes.items()
+                     if o.get("status") in ("staged", "superseded", "validated") and o.get("rows_quarantined"))
+    rejected = sorted(n for n, o in outcomes.items() if o.get("status") == "rejected")
+    if not partial and not rejected:
+        return
+    import html
+
+    note = ('<div id=tfp-status-means class="alert alert-warning"><strong>"Failed" below does not mean a file '
+            "was refused.</strong> "
+            + (f"{len(partial)} file(s) staged with some rows quarantined: those rows broke a row-level rule and "
+               "were kept out of the warehouse, the other rows were staged (" + html.escape(", ".join(partial))
+               + "). " if partial else "")
+            + (f"{len(rejected)} file(s) rejected whole for a file-level rule (" + html.escape(", ".join(rejected))
+               + "). " if rejected else "")
+            + "Each file's page gives its counts; the run report's Files table gives the rules.</div>")
+    text = index.read_text(encoding="utf-8")
+    new = INDEX_SECTION.sub(lambda m: note + m.group(1), text, count=1)
+    if new != text:
+        index.write_text(new, encoding="utf-8")
+
+
 def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]],
                     outcomes: dict[str, dict] | None = None) -> dict[str, str]:
     """Render ``runs`` ((name, ExpectationSuiteValidationResult JSON dict)) as a Data Docs site.
@@ -343,6 +369,7 @@ def build_data_docs(site_dir: pathlib.Path, runs: list[tuple[str, dict]],
     for name, outcome in (outcomes or {}).items():
         if name in pages:
             _explain_failed(site_dir / pages[name], outcome)
+    _explain_index(site_dir / "index.html", outcomes or {})
     localise_site(site_dir)
     return {"": "index.html", **pages}
 

@@ -9,17 +9,22 @@ FROM apache/airflow:3.3.2-python3.11@sha256:UNRESOLVED
 USER root
 RUN install -d -o airflow -g root -m 0755 /opt/tfp && install -d -o airflow -g root -m 0770 /opt/tfp/var
 USER airflow
-# Runtime only: the runtime lock, the tfp and tfp_airflow packages and what tfp reads beside them
-# (include/sql, the GX suites in expectations/). Neither tfp_dev (the generator, the benchmark, the
-# demo) nor requirements-dev.txt nor the [dev] extra enters the image; `tfp generate` and `tfp demo`
-# say so in one line there.
+# Runtime only: the runtime lock, the tfp and tfp_airflow packages and what they ship as package data
+# (include/sql, the GX suites in expectations/, the example config, the DAG files and the plugin, which
+# the packages' links point at). tfp is installed as a package (not -e), so it finds all of that in
+# site-packages whatever the working directory (tfp.resources); /opt/tfp is only its build source.
+# Neither tfp_dev (the generator, the benchmark, the demo) nor requirements-dev.txt nor the [dev]
+# extra enters the image; `tfp generate` and `tfp demo` say so in one line there.
 COPY --chown=airflow:root requirements.txt pyproject.toml /opt/tfp/
 COPY --chown=airflow:root include/tfp /opt/tfp/include/tfp
 COPY --chown=airflow:root include/tfp_airflow /opt/tfp/include/tfp_airflow
 COPY --chown=airflow:root include/sql /opt/tfp/include/sql
 COPY --chown=airflow:root expectations /opt/tfp/expectations
+COPY --chown=airflow:root config/tfp.example.yaml /opt/tfp/config/tfp.example.yaml
+COPY --chown=airflow:root dags /opt/tfp/dags
+COPY --chown=airflow:root plugins /opt/tfp/plugins
 RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
- && pip install --no-cache-dir --no-deps -e /opt/tfp \
+ && pip install --no-cache-dir --no-deps /opt/tfp \
  && python -c "import airflow.providers.celery, airflow.providers.redis, airflow.providers.fab"
 COPY --chown=root:root --chmod=0755 scripts/secrets-entrypoint.sh /opt/tfp/secrets-entrypoint.sh
 COPY --chown=airflow:root dags /opt/airflow/dags

@@ -206,12 +206,30 @@ def test_tfp_run_registers_the_key_names_as_sensitive_for_airflow(tmp_path):
     assert hidden == str(secret_names(config))
 
 
-def test_a_package_without_the_dags_folder_is_a_clear_error(monkeypatch, tmp_path):
-    """A non-editable install (pip install .) has no dags/ beside the package: tfp run says so in one
-    line (exit 2) instead of failing on ``None.test``."""
+def test_the_dags_folder_is_the_one_airflow_is_told_else_the_one_tfp_ships(monkeypatch, tmp_path):
+    """AIRFLOW__CORE__DAGS_FOLDER wins (the image's scheduler and its tfp run read the same files);
+    unset, tfp runs the DAG files it ships (tests/test_packaging.py runs them from a wheel)."""
     from tfp_airflow import runner
 
-    monkeypatch.setattr(runner, "DAGS_FOLDER", tmp_path / "dags")
-    with pytest.raises(ConfigError, match="no DAGs folder") as raised:
-        runner._get_dag("tfp_nightly")
-    assert "pip install -e" in raised.value.hint
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path / "mine"))
+    assert runner.dags_folder() == tmp_path / "mine"
+    monkeypatch.delenv("AIRFLOW__CORE__DAGS_FOLDER")
+    assert (runner.dags_folder() / "tfp_nightly.py").is_file()
+    assert (runner.dags_folder() / "tfp_retention.py").is_file()
+
+
+def test_a_dags_folder_that_is_not_there_or_has_no_tfp_dag_is_a_clear_error(monkeypatch, tmp_path):
+    """A wrong AIRFLOW__CORE__DAGS_FOLDER fails before Airflow is set up, naming the variable;
+    one without tfp's DAGs says which DAG is missing instead of failing on ``None.test``."""
+    from tfp_airflow import runner
+
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="AIRFLOW__CORE__DAGS_FOLDER .*nowhere is not a folder") as raised:
+        runner._dag_source()
+    assert "unset it" in raised.value.hint
+    (tmp_path / "others").mkdir()
+    (tmp_path / "others" / "theirs.py").write_text("# not a DAG\n")
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(tmp_path / "others"))
+    folder, where, fix = runner._dag_source()
+    with pytest.raises(ConfigError, match="AIRFLOW__CORE__DAGS_FOLDER .*others has no DAG tfp_nightly"):
+        runner._get_dag("tfp_nightly", folder, where, fix)

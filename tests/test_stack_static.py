@@ -327,9 +327,9 @@ def test_dockerfile_installs_exact_versions_only():
                 assert not unpinned, f"{args[i + 1]} has requirements without == pins: {unpinned}"
                 i += 2
                 continue
-            if arg in ("-e", "--editable"):
-                assert "--no-deps" in args and args[i + 1].startswith("/opt/tfp"), "only tfp itself, no deps"
-                i += 2
+            if arg == "/opt/tfp":  # tfp itself, from the copied source
+                assert "--no-deps" in args, "only tfp itself, no deps"
+                i += 1
                 continue
             if not arg.startswith("-"):
                 assert re.match(r"^[A-Za-z0-9_.\[\],-]+==[\w.]+$", arg), f"unpinned pip install: {arg}"
@@ -342,12 +342,36 @@ def test_the_image_installs_the_runtime_lock_and_tfp_alone_no_dev_extra():
     words = [arg for args in installs for arg in args]
     assert "/opt/tfp/requirements.txt" in words
     assert not [w for w in words if "requirements-dev" in w or "[" in w], "a dev lock or an extra in the image"
-    editable = [args[args.index("-e") + 1] for args in installs if "-e" in args]
-    assert editable == ["/opt/tfp"]
+    assert [args for args in installs if "/opt/tfp" in args] == [["--no-cache-dir", "--no-deps", "/opt/tfp"]]
     copied = [line.split()[-2] for line in DOCKERFILE.splitlines() if line.startswith("COPY")]
     assert not [c for c in copied if c in ("include", "include/", ".") or "tfp_dev" in c]
-    # tfp and what it reads beside itself: current.SQL_DIR, validate.EXPECTATIONS_DIR
-    assert {"include/tfp", "include/tfp_airflow", "include/sql", "expectations"} <= set(copied)
+    assert {"include/tfp", "include/tfp_airflow"} <= set(copied)
+
+
+def _copies() -> set[tuple[str, str]]:
+    """The Dockerfile's COPY lines as (source, destination) pairs (the last source of each line)."""
+    return {(line.split()[-2], line.split()[-1]) for line in DOCKERFILE.splitlines() if line.startswith("COPY")}
+
+
+def test_the_image_installs_tfp_as_a_package_with_everything_its_links_point_at():
+    """tfp is installed as a package, not -e: it then reads its SQL, GX suites, DAG files and plugin from
+    site-packages, which the build copies in through the packages' links (tfp.resources). So every link
+    inside include/tfp and include/tfp_airflow must find its target in /opt/tfp, where the build runs."""
+    installs = _pip_installs()
+    assert not [args for args in installs if "-e" in args or "--editable" in args], "an editable install"
+    links = [p for pkg in ("tfp", "tfp_airflow") for p in (ROOT / "include" / pkg).iterdir() if p.is_symlink()]
+    targets = {str(p.resolve().relative_to(ROOT)) for p in links}
+    assert {"include/sql", "expectations", "config/tfp.example.yaml", "dags", "plugins"} <= targets
+    for target in targets:
+        assert (target, f"/opt/tfp/{target}") in _copies(), f"the image build cannot follow the link to {target}"
+
+
+def test_the_scheduler_and_tfp_run_in_a_container_read_the_same_dag_files():
+    """The compose stack names the DAGs folder (tfp run honours AIRFLOW__CORE__DAGS_FOLDER), and the image
+    copies the DAG files there."""
+    for name in ("airflow-scheduler", "airflow-dag-processor", "airflow-worker"):
+        folder = _environment(SERVICES[name])["AIRFLOW__CORE__DAGS_FOLDER"]
+        assert ("dags", folder) in _copies(), name
     # the compose stack adds nothing at start-up (the base image's _PIP_ADDITIONAL_REQUIREMENTS)
     for name, service in SERVICES.items():
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in _environment(service), name

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tfp import lookups
 from tfp.errors import ConfigError
 from tfp.feeds import DATASETS
+from tfp.resources import example_config
 
 
 class _Strict(BaseModel):
@@ -258,7 +259,8 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "tfp.example.yaml"
+# config/tfp.example.yaml in a checkout, tfp/examples/ in an installed wheel (tfp.resources)
+EXAMPLE = example_config()
 
 
 def example_settings(**overrides: object) -> dict:

@@ -15,8 +15,10 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 
 from tfp.feeds import DATASETS
+from tfp.resources import sql_dir
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# include/sql in a checkout, tfp/sql in an installed wheel (tfp.resources)
+SQL_DIR: Path = sql_dir()
 INDEXED_COLUMNS = ("record_id", "person_ref")
 
 

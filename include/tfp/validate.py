@@ -47,6 +47,7 @@ from tfp import feeds, identifiers
 from tfp.config import Config
 from tfp.errors import FileRejected, FilesRejected
 from tfp.landing import VALIDATED, LandingStore
+from tfp.resources import expectations_dir
 from tfp.statuses import LandingStatus
 from tfp.warehouse import landing_log, quarantine
 
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXPECTATIONS_DIR = Path(os.environ.get("TFP_EXPECTATIONS_DIR") or Path(__file__).resolve().parents[2] / "expectations")
+# expectations/ in a checkout, tfp/expectations in an installed wheel (tfp.resources); TFP_EXPECTATIONS_DIR wins
+EXPECTATIONS_DIR = Path(os.environ.get("TFP_EXPECTATIONS_DIR") or expectations_dir())
 ROW = "_row"
 BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 8 * 1024 * 1024  # about this much of a file is validated at a time: what bounds validation's memory

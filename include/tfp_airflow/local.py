@@ -111,12 +111,12 @@ def airflow_settings(home: Path, port: int, sensitive: str, passwords_file: Path
 
     ``users`` are SimpleAuthManager's ``{username: role}``; ``admin`` alone when not given.
     """
-    from tfp_airflow.runner import DAGS_FOLDER, REPO
+    from tfp_airflow.runner import dags_folder, plugins_folder
 
     url = f"http://127.0.0.1:{port}"
     return {
-        ("core", "dags_folder"): str(DAGS_FOLDER),
-        ("core", "plugins_folder"): str(REPO / "plugins"),
+        ("core", "dags_folder"): str(dags_folder()),
+        ("core", "plugins_folder"): str(plugins_folder()),
         ("core", "load_examples"): "False",
         ("core", "executor"): "LocalExecutor",
         ("core", "parallelism"): str(max(4, os.cpu_count() or 1)),
@@ -179,9 +179,9 @@ def used_pools() -> dict[str, int]:
     """``{pool: slots}`` for every pool a task of the DAGs folder names (default_pool included)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    from tfp_airflow.runner import DAGS_FOLDER
+    from tfp_airflow.runner import dags_folder
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=str(dags_folder()))
     pools: dict[str, int] = {}
     for dag in bag.dags.values():
         for task in dag.tasks:

@@ -2,7 +2,7 @@
 
 Airflow reads its settings when first imported, so this module sets ``AIRFLOW_HOME`` and the
 few settings tfp needs before importing it: ``AIRFLOW_HOME`` when set (even a new, empty folder),
-otherwise ``<work_dir>/airflow``; the DAGs folder of this checkout; no example DAGs.
+otherwise ``<work_dir>/airflow``; the DAGs folder (``dags_folder``); no example DAGs.
 """
 
 from __future__ import annotations
@@ -17,11 +17,28 @@ from pathlib import Path
 
 from tfp.config import ConfigError, load_config, load_keys, secret_names, sensitive_var_conn_names
 from tfp.errors import LiveAirflow
+from tfp.resources import shipped
 from tfp_airflow.lookups import install
 
-REPO = Path(__file__).resolve().parents[2]
-DAGS_FOLDER = REPO / "dags"
 LONDON = "Europe/London"
+
+
+def dags_folder() -> Path:
+    """The folder whose DAG files ``tfp run`` and ``tfp retention`` run.
+
+    ``AIRFLOW__CORE__DAGS_FOLDER`` when set, so a deployment's ``tfp run`` runs the same files as its
+    scheduler (the image's ``/opt/airflow/dags``); otherwise the DAG files this package ships
+    (``tfp_airflow/dags``: a copy in a wheel, a link to the repository's ``dags/`` in a checkout).
+    """
+    configured = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER")
+    if configured:
+        return Path(configured).expanduser()
+    return shipped("tfp_airflow", "dags")
+
+
+def plugins_folder() -> Path:
+    """The folder of the tfp plugin (the reports page), shipped in the package like the DAG files."""
+    return shipped("tfp_airflow", "plugins")
 
 
 def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ()) -> Path:
@@ -35,9 +52,9 @@ def prepare_airflow(work_dir: Path, sensitive: list[str] | tuple[str, ...] = ())
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES"] = sensitive_var_conn_names(
         list(sensitive), os.environ.get("AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES", ""))
-    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(dags_folder()))
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+    os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(plugins_folder()))
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("SCARF_ANALYTICS", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -105,22 +122,31 @@ def _quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient`")
 
 
-def _get_dag(dag_id: str):
+def _dag_source() -> tuple[Path, str, str]:
+    """The DAGs folder, how to name it in an error, and what to do about one; checked to be a folder,
+    before Airflow is imported or migrated, so a wrong path fails in a second."""
+    folder = dags_folder()
+    if os.environ.get("AIRFLOW__CORE__DAGS_FOLDER"):
+        where = "AIRFLOW__CORE__DAGS_FOLDER"
+        fix = ("point AIRFLOW__CORE__DAGS_FOLDER at the folder that holds tfp_nightly.py and tfp_retention.py, "
+               "or unset it: tfp then runs the DAG files it ships")
+    else:
+        where, fix = "the DAGs folder", "reinstall tfp (pip install . from the repository): the package ships its DAG files"
+    if not folder.is_dir():
+        raise ConfigError(f"{where} {folder} is not a folder", hint=fix)
+    return folder, where, fix
+
+
+def _get_dag(dag_id: str, folder: Path, where: str, fix: str):
+    """``dag_id`` parsed from the DAG files in ``folder``."""
     from airflow.dag_processing.dagbag import DagBag
 
-    # The DAG files sit in the checkout beside include/, not in the package: a non-editable install
-    # (pip install .) has no dags/ folder next to it, and neither include/sql nor expectations/.
-    if not DAGS_FOLDER.is_dir():
-        raise ConfigError(f"no DAGs folder at {DAGS_FOLDER}: tfp run and tfp retention need the repository's dags/",
-                          hint="install tfp from a checkout of the repository with pip install -e "
-                               "(the package alone carries neither dags/, include/sql nor expectations/)")
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
+    bag = DagBag(dag_folder=str(folder))
     if bag.import_errors:
         raise RuntimeError(f"the DAGs folder has import errors in: {', '.join(sorted(bag.import_errors))}")
-    dag = bag.get_dag(dag_id)
+    dag = bag.dags.get(dag_id)  # what the folder parsed to, not the metadata database
     if dag is None:
-        raise ConfigError(f"the DAGs folder {DAGS_FOLDER} has no DAG {dag_id}",
-                          hint="install tfp from a checkout of the repository with pip install -e")
+        raise ConfigError(f"{where} {folder} has no DAG {dag_id}", hint=fix)
     return dag
 
 
@@ -130,13 +156,14 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     install()  # keys and Connections may be Airflow Variables and Connections, as in a task
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
+    folder, where, fix = _dag_source()
     _quiet_known_noise()
     prepare_airflow(config.work_dir, secret_names(config))
     # the deployment names the config (contract section 10): for this process, the operator's --config
     os.environ["TFP_CONFIG"] = str(config_path)
     import pendulum
 
-    dag = _get_dag(dag_id)
+    dag = _get_dag(dag_id, folder, where, fix)
     logical = pendulum.datetime(reference_date.year, reference_date.month, reference_date.day, 1, tz=LONDON)
     polling = _DropPolling()
     logging.getLogger("airflow.sdk.definitions.dag").addFilter(polling)

@@ -44,6 +44,25 @@ class KeysExistError(ConfigError, FileExistsError):
     hint = "choose an empty folder: existing keys are never overwritten"
 
 
+class KeysFolderError(ConfigError):
+    """The ``--out`` of ``tfp keys`` cannot be made or written (a missing parent, a file in the way, no
+    permission, a read-only disk): the message names the path and the system's reason, never a key."""
+
+    hint = "choose a folder you can write to, new or empty, on this machine's disk (for example --out ./keys)"
+
+
+class SchemaBehind(ConfigError):
+    """The warehouse's schema is older than this tfp's (or empty): its owner migrates it, runs never do."""
+
+    hint = "migrate it as the warehouse's owner: tfp db upgrade --config FILE (README: the warehouse schema)"
+
+
+class SchemaAhead(ConfigError):
+    """The warehouse's schema is newer than this tfp: a newer release migrated it."""
+
+    hint = "install the tfp release that migrated this warehouse (or a newer one); an older tfp never runs on it"
+
+
 class SecretsBackendError(ConfigError):
     """The secrets backend failed or refused to answer: not the same as a variable that is not set."""
 

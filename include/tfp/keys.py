@@ -12,7 +12,7 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tfp.errors import KeysExistError
+from tfp.errors import KeysExistError, KeysFolderError
 
 PRIVATE, PUBLIC = 0o600, 0o644
 
@@ -52,15 +52,23 @@ def generate_keys(out: Path) -> list[str]:
     existing = [name for name in files if (out / name).exists()]
     if existing:
         raise KeysExistError(f"refusing to overwrite existing key files in {out}: {', '.join(existing)}")
-    out.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for name, (content, mode) in files.items():
-        path = out / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(path, mode)  # the umask may have narrowed or (for 0644) kept the bits; be exact
-        lines.append(f"wrote {path} (mode {mode:04o})")
+    if out.exists() and not out.is_dir():
+        raise KeysFolderError(f"cannot write the keys into {out}: it is a file, not a folder")
+    lines, written = [], []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, (content, mode) in files.items():
+            path = out / name
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            os.chmod(path, mode)  # the umask may have narrowed or (for 0644) kept the bits; be exact
+            lines.append(f"wrote {path} (mode {mode:04o})")
+            written.append(name)
+    except OSError as e:  # the system's reason and the path it names: no key is in either
+        where = f" ({e.filename})" if e.filename and Path(e.filename) != out else ""
+        partial = f"; delete the files it wrote before it failed: {', '.join(written)}" if written else ""
+        raise KeysFolderError(f"cannot write the keys into {out}: {e.strerror or type(e).__name__}{where}{partial}") from None
     lines += [
         "",
         "Set these as environment variables or Airflow Variables (names as in the config's `keys`), then delete",

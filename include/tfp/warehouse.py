@@ -35,6 +35,7 @@ from sqlalchemy import (
 )
 
 from tfp.config import ConfigError
+from tfp.errors import SchemaAhead, SchemaBehind
 from tfp.feeds import DATASETS, Dataset
 from tfp.statuses import CHECKED, ConsentState, FlagScope, LandingStatus, LinkMethod, check_sql
 
@@ -348,11 +349,12 @@ def check_schema(engine: Engine, hint: str = UPGRADE_HINT) -> None:
     if current == head:
         return
     if current is not None and not _known(current):
-        raise ConfigError(f"the warehouse schema is newer than this tfp ({current}; this tfp knows up to {head}); "
+        raise SchemaAhead(f"the warehouse schema is newer than this tfp ({current}; this tfp knows up to {head}); "
                           "upgrade tfp")
     state = (f"at {current}" if current else
              "made by a tfp before its schema history" if legacy else "empty")
-    raise ConfigError(f"the warehouse schema is {state}, not {head}; run `{hint}`")
+    raise SchemaBehind(f"the warehouse schema is {state}, not {head}; run `{hint}`",
+                       hint="migrate it once, as the warehouse's owner, with that command; then run this again")
 
 
 def _adopt_legacy(conn) -> list[str]:
@@ -391,7 +393,7 @@ def create_schema(engine: Engine) -> list[str]:
             conn.execute(text(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"))
         current = schema_revision(conn)
         if current is not None and not _known(current):
-            raise ConfigError(f"the warehouse schema is newer than this tfp ({current}); upgrade tfp")
+            raise SchemaAhead(f"the warehouse schema is newer than this tfp ({current}); upgrade tfp")
         if current is None and inspect(conn).has_table("landing_log"):
             notes += _adopt_legacy(conn)
             current = FIRST_REVISION

@@ -137,6 +137,29 @@ def _dag_source() -> tuple[Path, str, str]:
     return folder, where, fix
 
 
+def _check_warehouse_schema(config, config_path: Path, migrated_by_the_dag: bool) -> None:
+    """Refuse, in one line and before Airflow starts, a warehouse whose schema is not this tfp's: an
+    unmigrated one (SchemaBehind, naming `tfp db upgrade --config <this config>`) or a newer one.
+
+    The night's first task migrates an embedded SQLite warehouse itself (``migrated_by_the_dag``), so
+    only retention checks one. A warehouse that cannot be reached is left to the tasks, which retry.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from tfp import warehouse
+    from tfp.config import warehouse_url
+
+    engine = warehouse.get_engine(warehouse_url(config))
+    try:
+        if migrated_by_the_dag and engine.dialect.name == "sqlite":
+            return
+        warehouse.check_schema(engine, hint=f"tfp db upgrade --config {config_path}")
+    except SQLAlchemyError:
+        return
+    finally:
+        engine.dispose()
+
+
 def _get_dag(dag_id: str, folder: Path, where: str, fix: str):
     """``dag_id`` parsed from the DAG files in ``folder``."""
     from airflow.dag_processing.dagbag import DagBag
@@ -157,6 +180,7 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     config = load_config(config_path)
     load_keys(config)  # a missing or short key stops here, before any work
     folder, where, fix = _dag_source()
+    _check_warehouse_schema(config, config_path, migrated_by_the_dag=dag_id == "tfp_nightly")
     _quiet_known_noise()
     prepare_airflow(config.work_dir, secret_names(config))
     # the deployment names the config (contract section 10): for this process, the operator's --config

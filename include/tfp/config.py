@@ -256,6 +256,10 @@ def _describe(error: ValidationError) -> str:
         if not e["loc"] and e["msg"].startswith("Value error, "):  # a whole-config rule names its own key
             key, _, problem = e["msg"].removeprefix("Value error, ").partition(": ")
         lines.append(f"{key or '(top level)'}: {problem}")
+    missing = [line.removesuffix(": missing required key") for line in lines if line.endswith(": missing required key")]
+    if len(missing) > 3:  # a file that is not a tfp config at all: one phrase, not a dozen
+        lines = [f"{len(missing)} required keys missing ({', '.join(missing)})",
+                 *(line for line in lines if not line.endswith(": missing required key"))]
     return "; ".join(lines)
 
 
@@ -274,13 +278,24 @@ def example_settings(**overrides: object) -> dict:
     return raw
 
 
-def parse_config(raw: object, base: Path) -> Config:
+def _start_from_the_example() -> str:
+    return f"start from the example config ({EXAMPLE}): copy it, then edit it (README: configuration)"
+
+
+def parse_config(raw: object, base: Path, source: Path | None = None) -> Config:
+    """Check a config's settings; ``source`` (the file) is named in the error, if given."""
+    name = f" {source}" if source else ""
     if not isinstance(raw, dict):
-        raise ConfigError("the config file must be a YAML mapping of keys to values")
+        kinds = {"str": "a line of text", "list": "a list", "int": "a number", "float": "a number", "bool": "a yes/no"}
+        state = "empty" if raw is None else kinds.get(type(raw).__name__, "not a mapping")
+        raise ConfigError(f"the config file{name} is {state}, not a YAML mapping of keys to values",
+                          hint=_start_from_the_example())
     try:
         return Config.model_validate(_resolve(raw, base))
     except ValidationError as e:
-        raise ConfigError(f"invalid config: {_describe(e)}") from None
+        missing = any(x["type"] == "missing" for x in e.errors())
+        raise ConfigError(f"invalid config{name}: {_describe(e)}",
+                          hint=_start_from_the_example() if missing else ConfigError.hint) from None
 
 
 def load_config(path: str | os.PathLike) -> Config:
@@ -289,12 +304,27 @@ def load_config(path: str | os.PathLike) -> Config:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
+        raise ConfigError(f"config file not found: {path}",
+                          hint=f"give --config the path of your config file; to make one, {_start_from_the_example()}") from None
     except (IsADirectoryError, NotADirectoryError):
-        raise ConfigError(f"config path is not a file: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e.__class__.__name__}") from None
-    return parse_config(raw, path.parent)
+        raise ConfigError(f"config path is not a file: {path}",
+                          hint="give --config the config file itself (a .yaml file), not its folder") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read: permission denied",
+                          hint="run tfp as a user who may read the config (it holds no secret: mode 0640 or 0644 "
+                               "is fine), or give --config a copy you can read") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text",
+                          hint="give --config the YAML config file, saved as UTF-8") from None
+    except OSError as e:  # a FIFO, a device, an I/O error: the system's reason, no content
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or type(e).__name__}") from None
+    except yaml.YAMLError as e:  # where, never what: the text near an error could be anything
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at} ({e.__class__.__name__})",
+                          hint="correct the YAML there (indentation, a missing colon or quote); "
+                               "the example config shows the layout") from None
+    return parse_config(raw, path.parent, source=path)
 
 
 

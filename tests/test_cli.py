@@ -165,3 +165,11 @@ def test_retention_on_a_newer_warehouse_says_to_upgrade_tfp(tmp_path, capsys, ke
     config = write_config(tmp_path, sqlite_url)
     error, hint = _one_line_error(capsys, ["retention", "--config", str(config), "--date", "2025-03-31"])
     assert "newer than this tfp (9999" in error and "tfp release" in hint
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_no_traceback(tmp_path):
+    """`tfp keys --out k | head -1`: the keys are written; the closed pipe is not a crash."""
+    done = subprocess.run(f"{TFP} keys --out {tmp_path / 'k'} | head -c 0", shell=True, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert (tmp_path / "k" / "age.pub").is_file()

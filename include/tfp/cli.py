@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -98,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tfp: {e}", file=sys.stderr)
         print(f"  what to do: {e.hint}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `tfp keys --out k | head`: the reader left; no traceback (Python's own recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -79,6 +79,16 @@ def test_generate_keys_modes_do_not_depend_on_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "age.pub").stat().st_mode) == 0o644
 
 
+def test_a_keys_folder_it_makes_is_private_whatever_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        generate_keys(tmp_path / "new" / "keys")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new" / "keys").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
 def test_generate_keys_refuses_to_overwrite(tmp_path):
     generate_keys(tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

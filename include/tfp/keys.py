@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tfp.errors import KeysExistError, KeysFolderError
+from tfp.fsmodes import private_dir
 
 PRIVATE, PUBLIC = 0o600, 0o644
 
@@ -56,7 +57,8 @@ def generate_keys(out: Path) -> list[str]:
         raise KeysFolderError(f"cannot write the keys into {out}: it is a file, not a folder")
     lines, written = [], []
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if not out.is_dir():  # a folder it makes holds secrets: 0700, as every private folder tfp makes
+            private_dir(out)
         for name, (content, mode) in files.items():
             path = out / name
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)

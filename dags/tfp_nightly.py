@@ -8,7 +8,7 @@ from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
 from tfp.feeds import SOURCES
 from tfp_airflow import install, lineage
-from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs
+from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs, warn_flags
 
 # a task reads its keys, TFP_CONFIG and its SFTP Connections through Airflow (tfp.lookups)
 install()
@@ -28,7 +28,8 @@ date reproduces what that night produced.
    the run has no file dated on or before the reference date (landed tonight or before): nothing is
    packaged or delivered from a night without input. It then checks each feed's freshness (its newest
    file against `freshness.max_age_days`) and the rows of tonight's files against their recent median:
-   flags are task warnings in its log, in its XCom and in the run report's *Feed freshness* section;
+   flags are task warnings in its log, in its XCom and in the run report's *Feed freshness* section,
+   and a night that goes on with flags sends a warning alert (dataset names and counts only);
    with `freshness.on_overdue: fail` an overdue feed fails the night here, naming it.
    `link` partner records to roster persons, `consent` keeps only people whose data may be used,
    `criteria` marks the six headline problems per family.
@@ -148,10 +149,13 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
         @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
         def check_inputs() -> dict:
-            """No silent partial night: the roster and every dataset of the run's sources have a file."""
+            """No silent partial night: the roster and every dataset of the run's sources have a file. Feeds
+            flagged overdue or out of line are task warnings and, when the night goes on, a warning alert."""
             from tfp import pipeline
 
-            return pipeline.check_inputs(*_run(), param("sources"))
+            result = pipeline.check_inputs(*_run(), param("sources"))
+            warn_flags(result, bound_config, la_code)
+            return result
 
         @task
         def link() -> dict:

@@ -71,3 +71,58 @@ def boroughs() -> dict[str, str]:
         else:
             found[code] = str(path.resolve())
     return found
+
+
+def _footprint(config) -> dict[str, set[str]]:
+    """What a config must not share with another borough's: its key variables, warehouse and work_dir
+    (a database URL without its password; paths resolved)."""
+    from sqlalchemy.engine import make_url
+
+    keys = config.keys
+    url = make_url(config.warehouse_url).set(password=None).render_as_string(hide_password=False)
+    return {"keys": {keys.pseudonym_key_env, keys.linkage_key_env, keys.signing_key_env},
+            "warehouse_url": {url}, "work_dir": {str(Path(config.work_dir).resolve())}}
+
+
+def check_isolation(config_path: str) -> None:
+    """Fail a borough's night when its config shares a key variable, its warehouse or its work_dir with another
+    config of this deployment (another file of ``TFP_BOROUGHS_DIR``, or ``TFP_CONFIG``'s): each borough has its
+    own, and nothing crosses between them. Names the files and what they share, never a value."""
+    from tfp.config import ConfigError, load_config
+
+    mine = str(Path(config_path).resolve())
+    others = dict(boroughs())
+    deployment_config = os.environ.get(CONFIG_VARIABLE)
+    if deployment_config:
+        others.setdefault("TFP_CONFIG", str(Path(deployment_config).resolve()))
+    if mine not in others.values():
+        return  # a config of its own (tfp run of another file): no deployment to share with
+    own = _footprint(load_config(mine))
+    for label, path in sorted(others.items()):
+        if path == mine:
+            continue
+        try:
+            theirs = _footprint(load_config(path))
+        except (ConfigError, OSError):
+            continue  # a broken file fails its own DAG's check_setup
+        shared = [what for what in own if own[what] & theirs[what]]
+        if shared:
+            raise ConfigError(
+                f"{Path(mine).name} shares {', '.join(shared)} with {Path(path).name} ({label}): each borough "
+                "needs its own key variables, warehouse and work_dir",
+                hint="give the borough's file its own keys (variable names), warehouse_url and work_dir; see the "
+                     "README's Many boroughs, one deployment")
+
+
+def borough_secret_names() -> list[str]:
+    """The variables holding every borough file's secrets (its keys and warehouse password), for Airflow's
+    sensitive names; a file that does not load adds none."""
+    from tfp.config import ConfigError, load_config, secret_names
+
+    names: list[str] = []
+    for path in boroughs().values():
+        try:
+            names += secret_names(load_config(path))
+        except (ConfigError, OSError):
+            continue
+    return list(dict.fromkeys(names))

@@ -1,4 +1,8 @@
-"""What a failure alert says: which DAG, task, date, file and rule — never a value from the data.
+"""What an alert says: which DAG, task, date, file and rule — never a value from the data.
+
+A failure alert (:func:`failure_summary`) for a failed task; a warning alert (:func:`warning_summary`) for a
+night that delivers with feeds flagged by :mod:`tfp.freshness` (``on_overdue: warn``), dataset names and
+counts only.
 
 Only a :class:`tfp.errors.TfpError` is quoted (its message and its operator hint): those messages are
 written to name files and rules and nothing else. Any other exception is named by its class alone,
@@ -38,6 +42,34 @@ def failure_summary(dag_id: str, task_id: str, reference_date: date | None, erro
     ]
     if log_url:
         lines.append(f'<p><a href="{html.escape(log_url)}">Task log</a></p>')
+    return subject, "\n".join(lines)
+
+
+def warning_summary(dag_id: str, reference_date: date | None, freshness: dict,
+                    weak_disclosure: list[str] | tuple[str, ...] = ()) -> tuple[str, str] | None:
+    """(subject, HTML body) of the warning alert for a night whose feeds are flagged (``freshness`` is
+    :meth:`tfp.freshness.FreshnessReport.to_json`), or None when nothing is flagged. Dataset names and
+    counts (days, rows) only: no file name, no date of a file, nothing from inside a file."""
+    overdue, volume = freshness.get("overdue") or [], freshness.get("volume") or []
+    if not overdue and not volume:
+        return None
+    when = reference_date.isoformat() if reference_date else "unknown date"
+    subject = (f"[tfp] {dag_id} {when}: warning, {len(overdue)} feed(s) overdue, "
+               f"{len(volume)} file(s) with unusual row counts")
+    items = [f"<li>overdue: {html.escape(str(o['dataset']))}, newest file {int(o['age_days'])} days old "
+             f"(max age {int(o['max_age_days'])} days)</li>" for o in overdue]
+    items += [f"<li>volume: {html.escape(str(v['dataset']))}, {int(v['rows'])} rows, a "
+              f"{html.escape(str(v['change']))} against the median {float(v['median']):g} of its last "
+              f"{int(v['earlier_files'])} files</li>" for v in volume]
+    lines = [
+        f"<p><b>{html.escape(dag_id)}</b> for reference date <b>{when}</b>: feeds flagged by "
+        "<code>check_inputs</code>. The night goes on (<code>freshness.on_overdue: warn</code>).</p>",
+        f"<ul>{''.join(items)}</ul>",
+        "<p>What to do: ask the named partners whether a file is missing or changed; the run report's Feed "
+        "freshness section has the details. If a feed's cadence is slower, raise freshness.max_age_days for it.</p>",
+        *([f"<p><b>weak disclosure allowed: {html.escape(', '.join(weak_disclosure))}</b></p>"]
+          if weak_disclosure else []),
+    ]
     return subject, "\n".join(lines)
 
 

@@ -33,9 +33,11 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
     """Fail before any work when the config or a key is unusable, or when a drop folder or an SFTP
     Connection of a source in the run (or the delivery's Connection) is missing, or the warehouse
     schema is not this tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
+    from tfp.deployment import check_isolation
     from tfp.warehouse import upgrade_embedded
 
     started = datetime.now(UTC).isoformat(timespec="seconds")  # the night's start, for its run report
+    check_isolation(config_path)  # a borough shares no key, warehouse or work_dir with another
     for line in upgrade_embedded(warehouse_url(load_config(config_path))):
         log.info("%s", line)
     ctx = open_context(config_path, reference_date)  # refuses a PostgreSQL schema `tfp db upgrade` has not migrated

@@ -1,9 +1,18 @@
-"""What a failed task does last: the failed night's run report, and the alert e-mailed over SMTP."""
+"""What a failed task does last (the failed night's run report, then the alert), and the alerts over SMTP:
+the failure alert (an Airflow ``on_failure_callback``) and the warning alert of a night that delivers
+with feeds flagged; tfp.notify writes both, this module finds the Connection and sends.
+
+Each borough has its own alerts: a ``tfp_nightly__<la_code>`` DAG sends through the Connection
+``tfp_alerts__<la_code>`` when it is defined, else through the deployment's ``tfp_alerts``
+(the base id can be changed with ``TFP_ALERT_CONN_ID``).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+
+log = logging.getLogger(__name__)
 
 
 def unwrap(error: BaseException | None) -> BaseException | None:
@@ -16,35 +25,49 @@ def unwrap(error: BaseException | None) -> BaseException | None:
     return error
 
 
-def notify_failure(context, config_path: str | None = None) -> None:
-    """Airflow on_failure_callback: e-mail an alert through the SMTP Connection ``tfp_alerts``.
+def alert_conn_ids(la_code: str | None) -> list[str]:
+    """The Connections an alert may go through, first found wins: the borough's own, then the deployment's."""
+    base = os.environ.get("TFP_ALERT_CONN_ID", "tfp_alerts")
+    return [f"{base}__{la_code}", base] if la_code else [base]
 
-    ``config_path`` is a borough DAG's own config; without it, the deployment's (``TFP_CONFIG``).
 
-    The Connection (override its id with TFP_ALERT_CONN_ID) holds ``from_email`` and ``to`` in its
-    extra. Without it alerts are off and the failure shows in the UI only.
+def _alert_connection(la_code: str | None, what: str):
+    """(conn id, recipients, sender) of the first alert Connection defined with a ``to``; None: alerts off."""
+    from airflow.sdk import Connection
+
+    for conn_id in alert_conn_ids(la_code):
+        try:
+            conn = Connection.get(conn_id)
+        except Exception:
+            continue
+        extra = conn.extra_dejson or {}
+        if not extra.get("to"):
+            log.warning("alert connection %s has no `to` in its extra: %s not sent", conn_id, what)
+            return None
+        return conn_id, extra["to"], extra.get("from_email")
+    log.warning("no alert connection %s: %s not sent", " or ".join(alert_conn_ids(la_code)), what)
+    return None
+
+
+def notify_failure(context, config_path: str | None = None, la_code: str | None = None) -> None:
+    """Airflow on_failure_callback: e-mail an alert through the borough's or the deployment's alert Connection.
+
+    ``config_path`` and ``la_code`` are a borough DAG's own; without them, the deployment's (``TFP_CONFIG``,
+    ``tfp_alerts``). The Connection holds ``from_email`` and ``to`` in its extra. Without it alerts are off
+    and the failure shows in the UI only.
     """
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-    from airflow.sdk import Connection
 
     from tfp.notify import failure_summary, run_reference_date, weak_disclosure_of
 
-    log = logging.getLogger(__name__)
-    conn_id = os.environ.get("TFP_ALERT_CONN_ID", "tfp_alerts")
-    try:
-        conn = Connection.get(conn_id)
-    except Exception:
-        log.warning("no alert connection %s: failure alert not sent", conn_id)
+    found = _alert_connection(la_code, "failure alert")
+    if found is None:
         return
-    extra = conn.extra_dejson or {}
-    if not extra.get("to"):
-        log.warning("alert connection %s has no `to` in its extra: failure alert not sent", conn_id)
-        return
+    conn_id, to, sender = found
     ti = context["ti"]
     subject, body = failure_summary(ti.dag_id, ti.task_id, run_reference_date(context),
                                     unwrap(context.get("exception")), weak_disclosure=weak_disclosure_of(config_path))
-    SmtpNotifier(to=extra["to"], from_email=extra.get("from_email"), subject=subject, html_content=body,
-                 smtp_conn_id=conn_id).notify(context)
+    SmtpNotifier(to=to, from_email=sender, subject=subject, html_content=body, smtp_conn_id=conn_id).notify(context)
 
 
 def run_of(context) -> dict[str, str]:
@@ -74,7 +97,6 @@ def report_failure(context, config_path: str | None = None) -> None:
     from tfp import deployment, pipeline
     from tfp.notify import run_reference_date
 
-    log = logging.getLogger(__name__)
     reference_date = run_reference_date(context)
     run_after = getattr(context.get("dag_run"), "run_after", None)
     if reference_date is None and run_after is not None:  # a run triggered without a logical date
@@ -91,3 +113,30 @@ def report_failure(context, config_path: str | None = None) -> None:
         log.warning("failed night's run report not written: %s", type(e).__name__)
         return
     log.info("failed night's run report: %s", path)
+
+
+def notify_warning(context, freshness: dict, config_path: str | None = None, la_code: str | None = None) -> bool:
+    """The warning alert of a night that goes on with feeds flagged (``freshness`` as check_inputs returns it).
+
+    Never fails the task: the night delivers whatever the mail server does. Returns whether a message went.
+    """
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    from tfp.notify import run_reference_date, warning_summary, weak_disclosure_of
+
+    summary = warning_summary(context["dag"].dag_id if context.get("dag") else context["ti"].dag_id,
+                              run_reference_date(context), freshness, weak_disclosure_of(config_path))
+    if summary is None:
+        return False
+    found = _alert_connection(la_code, "warning alert")
+    if found is None:
+        return False
+    conn_id, to, sender = found
+    subject, body = summary
+    try:
+        SmtpNotifier(to=to, from_email=sender, subject=subject, html_content=body,
+                     smtp_conn_id=conn_id).notify(context)
+    except Exception as e:  # the mail server's trouble is not the night's
+        log.warning("warning alert not sent through %s: %s", conn_id, type(e).__name__)
+        return False
+    return True

@@ -21,16 +21,18 @@ START_DATE = pendulum.datetime(2025, 1, 1, tz=TIMEZONE)
 OWNER = "tfp-data-team"
 
 
-def failure_callback(bound_config: str | None, kind: str = "nightly") -> Callable[[Mapping[str, Any]], None]:
+def failure_callback(bound_config: str | None, kind: str = "nightly",
+                     la_code: str | None = None) -> Callable[[Mapping[str, Any]], None]:
     """What every task does when it fails, with the borough's own config when it has one: a nightly task
-    writes the failed night's run report (status failed, its stage, the safe message), then the alert."""
+    writes the failed night's run report (status failed, its stage, the safe message), then the alert
+    goes through the borough's own alert Connection when it has one."""
 
     def alert(context: Mapping[str, Any]) -> None:
         from tfp_airflow.callbacks import notify_failure, report_failure
 
         if kind == "nightly":
             report_failure(context, bound_config)
-        notify_failure(context, bound_config)
+        notify_failure(context, bound_config, la_code)
 
     return alert
 
@@ -50,7 +52,7 @@ def header(*, kind: str, cron: str, description: str, doc_md: str, execution_tim
             "owner": OWNER,
             "retries": 0,
             "execution_timeout": execution_timeout,
-            "on_failure_callback": failure_callback(bound_config, kind),
+            "on_failure_callback": failure_callback(bound_config, kind, la_code),
         },
         "tags": ["tfp", kind, *([la_code] if la_code else [])],
         "doc_md": doc_md,
@@ -86,6 +88,16 @@ def run_inputs(bound_config: str | None) -> tuple[str, date]:
     if chosen:
         return config, date.fromisoformat(chosen)
     return config, reference_date_of(context.get("logical_date") or context["dag_run"].run_after)
+
+
+def warn_flags(result: Mapping[str, Any], bound_config: str | None, la_code: str | None) -> None:
+    """The warning alert of a night that goes on with feeds flagged (check_inputs' result); the flags are
+    already warnings in the task's log, which the UI shows."""
+    if not (result.get("datasets_overdue") or result.get("files_volume_flagged")):
+        return
+    from tfp_airflow.callbacks import notify_warning
+
+    notify_warning(get_current_context(), result["freshness"], bound_config, la_code)
 
 
 def param(name: str) -> Any:

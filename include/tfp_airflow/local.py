@@ -391,6 +391,7 @@ def _on_signal(signum, frame) -> None:
 def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float = 600) -> int:
     """Prepare the home, start the four components, unpause the DAGs, then wait for Ctrl-C."""
     from tfp.config import ConfigError, load_config, load_keys, secret_names
+    from tfp.deployment import borough_secret_names
     from tfp.errors import LiveAirflow
     from tfp_airflow.lookups import install
     from tfp_airflow.runner import _quiet_known_noise, prepare_airflow
@@ -405,7 +406,8 @@ def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float =
     given = dict(os.environ)  # the operator's environment, before prepare_airflow adds to it
 
     try:
-        home = prepare_airflow(config.work_dir, secret_names(config))
+        # every borough's key variables too (TFP_BOROUGHS_DIR): each has names of its own
+        home = prepare_airflow(config.work_dir, secret_names(config) + borough_secret_names())
     except LiveAirflow as e:
         home = Path(os.environ["AIRFLOW_HOME"])
         raise ConfigError(f"AIRFLOW_HOME {home} already has a running scheduler: use that Airflow, or stop it "

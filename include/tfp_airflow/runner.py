@@ -102,17 +102,31 @@ class _DropPolling(logging.Filter):
         return not str(record.msg).startswith("No tasks to run")
 
 
-def _outcomes(dag_id: str, run_id: str) -> list[tuple[str, str, int]]:
-    """(task id, state, tries) of every task of one run, in the DAG's order."""
+def _outcomes(dag, run_id: str) -> list[tuple[str, str, int]]:
+    """(task id, state, tries) of every task of one run, in run order: the tasks that started by their
+    start time, then those that never started (skipped, upstream failed) in the DAG's dependency order."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.execute(select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number)
-                               .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)).all()
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.state, TaskInstance.try_number,
+                                      TaskInstance.start_date)
+                               .where(TaskInstance.dag_id == dag.dag_id, TaskInstance.run_id == run_id)).all()
+    return run_order(rows, [task.task_id for task in dag.topological_sort()])
+
+
+def run_order(rows, dependency_order: list[str]) -> list[tuple[str, str, int]]:
+    """``rows`` of (task id, state, tries, start time or None) sorted as the tasks ran (see _outcomes)."""
+    rank = {task_id: i for i, task_id in enumerate(dependency_order)}
+    never = len(rank)
+
+    def key(row):
+        task_id, _, _, started = row
+        return (started is None, started.timestamp() if started else 0.0, rank.get(task_id, never), task_id)
+
     return [(task_id, str(state.value if hasattr(state, "value") else state), tries)
-            for task_id, state, tries in rows]
+            for task_id, state, tries, _ in sorted(rows, key=key)]
 
 
 def _quiet_known_noise() -> None:
@@ -196,10 +210,9 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     finally:
         logging.getLogger("airflow.sdk.definitions.dag").removeFilter(polling)
     state = str(getattr(run, "state", "failed"))
-    outcomes = _outcomes(dag_id, run.run_id) if run is not None else []
-    order = {task_id: i for i, task_id in enumerate(dag.task_dict)}
+    outcomes = _outcomes(dag, run.run_id) if run is not None else []
     print(f"{dag_id} tasks:")
-    for task_id, task_state, tries in sorted(outcomes, key=lambda o: order.get(o[0], 0)):
+    for task_id, task_state, tries in outcomes:
         print(f"  {task_id}: {task_state}" + (f" (tries: {tries})" if tries > 1 else ""))
     if not outcomes:  # Airflow makes an empty, "successful" run for a date before the DAG's start_date
         print(f"  no task ran (is {reference_date} before the DAG's start date?)", file=sys.stderr)

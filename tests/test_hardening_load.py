@@ -129,11 +129,14 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
         first_config = write_config(first, pg_url)
         second, second_la, second_date = tmp_path / "second", "E09000032", R - timedelta(days=10)
         generate(second / "inbound", families=20, seed=32, on=second_date)
-        write_config(second, second_url, local_authority={"code": second_la, "name": "Borough 2"})
+        # the second borough's keys are variables of its own: check_setup refuses a borough sharing another's
+        own = {f"{k}_key_env": f"TFP_{second_la}_{k.upper()}_KEY" for k in ("pseudonym", "linkage", "signing")}
+        write_config(second, second_url, local_authority={"code": second_la, "name": "Borough 2"}, keys=own)
         # counted before the runs remove what they landed from the drop folders
         sent = len(list((first / "inbound").rglob("*.csv")))
         fed = sum(len(_rows(p)) for p in (second / "inbound").rglob("*.csv") if "truth" not in p.parts)
         keys = make_keys()
+        keys.update({own[f"{k}_key_env"]: make_keys()[f"TFP_{k.upper()}_KEY"] for k in ("pseudonym", "linkage", "signing")})
         second_dag = f"tfp_nightly__{second_la}"
         with airflow_stack(tmp_path, {"TFP_CONFIG": str(first_config), "TFP_BOROUGHS_DIR": str(second), **keys},
                            sql_alchemy_conn=airflow_db) as stack:

@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,165 @@ def test_tfp_celery_queue_spreads_boroughs_and_sources_over_queues(tmp_path):
     assert errors == [] and {q for dag in queues.values() for q in dag.values()} == {"default"}
     errors, _ = _parsed_queues(tmp_path, "tfp_{borough}")  # a placeholder tfp does not know: the DAG says why
     assert errors and all("TFP_CELERY_QUEUE='tfp_{borough}'" in e for e in errors), errors
+
+
+# -- two boroughs at once through the scheduler: slow -------------------------------------------------
+
+def _signing_public(private_b64: str, path: Path) -> Path:
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_b64)).public_key()
+    path.write_text(base64.b64encode(public.public_bytes(Encoding.Raw, PublicFormat.Raw)).decode())
+    return path
+
+
+def _landing_copies(root: Path) -> dict[int, Path]:
+    from tfp.landing import COPY
+
+    return {int(COPY.match(p.name)["id"]): p for p in (root / "work" / "landing").rglob("*.raw.bin")}
+
+
+def _landing_keys(root: Path) -> dict[int, bytes]:
+    from sqlalchemy import select
+
+    from tfp.warehouse import connect, landing_key
+
+    with connect(f"sqlite:///{root / 'work' / 'warehouse.db'}").connect() as conn:
+        return {row.landing_id: row.key for row in conn.execute(select(landing_key))}
+
+
+def _outcome_order(stdout: str) -> list[str]:
+    """The task ids of `tfp run`'s outcome list, as printed."""
+    lines = stdout.splitlines()
+    start = lines.index("tfp_nightly tasks:") + 1
+    return [line.strip().split(":")[0] for line in lines[start:] if line.startswith("  ") and ": " in line]
+
+
+def _tokens(root: Path, la_code: str) -> set[str]:
+    import csv
+
+    with (root / "delivered" / f"tfp_submission_{la_code}_20250331.csv").open(encoding="utf-8-sig", newline="") as f:
+        return {row["person_token"] for row in csv.DictReader(f)}
+
+
+@pytest.mark.slow
+@pytest.mark.airflow_stack
+def test_two_boroughs_at_once_under_the_scheduler_each_as_its_tfp_run_and_nothing_crosses(tmp_path):
+    from datetime import datetime, timedelta
+
+    from hardening_helpers import R, files_bytes, make_borough, night_root, run_env, tfp_run
+    from smtp_helpers import smtp_server, text_of
+
+    from ops_helpers import TFP, airflow_stack
+    from tfp.errors import LandingTampered
+    from tfp.landing import decrypt_from
+
+    feeds = make_borough(tmp_path / "feeds", families=20)  # the same people in both: only the keys differ
+    stale = R - timedelta(days=11)  # B's police stopped sending incidents (max age 8): warn, deliver, alert
+    keys, env = {}, {}
+
+    def borough(root: Path, la_code: str) -> Path:
+        config = night_root(root, feeds, local_authority={"code": la_code, "name": f"Borough {la_code}"},
+                            keys=keys[la_code], freshness={"on_overdue": "warn"})
+        if la_code == B:
+            police = root / "inbound" / "police"
+            shutil.move(police / f"incidents_{R:%Y%m%d}.csv", police / f"incidents_{stale:%Y%m%d}.csv")
+        return config
+
+    for la_code in (A, B):
+        keys[la_code], own_env = own_keys(la_code)
+        env.update(own_env)
+        _link(tmp_path / "boroughs", la_code, borough(tmp_path / la_code, la_code))
+
+    with smtp_server() as inbox_a, smtp_server() as inbox_b, smtp_server() as shared:
+        alerts = {f"AIRFLOW_CONN_TFP_ALERTS__{A}": inbox_a.connection("oncall@a.example"),
+                  f"AIRFLOW_CONN_TFP_ALERTS__{B}": inbox_b.connection("oncall@b.example"),
+                  "AIRFLOW_CONN_TFP_ALERTS": shared.connection("oncall@shared.example")}
+        with airflow_stack(tmp_path, {"TFP_BOROUGHS_DIR": str(tmp_path / "boroughs"), **env, **alerts}) as stack:
+            admin = stack.token("admin")
+            runs = {}
+            for la_code in (A, B):
+                dag_id = f"tfp_nightly__{la_code}"
+                stack.wait_for_dag(dag_id, admin)
+                stack.api("PATCH", f"/dags/{dag_id}", admin, {"is_paused": False})
+            for la_code in (A, B):
+                dag_id = f"tfp_nightly__{la_code}"
+                runs[la_code] = stack.api("POST", f"/dags/{dag_id}/dagRuns", admin,
+                                          {"logical_date": f"{R.isoformat()}T00:00:00+00:00"})["dag_run_id"]
+            spans = {}
+            for la_code in (A, B):
+                dag_id = f"tfp_nightly__{la_code}"
+                stack.wait_for_runs(dag_id, admin, 1, timeout=1200)
+                tis = stack.api("GET", f"/dags/{dag_id}/dagRuns/{runs[la_code]}/taskInstances?limit=100",
+                                admin)["task_instances"]
+                assert {t["state"] for t in tis} == {"success"}, [(t["task_id"], t["state"]) for t in tis]
+                spans[la_code] = (min(datetime.fromisoformat(t["start_date"]) for t in tis),
+                                  max(datetime.fromisoformat(t["end_date"]) for t in tis))
+            # item 4: the flags are warnings in check_inputs' log, as the UI shows it (its REST API)
+            status, body = stack.request(
+                "GET", f"/api/v2/dags/tfp_nightly__{B}/dagRuns/{runs[B]}/taskInstances/check_inputs/logs/1"
+                       "?full_content=true", token=admin)
+            assert status == 200, body[:500]
+            entries = json.loads(body)["content"]
+            overdue = [e for e in entries if isinstance(e, dict) and "feed overdue: incidents" in str(e.get("event"))]
+            assert [e.get("level") for e in overdue] == ["warning"], entries[-20:]
+            status, body = stack.request(
+                "GET", f"/api/v2/dags/tfp_nightly__{A}/dagRuns/{runs[A]}/taskInstances/check_inputs/logs/1"
+                       "?full_content=true", token=admin)
+            assert "feed overdue" not in body.decode(errors="replace")
+            # item 3: the validate log holds tfp's counts and none of Great Expectations' own INFO chatter
+            status, body = stack.request(
+                "GET", f"/api/v2/dags/tfp_nightly__{A}/dagRuns/{runs[A]}/taskInstances/police.validate/logs/1"
+                       "?full_content=true", token=admin)
+            entries = [e for e in json.loads(body)["content"] if isinstance(e, dict)]
+            assert any(str(e.get("event")).startswith("source police validated: {") for e in entries), entries[-20:]
+            chatter = [e for e in entries if str(e.get("logger", "")).startswith("great_expectations")
+                       and e.get("level") in ("info", "debug")]
+            assert chatter == [], chatter[:5]
+        inbox_b.wait(1)
+        time.sleep(2)
+    # the two nights ran at once
+    assert spans[A][0] < spans[B][1] and spans[B][0] < spans[A][1], spans
+
+    # each borough's warning alert went through its own Connection: B's feed was overdue, A's was not
+    assert [m["Subject"] for m in inbox_b.messages] == [
+        f"[tfp] tfp_nightly__{B} {R}: warning, 1 feed(s) overdue, 0 file(s) with unusual row counts"]
+    assert "overdue: incidents, newest file 11 days old (max age 8 days)" in text_of(inbox_b.messages[0])
+    assert inbox_a.messages == [] and shared.messages == []
+
+    # each delivery is exactly what that borough's own tfp run delivers, and its console lists the tasks in run order
+    for la_code in (A, B):
+        root = tmp_path / la_code
+        reference = borough(tmp_path / f"reference-{la_code}", la_code)
+        done = tfp_run(reference, run_env(reference.parent, {name: env[name] for name in keys[la_code].values()}))
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        delivered, expected = files_bytes(root / "delivered"), files_bytes(reference.parent / "delivered")
+        assert len(expected) == 5 and delivered == expected, (sorted(delivered), sorted(expected))
+        order = _outcome_order(done.stdout)
+        assert order[:2] == ["check_setup", "choose_sources"] and order[-1] == "report", order
+        for source in ("police", "schools", "children_services"):
+            assert order.index(f"{source}.extract") < order.index(f"{source}.validate") < order.index(
+                f"{source}.stage") < order.index("check_inputs"), order
+        assert order.index("check_inputs") < order.index("link") < order.index("package") < order.index("deliver")
+
+    # nothing crosses: the same people get unrelated tokens; B's manifest verifies with B's key only
+    assert _tokens(tmp_path / A, A) and not _tokens(tmp_path / A, A) & _tokens(tmp_path / B, B)
+    for signer, expected in ((B, 0), (A, 1)):
+        public = _signing_public(env[keys[signer]["signing_key_env"]], tmp_path / f"{signer}.pub")
+        verify = subprocess.run([TFP, "verify-delivery", str(tmp_path / B / "delivered"), "--signing-public-key",
+                                 str(public)], capture_output=True, text=True, timeout=120)
+        assert (verify.returncode != 0) == bool(expected), (signer, verify.stdout + verify.stderr)
+    # and no landing key of A opens any landing copy of B (same files, same landing ids), while B's own do
+    copies_b, keys_a, keys_b = _landing_copies(tmp_path / B), _landing_keys(tmp_path / A), _landing_keys(tmp_path / B)
+    assert copies_b and set(copies_b) <= set(keys_a)
+    for landing_id, copy in copies_b.items():
+        assert decrypt_from(copy, keys_b[landing_id], landing_id)
+        for key in keys_a.values():
+            with pytest.raises(LandingTampered):
+                decrypt_from(copy, key, landing_id)
+    # and each borough's work stayed in its own folders
+    assert sorted(p.name for p in (tmp_path / A / "work" / "reports").iterdir()) == [R.isoformat()]
+    assert sorted(p.name for p in (tmp_path / B / "work" / "reports").iterdir()) == [R.isoformat()]

@@ -114,6 +114,21 @@ def test_tfp_airflow_registers_every_boroughs_key_variables_as_sensitive(tmp_pat
     assert deployment.borough_secret_names() == [*keys_a.values(), *keys_b.values(), "TFP_B_DB"]
 
 
+def test_the_checkouts_config_boroughs_folder_is_used_when_tfp_boroughs_dir_is_not_set(tmp_path, monkeypatch):
+    checkout = tmp_path / "config" / "boroughs"
+    monkeypatch.setattr(deployment, "DEFAULT_BOROUGHS", checkout)
+    monkeypatch.delenv("TFP_BOROUGHS_DIR", raising=False)
+    assert deployment.boroughs() == {}  # no such folder: one borough, TFP_CONFIG's
+    checkout.mkdir(parents=True)
+    own = _borough(tmp_path / "b", B)
+    _link(checkout, B, own)
+    assert deployment.boroughs() == {B: str(own)}
+    elsewhere = tmp_path / "named"
+    _link(elsewhere, A, _borough(tmp_path / "a", A))
+    monkeypatch.setenv("TFP_BOROUGHS_DIR", str(elsewhere))  # the variable, when set, names the folder
+    assert list(deployment.boroughs()) == [A]
+
+
 # -- Celery queues: fast -----------------------------------------------------------------------------
 
 QUEUES = r"""

@@ -3,8 +3,9 @@
 - ``TFP_CONFIG``, an environment variable of the deployment, or else the Airflow Variable
   ``TFP_CONFIG`` (Airflow lets only Op and Admin set Variables), read when a task runs (never at parse time): DAGs
   ``tfp_nightly`` and ``tfp_retention``.
-- ``TFP_BOROUGHS_DIR``, an environment variable naming a folder the maintainers own: each ``*.yaml`` in it
-  gives DAGs ``tfp_nightly__<la_code>`` and ``tfp_retention__<la_code>`` bound to that file.
+- ``TFP_BOROUGHS_DIR``, an environment variable naming a folder the maintainers own, else the checkout's
+  ``config/boroughs/`` when it exists: each ``*.yaml`` in it gives DAGs ``tfp_nightly__<la_code>`` and
+  ``tfp_retention__<la_code>`` bound to that file.
 
 A run's conf that names a config anyway is refused, so an attempt shows as a failed run and an alert.
 """
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 CONFIG_VARIABLE = "TFP_CONFIG"
 BOROUGHS_VARIABLE = "TFP_BOROUGHS_DIR"
 LA_CODE = re.compile(r"^E\d{8}$")
+# the checkout's own folder of borough files, used when TFP_BOROUGHS_DIR is not set (maintainers own the repo)
+DEFAULT_BOROUGHS = Path(__file__).resolve().parents[2] / "config" / "boroughs"
 
 
 def config_path() -> str:
@@ -46,13 +49,14 @@ def refuse_chosen_config(conf: Mapping | None, params: Mapping | None = None) ->
 
 
 def boroughs() -> dict[str, str]:
-    """``{la_code: config path}`` for every ``*.yaml`` in ``$TFP_BOROUGHS_DIR`` (none when it is not set).
+    """``{la_code: config path}`` for every ``*.yaml`` in ``$TFP_BOROUGHS_DIR``, else in the checkout's
+    ``config/boroughs/`` (none when neither is there).
 
     Runs when the DAG files are parsed, so it reads each file's ``local_authority.code`` only. A file
     without a usable code, or with a code an earlier file has, is left out with a warning: one broken
     file must not take the other boroughs' DAGs down.
     """
-    folder = os.environ.get(BOROUGHS_VARIABLE)
+    folder = os.environ.get(BOROUGHS_VARIABLE) or (str(DEFAULT_BOROUGHS) if DEFAULT_BOROUGHS.is_dir() else None)
     if not folder:
         return {}
     import yaml

@@ -32,7 +32,8 @@ def reference_date_of(logical_date: datetime) -> date:
 def check_setup(config_path: str, reference_date: date, sources: list[str] | tuple[str, ...] | None = None) -> dict:
     """Fail before any work when the config or a key is unusable, or when a drop folder or an SFTP
     Connection of a source in the run (or the delivery's Connection) is missing, or the warehouse
-    schema is not this tfp's revision (an embedded SQLite warehouse is migrated here; see README)."""
+    schema is not this tfp's revision (an embedded SQLite warehouse is migrated here; see README), or when
+    a borough's config shares a key variable, its warehouse or its work_dir with another borough's."""
     from tfp.deployment import check_isolation
     from tfp.warehouse import upgrade_embedded
 

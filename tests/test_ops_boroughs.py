@@ -171,12 +171,26 @@ def test_tfp_celery_queue_spreads_boroughs_and_sources_over_queues(tmp_path):
     assert queues["tfp_nightly"]["schools.extract"] == "tfp_main_schools"
     assert queues["tfp_nightly"]["report"] == "tfp_main_main"
 
-    errors, queues = _parsed_queues(tmp_path, "tfp_{la_code}")  # one queue per borough
-    assert errors == [] and set(queues[f"tfp_nightly__{B}"].values()) == {f"tfp_{B}"}
-    errors, queues = _parsed_queues(tmp_path, None)  # unset: Airflow's default queue, as before
-    assert errors == [] and {q for dag in queues.values() for q in dag.values()} == {"default"}
-    errors, _ = _parsed_queues(tmp_path, "tfp_{borough}")  # a placeholder tfp does not know: the DAG says why
-    assert errors and all("TFP_CELERY_QUEUE='tfp_{borough}'" in e for e in errors), errors
+
+
+def test_the_queue_policy_without_tfp_celery_queue_changes_nothing_and_refuses_an_unknown_placeholder(monkeypatch):
+    """The rest of the policy without parsing the DAG files again (the parse above is the slow part)."""
+    from types import SimpleNamespace
+
+    from tfp_airflow.queues import queue_for, task_policy
+
+    assert queue_for(f"tfp_nightly__{B}", "police.extract", "tfp_{la_code}") == f"tfp_{B}"  # one queue per borough
+    assert queue_for("other_dag", "police.extract", "tfp_{la_code}") is None  # not tfp's: left alone
+    task = SimpleNamespace(dag_id=f"tfp_nightly__{B}", task_id="link", queue="default")
+    monkeypatch.delenv("TFP_CELERY_QUEUE", raising=False)
+    task_policy(task)
+    assert task.queue == "default"  # unset: Airflow's default queue, as before
+    monkeypatch.setenv("TFP_CELERY_QUEUE", "tfp_{la_code}_{source}")
+    task_policy(task)
+    assert task.queue == f"tfp_{B}_main"
+    for bad in ("tfp_{borough}", "tfp {la_code}", "tfp_{la_code}/x"):
+        with pytest.raises(ConfigError, match="TFP_CELERY_QUEUE"):
+            queue_for(f"tfp_nightly__{B}", "link", bad)
 
 
 # -- two boroughs at once through the scheduler: slow -------------------------------------------------

@@ -63,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--user", help="connect as this database role instead of the config's (the owner)")
     p.add_argument("--password-env", help="environment variable or Airflow Variable holding that role's password")
 
+    p = sub.add_parser("review", help="the linkage review queue: export it for a reviewer, import the decisions")
+    review = p.add_subparsers(dest="review_command", required=True)
+    p = review.add_parser("export", help="a night's undecided review pairs as an age-encrypted CSV")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--date", required=True, type=_date)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--recipient", help="the reviewer's age public key (age1...); default linkage.review_recipient")
+    p = review.add_parser("import", help="record a reviewer's decisions (CSV, or .age with --identity)")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--identity", type=Path, help="an age identity file, when FILE is age-encrypted")
+    p.add_argument("file", type=Path)
+
     p = sub.add_parser("verify-delivery", help="what the recipient runs: check signature and checksums, decrypt")
     p.add_argument("dir", type=Path)
     p.add_argument("--signing-public-key", required=True, type=Path)
@@ -138,11 +150,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "db":
         return _db_upgrade(args.config, args.user, args.password_env)
+    if args.command == "review":
+        return _review(args)
     if args.command == "verify-delivery":
         from tfp.verify import verify_delivery
 
         return verify_delivery(args.dir, args.signing_public_key, args.age_identity, args.out)
     raise AssertionError(args.command)
+
+
+def _review(args: argparse.Namespace) -> int:
+    """`tfp review export` / `tfp review import`: counts and paths on the console, never a value."""
+    from tfp.config import load_config, warehouse_url
+    from tfp.review import export_queue, import_decisions
+    from tfp.warehouse import connect
+
+    config = load_config(args.config)
+    engine = connect(warehouse_url(config))
+    if args.review_command == "export":
+        rows = export_queue(engine, args.date, args.out, args.recipient or config.linkage.review_recipient)
+        print(f"{rows} review pairs of {args.date} written age-encrypted to {args.out}")
+        return 0
+    outcome = import_decisions(engine, args.file, args.identity)
+    print(f"{outcome.recorded} decisions recorded, {outcome.already} recorded before, "
+          f"{outcome.undecided} rows left undecided")
+    return 0
 
 
 def _db_upgrade(config_path: Path, user: str | None, password_env: str | None) -> int:

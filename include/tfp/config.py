@@ -98,6 +98,23 @@ class Linkage(_Strict):
     # the run report's equity section flags a group whose link rate lags the whole by more than this
     # (a fraction: 0.05 is 5 percentage points); not named by the contract, so optional with this default
     equity_margin: float = Field(default=0.05, ge=0, le=1)
+    # contract section 10: a record whose best candidate's probability p is in [low, high) goes to the review
+    # queue instead of being linked (high above the threshold withholds those links for review too)
+    review_band: tuple[float, float] = (0.80, 0.95)
+    # a near-tie: the runner-up is at least this fraction as probable as the best candidate (0.5: within one
+    # bit of match weight) and the two together reach the band's low end; both then go to the queue
+    review_tie_ratio: float = Field(default=0.5, gt=0, le=1)
+    # who `tfp review export` encrypts to (an age public key); --recipient overrides it
+    review_recipient: str | None = None
+
+    @model_validator(mode="after")
+    def _band(self) -> Linkage:
+        low, high = self.review_band
+        if not 0 < low <= high <= 1:
+            raise ValueError("linkage.review_band must be [low, high] with 0 < low <= high <= 1")
+        if self.review_recipient is not None and not self.review_recipient.startswith("age1"):
+            raise ValueError("linkage.review_recipient must be an age public key (age1...)")
+        return self
 
 
 class Criteria(_Strict):

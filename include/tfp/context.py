@@ -138,11 +138,13 @@ class LinkResult(StageResult, stage="link"):
     per_dataset: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, per_dataset: Mapping[str, Mapping[str, int]]) -> LinkResult:
+    def of(cls, per_dataset: Mapping[str, Mapping[str, int]], review: Mapping[str, int] | None = None) -> LinkResult:
+        """``review``: the review queue's counts (review_queued, review_decided, review_pending; tfp.link)."""
         per = {d: {"linked": int(c["linked"]), "unlinked": int(c["unlinked"])} for d, c in per_dataset.items()}
         return cls(stage="link", per_dataset=per,
                    counts={"records_linked": sum(c["linked"] for c in per.values()),
-                           "records_unlinked": sum(c["unlinked"] for c in per.values())})
+                           "records_unlinked": sum(c["unlinked"] for c in per.values()),
+                           **{k: int(v) for k, v in (review or {}).items()}})
 
     def link_rate(self, dataset: str) -> float:
         """The share of a dataset's records linked to a roster person (0 when it had none)."""

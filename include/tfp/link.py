@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Collection, Mapping
 from datetime import date, datetime
 from functools import cache
 from pathlib import Path
@@ -29,7 +30,7 @@ import pandas as pd
 
 from tfp.errors import TfpError
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, normalise_postcode
-from tfp.statuses import LinkMethod
+from tfp.statuses import LinkMethod, ReviewReason
 
 if TYPE_CHECKING:
     from tfp.context import LinkResult, RunContext
@@ -40,8 +41,14 @@ RESULT_COLUMNS = ["record_id", "person_ref", "match_probability", "method"]
 # What a review queue needs (issue 15): the runner-up and its probability, and ``doubtful`` for a
 # record left unlinked although its best two candidates together reached DOUBTFUL_FROM: it is
 # probably one of them, but nothing in it decides which (twins), or the best alone falls short.
-REVIEW_COLUMNS = ["runner_up_ref", "runner_up_probability", "doubtful"]
+REVIEW_COLUMNS = ["best_ref", "runner_up_ref", "runner_up_probability", "doubtful", "review_reason"]
 DOUBTFUL_FROM = 0.5
+# The review queue (issue 15 item 3, contract section 10's linkage.review_band). With a band [low, high),
+# a record whose best candidate's probability p1 is in it goes to review instead of being linked. A
+# near-tie goes too: the runner-up's probability p2 is at least TIE_RATIO (linkage.review_tie_ratio,
+# default 0.5) times p1, i.e. the two match weights are within log2(1/ratio) = 1 bit, and p1 + p2 reaches
+# the band's low end (the record is probably one of the two, and nothing in it says which). A near-tie
+# sends both candidates; a band record its best only. A reviewer's decision, once made, overrides both.
 # Candidate pairs whose match weight is below this cannot matter to any decision; dropping them in
 # DuckDB keeps the frame handed to pandas small.
 MIN_MATCH_WEIGHT = -40.0
@@ -352,17 +359,46 @@ def _exact_links(roster: pd.DataFrame, records: pd.DataFrame, column: str) -> An
     return np.array(owner_of_value + [None], dtype=object)[:-1][codes]
 
 
+def review_reason(p1: float | None, p2: float | None, review_band: tuple[float, float] | None,
+                  tie_ratio: float) -> ReviewReason | None:
+    """Why a record with best probability ``p1`` and runner-up ``p2`` goes to review, or None.
+
+    ``near_tie`` when p2 >= tie_ratio * p1 and p1 + p2 >= the band's low end; else ``band`` when
+    low <= p1 < high. No band (None, or low == high): nothing goes to review.
+    """
+    if p1 is None or review_band is None:
+        return None
+    low, high = review_band
+    if low >= high:
+        return None
+    q = p2 or 0.0
+    if q > 0 and q >= tie_ratio * p1 and p1 + q >= low:
+        return ReviewReason.NEAR_TIE
+    if low <= p1 < high:
+        return ReviewReason.BAND
+    return None
+
+
 def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.95,
-                 model: dict[str, Any] | None = None) -> pd.DataFrame:
+                 model: dict[str, Any] | None = None, review_band: tuple[float, float] | None = None,
+                 tie_ratio: float = 0.5, rejected: Collection[tuple[str, str]] = (),
+                 decided: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Link each record to at most one roster person; see the module docstring for the method.
 
     Returns one row per record: record_id, person_ref (None when unlinked), match_probability (1.0
     for an identifier link; otherwise the best candidate's probability even below the threshold, or
     None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked), then the
-    REVIEW_COLUMNS: the runner-up candidate and its probability (None when there was none) and
-    ``doubtful``. The probabilities of all candidates and of "nobody" add up to one, so twins or a
-    parent and child of the same name share it and neither reaches the threshold unless the record's
-    other fields decide between them.
+    REVIEW_COLUMNS: the best Splink candidate (``best_ref``, whether linked or not), the runner-up candidate
+    and its probability (None when there was none) and
+    ``doubtful``, and ``review_reason`` (ReviewReason, or None). The probabilities of all candidates and of
+    "nobody" add up to one, so twins or a parent and child of the same name share it and neither reaches
+    the threshold unless the record's other fields decide between them.
+
+    The review queue: with ``review_band``, a record that :func:`review_reason` sends to review is left
+    unlinked with method ``queued``. Reviewers' decisions: a (record_id, person_ref) pair in ``rejected``
+    (not a link) is never a candidate, so the record's probability is shared among its other candidates
+    only; a record in ``decided`` (record_id -> person_ref, a link decision) is linked to that person
+    (method ``reviewed``) when the person is on the roster. Identifier links win over both.
     """
     import numpy as np
 
@@ -385,6 +421,9 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
         settings = settings_for_roster(model or load_model(), len(roster))
         pairs = _candidate_pairs(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
                                  settings)
+        if rejected and len(pairs):
+            rejected_keys = pd.MultiIndex.from_tuples(list(rejected))
+            pairs = pairs[~pd.MultiIndex.from_arrays([pairs["record_key"], pairs["person_ref"]]).isin(rejected_keys)]
         best = best_candidates(pairs)
 
     record_ids = records["record_id"].tolist()
@@ -397,7 +436,19 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     best_probability = best_probability[position]
     above = np.zeros(n, dtype=bool)
     above[candidate] = np.array([p >= threshold for p in best_probability[candidate].tolist()], dtype=bool)
-    probabilistic = candidate & above & ~has_nino & ~has_upn
+    runner_up = np.array(best["runner_up_ref"].tolist() + [None], dtype=object)[position]
+    runner_up_p = np.array(best["runner_up_probability"].tolist() + [None], dtype=object)[position]
+    by_identifier = has_nino | has_upn
+    on_roster = set(roster["person_ref"].tolist())
+    decided = {r: p for r, p in (decided or {}).items() if p in on_roster}
+    reviewed = np.array([r in decided for r in record_ids], dtype=bool) & ~by_identifier
+    reason = np.full(n, None, dtype=object)
+    reason[candidate & ~by_identifier & ~reviewed] = [
+        review_reason(p, q, review_band, tie_ratio) for p, q in
+        zip(best_probability[candidate & ~by_identifier & ~reviewed].tolist(),
+            runner_up_p[candidate & ~by_identifier & ~reviewed].tolist(), strict=True)]
+    queued = np.array([r is not None for r in reason.tolist()], dtype=bool)
+    probabilistic = candidate & above & ~by_identifier & ~reviewed & ~queued
 
     person_ref = np.full(n, None, dtype=object)
     person_ref[probabilistic] = best_person[probabilistic]
@@ -406,21 +457,30 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     probability = np.full(n, None, dtype=object)
     probability[candidate] = best_probability[candidate]
     probability[has_upn | has_nino] = 1.0
+    # a reviewer's link: that pair's probability tonight when it is the best or the runner-up, else None
+    for i in np.flatnonzero(reviewed).tolist():
+        chosen = decided[record_ids[i]]
+        person_ref[i] = chosen
+        probability[i] = (best_probability[i] if best_person[i] == chosen else
+                          runner_up_p[i] if runner_up[i] == chosen else None)
     method = np.full(n, LinkMethod.UNLINKED, dtype=object)
     method[probabilistic] = LinkMethod.PROBABILISTIC
+    method[queued] = LinkMethod.QUEUED
+    method[reviewed] = LinkMethod.REVIEWED
     method[has_upn] = LinkMethod.UPN
     method[has_nino] = LinkMethod.NINO
-    runner_up = np.array(best["runner_up_ref"].tolist() + [None], dtype=object)[position]
-    runner_up_p = np.array(best["runner_up_probability"].tolist() + [None], dtype=object)[position]
+    best_person[has_upn | has_nino] = None
     runner_up[has_upn | has_nino] = None
     runner_up_p[has_upn | has_nino] = None
-    doubtful = np.array([m == LinkMethod.UNLINKED and p is not None and p + (q or 0.0) >= DOUBTFUL_FROM
+    doubtful = np.array([m in (LinkMethod.UNLINKED, LinkMethod.QUEUED) and p is not None
+                         and p + (q or 0.0) >= DOUBTFUL_FROM
                          for m, p, q in zip(method.tolist(), probability.tolist(), runner_up_p.tolist(),
                                             strict=True)], dtype=bool)
     return pd.DataFrame({"record_id": record_ids, "person_ref": person_ref.tolist(),
                          "match_probability": probability.tolist(), "method": method.tolist(),
-                         "runner_up_ref": runner_up.tolist(), "runner_up_probability": runner_up_p.tolist(),
-                         "doubtful": doubtful.tolist()},
+                         "best_ref": best_person.tolist(), "runner_up_ref": runner_up.tolist(),
+                         "runner_up_probability": runner_up_p.tolist(),
+                         "doubtful": doubtful.tolist(), "review_reason": reason.tolist()},
                         columns=RESULT_COLUMNS + REVIEW_COLUMNS, dtype=object)
 
 
@@ -457,13 +517,26 @@ def link_files(roster_path: Path, records_path: Path, out_path: Path, threshold:
     return {"records": int(len(result)), "linked": int(result["person_ref"].notna().sum())}
 
 
-def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dict[str, int]]:
-    """The pipeline stage: link the current rows of every partner dataset to the current roster and
-    replace that reference date's ``links`` rows in one transaction (re-running gives the same rows)."""
+def run_linking(engine, reference_date: date, threshold: float, review_band: tuple[float, float] | None = None,
+                tie_ratio: float = 0.5) -> dict[str, dict[str, int]]:
+    """The pipeline stage's linking: per partner dataset, how many records linked and how many did not."""
+    return link_night(engine, reference_date, threshold, review_band, tie_ratio)[0]
+
+
+def link_night(engine, reference_date: date, threshold: float, review_band: tuple[float, float] | None = None,
+               tie_ratio: float = 0.5) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """The pipeline stage: link the current rows of every partner dataset to the current roster, applying
+    the reviewers' decisions as of R (:func:`tfp.review.decisions_as_of`), and replace that reference date's
+    ``links`` and ``review_night`` rows in one transaction (re-running gives the same rows).
+
+    Returns (per dataset linked/unlinked, review counts: ``review_queued`` records left for review tonight,
+    ``review_decided`` records whose outcome tonight a decision settled, ``review_pending`` pairs queued
+    tonight awaiting a decision: the rows ``tfp review export`` writes for R)."""
     from sqlalchemy import delete
 
     from tfp.current import current_rows
     from tfp.feeds import PARTNER_DATASETS
+    from tfp.review import decisions_as_of, record_queue
     from tfp.warehouse import insert_rows, links
 
     person_columns = ["forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"]
@@ -476,15 +549,19 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
             for column in person_columns:
                 part[column] = frame[column].to_numpy() if column in frame else None
             parts.append(part)
+        decisions = decisions_as_of(conn, reference_date)
     records = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     # One Splink run over every dataset: the dataset name makes the record id unique.
     records["record_id"] = records["dataset"] + "|" + records["source_record_id"]
     for column in person_columns:
         if column not in roster:
             roster[column] = None
+    rejected = {(f"{d}|{r}", p) for d, r, p in decisions.rejected}
+    decided = {f"{d}|{r}": p for (d, r), p in decisions.linked.items()}
 
-    result = link_records(roster, records, threshold=threshold) if len(records) else \
-        pd.DataFrame(columns=RESULT_COLUMNS)
+    result = link_records(roster, records, threshold=threshold, review_band=review_band, tie_ratio=tie_ratio,
+                          rejected=rejected, decided=decided) if len(records) else \
+        pd.DataFrame(columns=RESULT_COLUMNS + REVIEW_COLUMNS)
     result = result.merge(records[["record_id", "dataset", "source_record_id"]], on="record_id")
 
     rows = {
@@ -496,16 +573,29 @@ def run_linking(engine, reference_date: date, threshold: float) -> dict[str, dic
         "match_probability": [None if p is None else round(float(p), PROBABILITY_DECIMALS)
                               for p in result["match_probability"].tolist()],
     }
+    # the pairs tonight sends to review: a band record's best candidate, a near-tie's best two
+    queued = result[result["method"] == LinkMethod.QUEUED]
+    pairs = []
+    for row in queued.itertuples(index=False):
+        pairs.append((row.dataset, row.source_record_id, row.best_ref, row.review_reason, row.match_probability))
+        if row.review_reason == ReviewReason.NEAR_TIE and row.runner_up_ref is not None:
+            pairs.append((row.dataset, row.source_record_id, row.runner_up_ref, row.review_reason,
+                          row.runner_up_probability))
     with engine.begin() as conn:
         conn.execute(delete(links).where(links.c.reference_date == reference_date))
         insert_rows(conn, links, rows)
+        pending = record_queue(conn, reference_date, pairs)
 
+    seen = set(zip(result["dataset"].tolist(), result["source_record_id"].tolist(), strict=True))
     counts: dict[str, dict[str, int]] = {}
     for dataset in PARTNER_DATASETS:
         mine = result[result["dataset"] == dataset]
         linked = int(mine["person_ref"].notna().sum())
         counts[dataset] = {"linked": linked, "unlinked": int(len(mine) - linked)}
-    return counts
+    review = {"review_queued": int(len(queued)),
+              "review_decided": len(decisions.records() & seen),
+              "review_pending": pending}
+    return counts, review
 
 
 def run(ctx: RunContext) -> LinkResult:
@@ -516,6 +606,10 @@ def run(ctx: RunContext) -> LinkResult:
     from tfp.feeds import PARTNER_DATASETS
     from tfp.lineage import tables
 
-    result = LinkResult.of(run_linking(ctx.warehouse, ctx.reference_date, ctx.config.linkage.match_probability_threshold))
-    reads = [f"stg_{d}" for d in ("families", *PARTNER_DATASETS)]
-    return replace(result, lineage=tables(ctx.warehouse, reads, ["links"]))
+    linkage = ctx.config.linkage
+    per_dataset, review = link_night(ctx.warehouse, ctx.reference_date, linkage.match_probability_threshold,
+                                     linkage.review_band, linkage.review_tie_ratio)
+    result = LinkResult.of(per_dataset, review)
+    # the reviewers' decisions are read too; the review queue's pairs and nights are written beside links
+    reads = [f"stg_{d}" for d in ("families", *PARTNER_DATASETS)] + ["review_queue", "review_decision"]
+    return replace(result, lineage=tables(ctx.warehouse, reads, ["links", "review_queue", "review_night"]))

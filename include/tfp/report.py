@@ -16,7 +16,7 @@ from tfp.feeds import SOURCES
 from tfp.freshness import assess
 from tfp.fsmodes import atomic_write
 from tfp.inputs import required_datasets
-from tfp.statuses import FlagScope, LandingStatus
+from tfp.statuses import FlagScope, LandingStatus, LinkMethod
 from tfp.validate import quarantine_reasons
 from tfp.warehouse import delivery_log, family_flags, landing_log, links
 
@@ -77,7 +77,6 @@ UNKNOWN = "not known"
 SEX_LABELS = {"M": "male", "F": "female"}
 EQUITY_DIMENSIONS = ("age_band", "sex", "dataset")
 _CUBE_INDEX = {"dataset": 0, "age_band": 1, "sex": 2}  # the key of _equity_counts
-QUEUE_NOT_APPLICABLE = "not applicable: there is no review queue yet (issue 15 item 3)"
 
 
 def _equity_sql(dataset: str) -> str:
@@ -92,27 +91,28 @@ def _equity_sql(dataset: str) -> str:
         f"SELECT CASE WHEN c.date_of_birth IS NULL THEN '{UNKNOWN}' {bands} ELSE '{OLDEST_BAND}' END AS age_band,"
         f" CASE c.sex {sexes} ELSE '{UNKNOWN}' END AS sex,"
         " COUNT(*) AS records,"
-        " SUM(CASE WHEN l.person_ref IS NOT NULL THEN 1 ELSE 0 END) AS linked"
+        " SUM(CASE WHEN l.person_ref IS NOT NULL THEN 1 ELSE 0 END) AS linked,"
+        f" SUM(CASE WHEN l.method = '{LinkMethod.QUEUED}' THEN 1 ELSE 0 END) AS queued"
         f" FROM links l LEFT JOIN ({current_sql(dataset)}) c ON c.record_id = l.record_id"
         " WHERE l.reference_date = :reference_date AND l.dataset = :dataset"
         " GROUP BY 1, 2"
     )
 
 
-def _equity_counts(engine: Engine, reference_date: date) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """(records, linked) by (dataset, age band, sex) over R's ``links`` rows: the same rows, so the same
-    denominators, as the report's linkage rates by dataset."""
+def _equity_counts(engine: Engine, reference_date: date) -> dict[tuple[str, str, str], tuple[int, int, int]]:
+    """(records, linked, queued for review) by (dataset, age band, sex) over R's ``links`` rows: the same
+    rows, so the same denominators, as the report's linkage rates by dataset."""
     from sqlalchemy import text
 
     from tfp.feeds import PARTNER_DATASETS
 
     params = {"reference_date": reference_date, "reference_yyyymmdd": int(reference_date.strftime("%Y%m%d"))}
-    out: dict[tuple[str, str, str], tuple[int, int]] = {}
+    out: dict[tuple[str, str, str], tuple[int, int, int]] = {}
     with engine.connect() as conn:
         for dataset in PARTNER_DATASETS:
-            for band, sex, records, linked in conn.execute(text(_equity_sql(dataset)),
-                                                           {**params, "dataset": dataset}).all():
-                out[(dataset, band, sex)] = (int(records), int(linked or 0))
+            for band, sex, records, linked, queued in conn.execute(text(_equity_sql(dataset)),
+                                                                   {**params, "dataset": dataset}).all():
+                out[(dataset, band, sex)] = (int(records), int(linked or 0), int(queued or 0))
     return out
 
 
@@ -122,44 +122,52 @@ def _band_order(label: str) -> int:
 
 
 def linkage_equity(engine: Engine, config: Config, reference_date: date) -> dict:
-    """The link rate by age band, sex and dataset, with the disclosure rules applied to the counts shown.
+    """The link rate and the review queue rate by age band, sex and dataset, with the disclosure rules
+    applied to the counts shown.
 
     A group with fewer records than ``suppress_below`` shows ``[c]`` and no rate, and is never flagged
     (a flag would say something of a group too small to show). Rates come from the exact counts; a shown
-    group is flagged when its rate is below the whole's by more than ``linkage.equity_margin``."""
+    group is flagged when its link rate is below the whole's by more than ``linkage.equity_margin``. The
+    queue rate (records left for a reviewer, tfp.review) is shown beside it, its count disclosed by the
+    same rules; a group whose records wait for review more often than the whole is one whose link rate
+    the review may yet raise."""
     from tfp.anonymise import disclose
 
     d, margin = config.disclosure, config.linkage.equity_margin
     cube = _equity_counts(engine, reference_date)
-    records = sum(n for n, _ in cube.values())
-    linked = sum(k for _, k in cube.values())
+    records = sum(n for n, _, _ in cube.values())
+    linked = sum(k for _, k, _ in cube.values())
+    queued = sum(q for _, _, q in cube.values())
     whole = linked / records if records else None
     groups = []
     for dimension in EQUITY_DIMENSIONS:
         by: dict[str, list[int]] = {}
-        for key, (n, k) in cube.items():
-            counts = by.setdefault(key[_CUBE_INDEX[dimension]], [0, 0])
+        for key, (n, k, q) in cube.items():
+            counts = by.setdefault(key[_CUBE_INDEX[dimension]], [0, 0, 0])
             counts[0] += n
             counts[1] += k
+            counts[2] += q
         order = (lambda g: (_band_order(g), g)) if dimension == "age_band" else (lambda g: (0, g))
         for group in sorted(by, key=order):
-            n, k = by[group]
+            n, k, q = by[group]
             shown = n >= d.suppress_below
             rate = k / n if shown else None
             groups.append({
                 "dimension": dimension, "group": group,
                 "records": disclose(n, d.suppress_below, d.round_to),
                 "linked": disclose(k, d.suppress_below, d.round_to),
+                "queued": disclose(q, d.suppress_below, d.round_to),
                 "link_rate": None if rate is None else round(rate, 3),
-                "queue_rate": None,
+                "queue_rate": round(q / n, 3) if shown else None,
                 "flagged": bool(rate is not None and whole is not None and whole - rate > margin),
             })
     return {
         "margin": margin,
         "records": disclose(records, d.suppress_below, d.round_to),
         "linked": disclose(linked, d.suppress_below, d.round_to),
+        "queued": disclose(queued, d.suppress_below, d.round_to),
         "link_rate": None if whole is None else round(whole, 3),
-        "queue_rate": QUEUE_NOT_APPLICABLE,
+        "queue_rate": round(queued / records, 3) if records else None,
         "groups": groups,
         "flags": sum(g["flagged"] for g in groups),
     }
@@ -194,6 +202,18 @@ def _family_counts(engine: Engine, reference_date: date, scope: str) -> dict[str
     return {"families_assessed": int(assessed), "families_eligible": int(eligible)}
 
 
+def _review_section(engine: Engine, reference_date: date, link: StageResult | None) -> dict[str, int]:
+    """The review queue's counts for R (tfp.review), counts only: ``queued`` records left for review,
+    ``decided`` records whose outcome a reviewer's decision settled (from the link stage's result; 0 when
+    the report has none), ``pending`` review pairs of R with no decision yet, ``pairs`` review pairs of R,
+    ``reviewed_links`` links made by a decision."""
+    from tfp.review import review_counts
+
+    c = review_counts(engine, reference_date)
+    return {"queued": c["queued"], "decided": link.count("review_decided") if link is not None else 0,
+            "pending": c["pairs_pending"], "pairs": c["pairs_queued"], "reviewed_links": c["reviewed_links"]}
+
+
 def build_run_report(engine: Engine, config: Config, reference_date: date,
                      results: Mapping[str, StageResult]) -> dict:
     """The report's content: the files that make up R and the warehouse's counts for R, with what the
@@ -205,6 +225,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
     linkage = _link_counts(engine, reference_date)
     equity = linkage_equity(engine, config, reference_date)
     d = config.disclosure
+    review = _review_section(engine, reference_date, results.get("link"))
     package = results.get("package")
     if not isinstance(package, PackageResult):
         package = PackageResult(stage="package")
@@ -229,6 +250,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "records_unlinked": sum(c["unlinked"] for c in linkage.values()),
         "linkage": linkage,
         "linkage_equity": equity,
+        "review": review,
+        "review_queued": review["queued"],
+        "review_decided": review["decided"],
+        "review_pending": review["pending"],
         "linkage_equity_flags": equity["flags"],
         **delivered,
         "families_assessed_all_persons": disclose(exact_all, d.suppress_below, d.round_to),
@@ -261,7 +286,8 @@ def _equity_html(equity: dict, rule: dict) -> str:
     rows = "".join(
         f"<tr{' class=flagged' if g['flagged'] else ''}><td>{e(g['dimension'].replace('_', ' '))}</td>"
         f"<td>{e(g['group'])}</td><td>{e(g['records'])}</td><td>{e(g['linked'])}</td>"
-        f"<td>{_rate(g['link_rate'])}</td><td>n/a</td><td>{'lags' if g['flagged'] else ''}</td></tr>"
+        f"<td>{_rate(g['link_rate'])}</td><td>{e(g['queued'])}</td><td>{_rate(g['queue_rate'])}</td>"
+        f"<td>{'lags' if g['flagged'] else ''}</td></tr>"
         for g in equity["groups"]
     )
     return (
@@ -272,9 +298,10 @@ def _equity_html(equity: dict, rule: dict) -> str:
         f"(linkage.equity_margin): <strong>{equity['flags']} flagged</strong>. Counts follow the disclosure "
         f"rules ([c] for 1 to {rule['suppress_below'] - 1}, others rounded to the nearest {rule['round_to']}); "
         "a group shown [c] has no rate and is never flagged. Rates are computed from the exact counts. "
-        f"Queue rate: {e(equity['queue_rate'])}.</p>"
+        f"The queue rate (records left for a reviewer) of all partner records is {_rate(equity['queue_rate'])} "
+        f"({e(equity['queued'])}).</p>"
         "<table><tr><th>by</th><th>group</th><th>records</th><th>linked</th><th>link rate</th>"
-        f"<th>queue rate</th><th>flag</th></tr>{rows}</table>"
+        f"<th>queued</th><th>queue rate</th><th>flag</th></tr>{rows}</table>"
     )
 
 
@@ -502,6 +529,7 @@ def _html(report: dict) -> str:
         f"<h2>Totals</h2><table>{totals}</table>"
         "<h2>Linkage</h2><table><tr><th>dataset</th><th>records linked</th><th>not linked</th>"
         f"<th>linkage rate</th></tr>{linkage}</table>"
+        f"{_review_html(report['review'])}"
         f"{equity}"
         "<h2>Eligibility (as published)</h2>"
         f"<p>The summary's disclosure rules apply: a count from 1 to {rule['suppress_below'] - 1} is shown "
@@ -515,6 +543,20 @@ def _html(report: dict) -> str:
         + (f'<p><a href="{e(report["data_docs"])}">Great Expectations Data Docs</a> for this night '
            "(GX's own pages, built from the same results without values)</p>" if report.get("data_docs") else "")
         + f"{quality}</html>\n"
+    )
+
+
+def _review_html(review: dict) -> str:
+    """The "Linkage review queue" section: counts only."""
+    return (
+        "<h2 id=review-queue>Linkage review queue</h2>"
+        "<table><tr><th>records queued for review tonight (left unlinked)</th>"
+        f"<td>{review['queued']}</td></tr>"
+        f"<tr><th>records settled by a reviewer's decision</th><td>{review['decided']}</td></tr>"
+        f"<tr><th>review pairs of tonight awaiting a decision</th><td>{review['pending']}</td></tr>"
+        f"<tr><th>links made by a reviewer's decision</th><td>{review['reviewed_links']}</td></tr></table>"
+        "<p>tfp review export --config FILE --date this night writes the pending pairs, encrypted, for the "
+        "reviewer; tfp review import records the decisions.</p>"
     )
 
 

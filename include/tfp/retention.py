@@ -9,7 +9,7 @@ Five categories, each with a cutoff derived from the run's reference date D and 
   dates; not the date of birth) are all before D - staging_months. An open spell (a benefit claim
   or probation order not yet ended) is current and never aged, however long ago it started.
 - ``withdrawn``: the partner records, links and needs of every person whose consent state at D is
-  withdrawn.
+  withdrawn, and the review queue's pairs (with their decisions) that name them or those records.
 - ``programme_end``: on or after ``delete_all_after``, every personal record, landing copy and
   outbox file.
 
@@ -39,6 +39,7 @@ from tfp.feeds import DATASETS, PARTNER_DATASETS
 from tfp.fsmodes import atomic_write
 from tfp.landing import LandingStore
 from tfp.months import add_months
+from tfp.review import delete_reviews, pairs_of_gone_records, pairs_of_people, review_rows
 from tfp.statuses import ConsentState
 from tfp.warehouse import (
     family_flags,
@@ -48,6 +49,9 @@ from tfp.warehouse import (
     person_consent,
     quarantine,
     released_generalisation,
+    review_decision,
+    review_night,
+    review_queue,
     staging,
 )
 
@@ -187,14 +191,38 @@ def aged_staging(engine: Engine, config: Config, reference_date: date, dry_run: 
                      else staging["attendance"].c.term.in_(_aged_terms(cutoff)))
         conditions[dataset] = condition
         found += _count(engine, staging[dataset], condition)
+    with engine.connect() as conn:
+        reviews = _reviews_left_without_record(conn, conditions)
+        found += review_rows(conn, reviews)
     if not dry_run:
         with engine.begin() as conn:
+            delete_reviews(conn, reviews)
             for dataset, condition in conditions.items():
                 conn.execute(delete(staging[dataset]).where(condition))
         remaining = sum(_count(engine, staging[d], c) for d, c in conditions.items())
+        with engine.connect() as conn:
+            remaining += len(pairs_of_gone_records(conn))
         if remaining:
-            raise RetentionIncomplete(f"{remaining} staged records older than {cutoff} remain after deletion")
+            raise RetentionIncomplete(f"{remaining} staged records older than {cutoff} (or review pairs of them) "
+                                      "remain after deletion")
     return Outcome("staging", cutoff.isoformat(), found, 0 if dry_run else found, "rows")
+
+
+def _reviews_left_without_record(conn, conditions) -> list[str]:
+    """Review ids (tfp.review) whose record keeps no staged row once the rows matching ``conditions``
+    (dataset -> condition) go: the pair, its nights and its decisions go with the record."""
+    from sqlalchemy import exists, false
+
+    from tfp.warehouse import review_queue
+
+    found: set[str] = set(pairs_of_gone_records(conn))
+    for dataset, condition in conditions.items():
+        table = staging[dataset]
+        survivor = exists().where(table.c.record_id == review_queue.c.record_id,
+                                  ~func.coalesce(condition, false()))
+        found.update(conn.execute(select(review_queue.c.review_id).where(
+            review_queue.c.dataset == dataset, ~survivor)).scalars().all())
+    return sorted(found)
 
 
 # -- withdrawn people --------------------------------------------------------------------------
@@ -313,9 +341,16 @@ def withdrawn(engine: Engine, config: Config, reference_date: date, dry_run: boo
         roster_people = ever_withdrawn(conn, reference_date) | people
     n_roster = _roster_rows_identified(engine, roster_people)
     held = _quarantined_of(engine, roster_people)
-    found = sum(len(t) for t in targets.values()) + n_needs + n_links + n_released + n_roster + len(held)
+    # review pairs naming a withdrawn person, and those of records deleted with them (tfp.review)
+    with engine.connect() as conn:
+        gone = {(d, r) for d, pairs in targets.items() for _, r in pairs}
+        reviews = sorted(set(pairs_of_people(conn, roster_people)) | set(_reviews_of_records(conn, gone)))
+        n_reviews = review_rows(conn, reviews)
+    found = (sum(len(t) for t in targets.values()) + n_needs + n_links + n_released + n_roster + len(held)
+             + n_reviews)
     if not dry_run and roster_people:
         with engine.begin() as conn:
+            delete_reviews(conn, reviews)
             scrub_roster(conn, roster_people)
             for i in range(0, len(held), 500):
                 conn.execute(delete(quarantine).where(quarantine.c.id.in_(held[i:i + 500])))
@@ -333,15 +368,30 @@ def withdrawn(engine: Engine, config: Config, reference_date: date, dry_run: boo
             _count(engine, needs, needs.c.person_ref.in_(refs[i:i + 500])) + _count(
                 engine, released, released.c.person_ref.in_(refs[i:i + 500])) for i in range(0, len(refs), 500))
         left += _roster_rows_identified(engine, roster_people) + len(_quarantined_of(engine, roster_people))
+        with engine.connect() as conn:
+            left += len(pairs_of_people(conn, roster_people))
         if left:
             raise RetentionIncomplete(f"{left} records of withdrawn people remain after deletion")
     return Outcome("withdrawn", reference_date.isoformat(), found, 0 if dry_run else found, "rows")
 
 
+def _reviews_of_records(conn, records: set[tuple[str, str]]) -> list[str]:
+    """Review ids of these (dataset, record_id) records."""
+    from tfp.warehouse import review_queue
+
+    found: list[str] = []
+    for dataset in sorted({d for d, _ in records}):
+        ids = sorted(r for d, r in records if d == dataset)
+        for i in range(0, len(ids), 500):
+            found += conn.execute(select(review_queue.c.review_id).where(
+                review_queue.c.dataset == dataset, review_queue.c.record_id.in_(ids[i:i + 500]))).scalars().all()
+    return found
+
+
 # -- programme end -----------------------------------------------------------------------------
 
 PERSONAL_TABLES = (*staging.values(), quarantine, links, family_flags, person_consent, released_generalisation,
-                   landing_key)
+                   review_night, review_decision, review_queue, landing_key)
 
 
 def programme_end(engine: Engine, config: Config, reference_date: date, dry_run: bool) -> Outcome:

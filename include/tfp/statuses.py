@@ -30,6 +30,10 @@ class LinkMethod(StrEnum):
     UPN = "upn"
     PROBABILISTIC = "probabilistic"
     UNLINKED = "unlinked"
+    # issue 15: left unlinked because it waits for a reviewer (in the review band, or a near-tie)
+    QUEUED = "queued"
+    # linked to the person a reviewer's decision named (tfp review import), not by the model alone
+    REVIEWED = "reviewed"
 
 
 class ConsentState(StrEnum):
@@ -48,12 +52,28 @@ class FlagScope(StrEnum):
     KEPT = "kept"
 
 
+class ReviewReason(StrEnum):
+    """Why a (record, person) pair went to the review queue on a night (review_night.reason)."""
+
+    BAND = "band"  # the record's best candidate's probability falls in linkage.review_band
+    NEAR_TIE = "near_tie"  # its best two candidates are too close to tell apart (linkage.review_tie_ratio)
+
+
+class ReviewDecision(StrEnum):
+    """What a reviewer decided about a (record, person) pair (review_decision.decision)."""
+
+    LINK = "link"
+    NOT_A_LINK = "not_a_link"
+
+
 # (table, column) -> the enum its CHECK constraint allows; the constraint is named ck_<table>_<column>
 CHECKED: dict[tuple[str, str], type[StrEnum]] = {
     ("landing_log", "status"): LandingStatus,
     ("links", "method"): LinkMethod,
     ("person_consent", "state"): ConsentState,
     ("family_flags", "scope"): FlagScope,
+    ("review_night", "reason"): ReviewReason,
+    ("review_decision", "decision"): ReviewDecision,
 }
 
 

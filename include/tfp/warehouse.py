@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     inspect,
@@ -37,7 +38,16 @@ from sqlalchemy import (
 from tfp.config import ConfigError
 from tfp.errors import SchemaAhead, SchemaBehind
 from tfp.feeds import DATASETS, Dataset
-from tfp.statuses import CHECKED, ConsentState, FlagScope, LandingStatus, LinkMethod, check_sql
+from tfp.statuses import (
+    CHECKED,
+    ConsentState,
+    FlagScope,
+    LandingStatus,
+    LinkMethod,
+    ReviewDecision,
+    ReviewReason,
+    check_sql,
+)
 
 metadata = MetaData()
 
@@ -94,6 +104,46 @@ links = Table(
     Column("match_probability", Float, nullable=True),
     Column("method", String(20), nullable=False),  # tfp.statuses.LinkMethod
     CheckConstraint(check_sql("method", LinkMethod), name="ck_links_method"),
+)
+
+# The linkage review queue (issue 15): one row per (record, candidate person) pair ever sent to review,
+# with a random review id that stays the pair's for as long as the pair is kept. A decision is about the
+# pair, not a night. Personal: record_id and person_ref (retention deletes the rows with the record or
+# the person).
+review_queue = Table(
+    "review_queue", metadata,
+    Column("review_id", String(32), primary_key=True),
+    Column("dataset", String(40), nullable=False),
+    Column("record_id", String(100), nullable=False),
+    Column("person_ref", String(100), nullable=False),
+    Column("first_queued_on", Date, nullable=False),  # the earliest reference date that queued the pair
+    UniqueConstraint("dataset", "record_id", "person_ref", name="uq_review_queue_pair"),
+)
+
+# Which pairs each night queued (a re-run of the date replaces its rows), with the pair's probability
+# that night and why: the export of date D is D's rows; the run report counts them.
+review_night = Table(
+    "review_night", metadata,
+    Column("reference_date", Date, primary_key=True),
+    Column("review_id", String(32), ForeignKey("review_queue.review_id"), primary_key=True),
+    Column("reason", String(20), nullable=False),  # tfp.statuses.ReviewReason
+    Column("match_probability", Float, nullable=True),
+    CheckConstraint(check_sql("reason", ReviewReason), name="ck_review_night_reason"),
+)
+
+# Every decision a reviewer made (tfp review import), kept as history: night R applies, for each pair,
+# the latest decision whose decided_at falls on or before R (Europe/London), so a backfill of an earlier
+# date reproduces that date. reviewer is who decided (a staff name or id, personal: never logged).
+review_decision = Table(
+    "review_decision", metadata,
+    Column("review_id", String(32), ForeignKey("review_queue.review_id"), primary_key=True),
+    Column("decided_at", DateTime(timezone=True), primary_key=True),
+    Column("decided_on", Date, nullable=False),  # decided_at's date in Europe/London: what "as of R" compares
+    Column("decision", String(20), nullable=False),  # tfp.statuses.ReviewDecision
+    Column("reviewer", String(100), nullable=False),
+    Column("imported_at", DateTime(timezone=True), nullable=False),
+    Column("imported_by", String(100), nullable=False),  # the operating-system user who ran the import
+    CheckConstraint(check_sql("decision", ReviewDecision), name="ck_review_decision_decision"),
 )
 
 FLAGS: tuple[str, ...] = ("crime_asb", "school_attendance", "children_need_help", "worklessness",
@@ -254,6 +304,7 @@ STATISTICS_KEPT: frozenset[str] = frozenset({
     "category", "proven", "order_type", "parenting_responsibility", "event", "benefit", "out_of_work",
     "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",
     "run_date", "unit", "dry_run", "problem_count", "eligible", *FLAGS,
+    "reason", "decision", "first_queued_on", "decided_on",  # the review queue's states and dates
     "version_num",  # alembic_version: the schema's revision
 })
 
@@ -295,7 +346,8 @@ def no_personal_statistics(conn, table_names=None, temporary: bool = False) -> i
 SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (upgrades, the programme-end purge)
 FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
 # Tables in metadata that revision 0001 does not create (added by later revisions).
-ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation"})
+ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
+                                          "review_decision"})
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.
 STATUS_CHECKS: tuple[str, ...] = tuple(f"ck_{table}_{column}" for table, column in CHECKED)
 # A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.

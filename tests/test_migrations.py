@@ -3,7 +3,7 @@ refuses an unmigrated or newer schema, and no DDL on connect."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +32,8 @@ def _copy_rows(source_url: str, target_url: str, tables) -> int:
         for table in warehouse.metadata.sorted_tables:
             if table.name in tables:
                 rows = [dict(r._mapping) for r in src.execute(select(table))]
+                if table.name == "links":  # as a tfp before the review queue (0004) wrote them: unlinked
+                    rows = [dict(r, method="unlinked") if r["method"] == "queued" else r for r in rows]
                 if rows:
                     dst.execute(table.insert(), rows)
                 copied += len(rows)
@@ -209,9 +211,7 @@ def test_concurrent_upgrades_of_an_empty_warehouse_take_turns(pg_url, real_conne
 def _status_rows() -> dict[str, list[dict]]:
     """A row of each checked table per allowed value (landing_log with its key and a quarantined row,
     which reference it: SQLite's rebuild of landing_log must keep them)."""
-    from datetime import UTC, datetime
-
-    from tfp.statuses import ConsentState, FlagScope, LandingStatus, LinkMethod
+    from tfp.statuses import ConsentState, FlagScope, LandingStatus, LinkMethod, ReviewDecision, ReviewReason
 
     at = datetime(2025, 3, 1, tzinfo=UTC)
     landings = [{"id": i, "source": "police", "dataset": "incidents", "file_name": f"incidents_2025030{i}.csv",
@@ -229,7 +229,22 @@ def _status_rows() -> dict[str, list[dict]]:
         "family_flags": [{"reference_date": R1, "scope": s, "family_ref": "F1", "programme_status": "intervention",
                           **dict.fromkeys(warehouse.FLAGS, 0), "problem_count": 0, "eligible": 0}
                          for s in FlagScope],
+        # revision 0004: the review queue, a pair queued for each reason and decided each way
+        "review_queue": [{"review_id": "rv1", "dataset": "incidents", "record_id": "r1", "person_ref": "P1",
+                          "first_queued_on": R1}],
+        "review_night": [{"reference_date": date(2025, 3, i), "review_id": "rv1", "reason": reason,
+                          "match_probability": 0.9} for i, reason in enumerate(ReviewReason, start=1)],
+        "review_decision": [{"review_id": "rv1", "decided_at": datetime(2025, 4, i, tzinfo=UTC),
+                             "decided_on": date(2025, 4, i), "decision": d, "reviewer": "reviewer a",
+                             "imported_at": at, "imported_by": "tfp"} for i, d in enumerate(ReviewDecision, start=1)],
     }
+
+
+def _rows_of_0002() -> dict[str, list[dict]]:
+    """_status_rows as a warehouse at 0002 can hold them: no review tables, only the link methods of 0003."""
+    rows = {k: v for k, v in _status_rows().items() if not k.startswith("review_")}
+    rows["links"] = [r for r in rows["links"] if r["method"] in ("nino", "upn", "probabilistic", "unlinked")]
+    return rows
 
 
 def _insert(url: str, rows: dict[str, list[dict]]) -> None:
@@ -269,6 +284,10 @@ def test_the_warehouse_refuses_a_status_outside_its_enum(warehouse_url, real_con
             bad["id"] = 99
         elif table == "family_flags":
             bad["family_ref"] = "F2"
+        elif table == "review_night":
+            bad["reference_date"] = date(2025, 5, 1)
+        elif table == "review_decision":
+            bad["decided_at"] = datetime(2025, 5, 1, tzinfo=UTC)
         else:
             bad[next(k for k in ("record_id", "person_ref") if k in bad)] = "X99"
         assert bad[column] not in set(allowed)
@@ -277,17 +296,21 @@ def test_the_warehouse_refuses_a_status_outside_its_enum(warehouse_url, real_con
                 conn.execute(warehouse.metadata.tables[table].insert(), [bad])
 
 
-def test_revision_0003_allows_exactly_the_enums(real_connect):
-    """The revision writes its value lists out (history does not follow the code): they are the enums'."""
+def test_revisions_0003_and_0004_allow_exactly_the_enums(real_connect):
+    """The revisions write their value lists out (history does not follow the code): 0003's lists, as 0004
+    replaced or added them, are the enums'."""
     import importlib.util
 
     from tfp.statuses import CHECKED
 
-    path = Path(warehouse.__file__).parent / "migrations" / "versions" / "0003_status_check_constraints.py"
-    spec = importlib.util.spec_from_file_location("revision_0003", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert {k: set(v) for k, v in module.ALLOWED.items()} == {k: {m.value for m in e} for k, e in CHECKED.items()}
+    allowed = {}
+    for name in ("0003_status_check_constraints", "0004_review_queue"):
+        path = Path(warehouse.__file__).parent / "migrations" / "versions" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"revision_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        allowed.update(module.ALLOWED)
+    assert {k: set(v) for k, v in allowed.items()} == {k: {m.value for m in e} for k, e in CHECKED.items()}
 
 
 def test_a_0002_warehouse_with_data_upgrades_to_head(warehouse_url, real_connect):
@@ -296,7 +319,7 @@ def test_a_0002_warehouse_with_data_upgrades_to_head(warehouse_url, real_connect
     from sqlalchemy.exc import IntegrityError
 
     _at_0002(warehouse_url)
-    rows = _status_rows()
+    rows = _rows_of_0002()
     _insert(warehouse_url, rows)
     before = _contents(warehouse_url, rows)
     notes = warehouse.upgrade(warehouse_url)
@@ -316,7 +339,7 @@ def test_a_0002_warehouse_with_data_upgrades_to_head(warehouse_url, real_connect
 def test_a_0002_warehouse_holding_an_unknown_status_is_not_upgraded(warehouse_url, real_connect):
     """A value outside an enum fails the upgrade, and the warehouse stays at 0002 as it was."""
     _at_0002(warehouse_url)
-    rows = _status_rows()
+    rows = _rows_of_0002()
     rows["landing_log"][0]["status"] = "lost"
     _insert(warehouse_url, rows)
     before = _contents(warehouse_url, rows)

@@ -61,7 +61,9 @@ def _unlinkable(p: dict[str, str], n: int) -> dict[str, str]:
 
 
 def _borough(root: Path, lagging_band: str | None, lagging_small_group: bool = False,
-             url: str | None = None) -> tuple[Path, list]:
+             url: str | None = None, twinned_band: str | None = None) -> tuple[Path, list]:
+    """``twinned_band``: each person of that band has a same-sex twin on the roster (same surname, date of
+    birth and postcode, another forename) and their records carry no forename: a near-tie for review."""
     people = _people()
     header = list(DATASETS["families"].columns)
     roster = []
@@ -71,11 +73,17 @@ def _borough(root: Path, lagging_band: str | None, lagging_small_group: bool = F
                "family_ref": f"F{n + 1:05d}", "person_ref": p["ref"], "role": "child" if p["age"] < 18 else "adult",
                "programme_status": "intervention", "attached_date": "2024-10-01"}
         roster.append([row.get(c, "") for c in header])
+        if p["band"] == twinned_band:
+            twin = {**row, "record_id": f"T{p['ref']}", "person_ref": f"T{p['ref']}",
+                    "forename": FORENAMES[p["sex"]][(FORENAMES[p["sex"]].index(p["forename"]) + 6) % 12]}
+            roster.append([twin.get(c, "") for c in header])
     write_feed(root, "children_services", f"families_{R:%Y%m%d}.csv", header, roster)
     benefits, incidents = [], []
     for n, p in enumerate(people):
         if p["band"] == lagging_band or (lagging_small_group and p["sex"] == "U"):
             p = _unlinkable(p, n)
+        if p["band"] == twinned_band:
+            p = {**p, "forename": ""}
         person = [p["forename"], p["surname"], p["dob"], p["sex"], p["postcode"]]
         benefits.append([f"DWP{n:05d}", *person, "", "uc", "Y", "2024-06-01", ""])
         incidents.append([f"INC{n:05d}", *person, "", "2024-11-01", "asb", "subject", ""])
@@ -135,10 +143,34 @@ def test_a_small_group_is_suppressed_and_never_flagged(lagging):
     assert small["link_rate"] is None and small["flagged"] is False
 
 
-def test_the_queue_rate_is_not_applicable_yet(lagging):
+def test_nothing_queued_gives_a_queue_rate_of_zero(lagging):
     report, page, _ = lagging
-    assert report["linkage_equity"]["queue_rate"].startswith("not applicable")
-    assert all(g["queue_rate"] is None for g in report["linkage_equity"]["groups"])
+    assert report["linkage_equity"]["queue_rate"] == 0.0 and report["review_queued"] == 0
+    assert all(g["queue_rate"] in (0.0, None) for g in report["linkage_equity"]["groups"])
+
+
+def test_the_queue_rate_shows_the_group_whose_records_wait_for_review(tmp_path, keys_env):
+    """Everyone aged 65+ has a twin on the roster and records without a forename: a near-tie each, so
+    exactly that band's records go to review (queue rate 1, link rate 0, flagged); the others' queue
+    rate is 0. The small group keeps [c] and no rate; the HTML shows the queue column and the counts."""
+    config, people = _borough(tmp_path, None, twinned_band="65+")
+    report, page = _night(config)
+    groups = _groups(report)
+    old = groups[("age_band", "65+")]
+    assert old["queue_rate"] == 1.0 and old["link_rate"] == 0.0 and old["flagged"]
+    assert old["queued"] == old["records"] == "50"
+    assert all(g["queue_rate"] == 0.0 for key, g in groups.items()
+               if key[0] == "age_band" and key[1] != "65+")
+    assert groups[("sex", "not known")]["queue_rate"] is None and groups[("sex", "not known")]["queued"] == "0"
+    assert report["linkage_equity"]["queue_rate"] == round(48 / (2 * len(people)), 3)
+    # the review counts: 48 records (24 people x 2 datasets) queued, two pairs each, none decided yet
+    assert report["review"] == {"queued": 48, "decided": 0, "pending": 96, "pairs": 96, "reviewed_links": 0}
+    assert report["review_queued"] == 48 and report["review_pending"] == 96
+    assert "Linkage review queue" in page and "<th>queue rate</th>" in page
+    text = json.dumps(report) + page
+    for p in people:
+        for value in (p["surname"], p["dob"], p["postcode"], p["ref"]):
+            assert value not in text
 
 
 def test_no_personal_value_in_the_report(lagging):

@@ -533,3 +533,19 @@ def test_export_without_a_recipient_or_a_night_is_refused(queued, tmp_path):
     with pytest.raises(ReviewError, match="no night has linked records for 2025-03-31"):
         export_queue(engine, R1, tmp_path / "q.age", recipient)
     assert not (tmp_path / "q.age").exists()
+
+
+# -- config ------------------------------------------------------------------------------------------
+
+def test_the_review_keys_are_optional_and_checked(tmp_path):
+    from helpers import make_config
+    from tfp.config import ConfigError, load_config
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    linkage = make_config(tmp_path, url).linkage  # a config without the new keys
+    assert (linkage.review_band, linkage.review_tie_ratio, linkage.review_recipient) == ((0.80, 0.95), 0.5, None)
+    for bad, key in (({"review_band": [0.95, 0.80]}, "review_band"), ({"review_band": [0, 0.9]}, "review_band"),
+                     ({"review_recipient": "ssh-ed25519 AAAA"}, "review_recipient"),
+                     ({"review_tie_ratio": 0}, "review_tie_ratio")):
+        with pytest.raises(ConfigError, match=f"linkage.*{key}|{key}"):
+            load_config(write_config(tmp_path, url, linkage={"match_probability_threshold": 0.95, **bad}))

@@ -549,3 +549,23 @@ def test_the_review_keys_are_optional_and_checked(tmp_path):
                      ({"review_tie_ratio": 0}, "review_tie_ratio")):
         with pytest.raises(ConfigError, match=f"linkage.*{key}|{key}"):
             load_config(write_config(tmp_path, url, linkage={"match_probability_threshold": 0.95, **bad}))
+
+
+# -- the UI: the dashboard's nights table ---------------------------------------------------------------
+
+def test_the_dashboard_shows_the_review_counts_of_each_night(flow, tmp_path):
+    """The operations dashboard (Browse › tfp reports) reads the run reports the flow wrote: each night's
+    queued / decided / pending, counts only."""
+    from tfp.dashboard import assemble, load_nights, render
+
+    reports = flow["root"] / "work" / "reports"
+    data = assemble(load_nights(reports))
+    night = next(n for n in data["nights"] if n["date"] == R2.isoformat())
+    assert (night["review_queued"], night["review_decided"], night["review_pending"]) == (
+        flow["xcom_r2"]["review_queued"], flow["xcom_r2"]["review_decided"], flow["xcom_r2"]["review_pending"])
+    backfill = next(n for n in data["nights"] if n["date"] == R1.isoformat())
+    assert backfill["review_decided"] == flow["xcom_backfill"]["review_decided"] > 0
+    page = render(data)
+    assert "review: queued / decided / pending" in page
+    assert (f"<td>{night['review_queued']} / {night['review_decided']} / {night['review_pending']}</td>") in page
+    assert not leak_pattern(flow["values"]).search(page.encode())

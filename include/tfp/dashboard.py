@@ -150,6 +150,10 @@ def _night_row(night: Mapping) -> dict:
         "linkage_rate": _rate(linked, (linked or 0) + (unlinked or 0)) if linked is not None else None,
         "families_eligible": report.get("families_eligible"),
         "persons_submitted": _int(report.get("persons_submitted")),
+        # the linkage review queue (tfp.review): records left for a reviewer, settled by a decision, pairs pending
+        "review_queued": _int(report.get("review_queued")),
+        "review_decided": _int(report.get("review_decided")),
+        "review_pending": _int(report.get("review_pending")),
         "files_delivered": len(delivery.get("files") or []),
         "dry_run": bool(delivery.get("dry_run")),
         "overdue": len(fresh.get("overdue") or []),
@@ -408,14 +412,16 @@ def _retention_html(runs: list[Mapping]) -> str:
 def _nights_table(data: Mapping) -> str:
     head = ("<tr><th>night</th><th>status</th><th>started</th><th>duration</th><th>rows read</th>"
             "<th>quarantined</th><th>linkage rate</th><th>eligible families (published)</th>"
-            "<th>persons submitted</th><th>files delivered</th><th>feeds overdue</th></tr>")
+            "<th>persons submitted</th><th>files delivered</th><th>feeds overdue</th>"
+            "<th>review: queued / decided / pending</th></tr>")
     rows = "".join(
         f"<tr><td>{e(n['date'])}</td><td class=\"{e(str(n['status']))}\">{_n(n['status'])}"
         + (f" at {e(str(n['failed_stage']))}" if n["failed_stage"] else "") + "</td>"
         f"<td>{_n((n['started_at'] or '')[:16].replace('T', ' ') or None)}</td><td>{_duration(n['duration_seconds'])}</td>"
         f"<td>{_n(n['rows_read'])}</td><td>{_n(n['rows_quarantined'])} ({_pct(n['quarantine_rate'])})</td>"
         f"<td>{_pct(n['linkage_rate'])}</td><td>{_n(n['families_eligible'])}</td><td>{_n(n['persons_submitted'])}</td>"
-        f"<td>{'dry run' if n['dry_run'] else n['files_delivered']}</td><td>{n['overdue']}</td></tr>"
+        f"<td>{'dry run' if n['dry_run'] else n['files_delivered']}</td><td>{n['overdue']}</td>"
+        f"<td>{_n(n['review_queued'])} / {_n(n['review_decided'])} / {_n(n['review_pending'])}</td></tr>"
         for n in reversed(data["nights"]) if n["has_run_report"])
     return f"<table id=nights-table>{head}{rows}</table>"
 

@@ -424,13 +424,14 @@ def test_link_records_queues_a_near_tie_and_follows_decisions():
 # -- import refused -----------------------------------------------------------------------------------
 
 @pytest.fixture
-def queued(sqlite_url):
-    """A warehouse with two queued pairs of one record (first queued on R1) and one of another."""
+def queued(warehouse_url):
+    """A warehouse (SQLite and PostgreSQL) with two queued pairs of one record (first queued on R1) and one
+    of another."""
     from tfp.review import record_queue
     from tfp.warehouse import connect, upgrade
 
-    upgrade(sqlite_url)
-    engine = connect(sqlite_url)
+    upgrade(warehouse_url)
+    engine = connect(warehouse_url)
     with engine.begin() as conn:
         record_queue(conn, R1, [("incidents", "I1", "P1", ReviewReason.NEAR_TIE, 0.45),
                                 ("incidents", "I1", "P2", ReviewReason.NEAR_TIE, 0.44),

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import write_config
 from tfp import cli
+from tfp.warehouse import head_revision
 
 TFP = str(Path(sys.executable).with_name("tfp"))
 # every command that reads a config: the rest of each command line is valid
@@ -142,7 +143,7 @@ def test_an_unmigrated_warehouse_is_one_line_naming_tfp_db_upgrade(tmp_path, cap
     config = write_config(tmp_path, pg_url)
     args = CONFIG_COMMANDS[command]
     error, hint = _one_line_error(capsys, [args[0], "--config", str(config), *args[1:]])
-    assert error == f"tfp: the warehouse schema is empty, not 0003; run `tfp db upgrade --config {config}`"
+    assert error == f"tfp: the warehouse schema is empty, not {head_revision()}; run `tfp db upgrade --config {config}`"
     assert "warehouse's owner" in hint
     assert not (tmp_path / "work" / "airflow").exists()  # refused before an Airflow home was made
 

@@ -120,10 +120,12 @@ def test_keys_into_an_impossible_folder_is_one_line(tmp_path, capsys, where):
     (tmp_path / "notes.txt").write_text("x\n", encoding="utf-8")
     out = {"under a file": tmp_path / "notes.txt" / "keys", "a file": tmp_path / "notes.txt",
            "under /proc": Path("/proc/no-such-folder/keys"), "under /dev/null": Path("/dev/null/keys")}[where]
+    modes = {p: os.stat(p).st_mode for p in (tmp_path / "notes.txt", Path("/dev/null"))}
     error, hint = _one_line_error(capsys, ["keys", "--out", str(out)])
     assert error.startswith(f"tfp: cannot write the keys into {out}: "), error
     assert "folder you can write to" in hint
     assert not list(tmp_path.glob("**/*.key"))
+    assert {p: os.stat(p).st_mode for p in modes} == modes  # a file or device in the way is never chmod-ed
 
 
 def test_the_real_keys_script_prints_no_traceback(tmp_path):

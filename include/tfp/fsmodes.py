@@ -9,6 +9,7 @@ creation and set exactly afterwards.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import stat
@@ -30,12 +31,23 @@ def private_dir(path: Path) -> Path:
             break
         missing.append(folder)
     for folder in reversed(missing):
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+        try:
             os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:  # another process made it meanwhile, or it is not a folder at all
+            _require_folder(folder)
+            continue
         os.chmod(folder, PRIVATE_DIR)
+    _require_folder(path)
     if stat.S_IMODE(os.stat(path).st_mode) != PRIVATE_DIR:
         os.chmod(path, PRIVATE_DIR)
     return path
+
+
+def _require_folder(path: Path) -> None:
+    """Refuse a path that exists but is not a folder (a file, a device such as /dev/null, a link to one):
+    its mode is never tfp's to change."""
+    if not stat.S_ISDIR(os.stat(path).st_mode):
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
 
 
 def create_private_file(path: Path) -> bool:

@@ -85,17 +85,47 @@ def airflow_home(dest: Path) -> Path:
     return dest
 
 
+_SQLITE_TEMPLATE: Path | None = None
+
+
+def _sqlite_template() -> Path:
+    """This process's migrated SQLite warehouse, made once by ``create_schema`` (what `tfp db upgrade`
+    runs): an empty SQLite warehouse becomes a page-for-page copy of it, which takes milliseconds where
+    running the migrations takes a second or more of fsyncs on each of hundreds of tests."""
+    global _SQLITE_TEMPLATE
+    if _SQLITE_TEMPLATE is None:
+        from tfp import warehouse
+
+        path = Path(tempfile.mkdtemp(prefix="tfp-test-warehouse-")) / "template.db"
+        engine = warehouse.get_engine(f"sqlite:///{path}")
+        warehouse.create_schema(engine)
+        engine.dispose()
+        _SQLITE_TEMPLATE = path
+    return _SQLITE_TEMPLATE
+
+
 def _migrate_empty_then_check(engine, hint=None):
     """Tests stand in for the operator's one `tfp db upgrade`: a warehouse that has no table at all
-    is migrated to head the first time anything connects to it; any other is only checked, as in
-    production. ``real_connect`` switches this off."""
+    is migrated to head the first time anything connects to it (a SQLite file by copying the session's
+    migrated template into it); any other is only checked, as in production. ``real_connect`` switches
+    this off."""
+    import sqlite3
+
     from sqlalchemy import inspect
 
     from tfp import warehouse
 
     with engine.connect() as conn:
         empty = not inspect(conn).get_table_names()
-    if empty:
+    if empty and warehouse.sqlite_path(engine.url.render_as_string(hide_password=False)) is not None:
+        template = sqlite3.connect(_sqlite_template())
+        raw = engine.raw_connection()
+        try:
+            template.backup(raw.driver_connection)
+        finally:
+            raw.close()
+            template.close()
+    elif empty:
         warehouse.create_schema(engine)
     _CHECK_SCHEMA(engine, **({"hint": hint} if hint else {}))
 
@@ -173,13 +203,54 @@ def sqlite_url(tmp_path):
     get_engine(url).dispose()
 
 
+_PG_SHARED: str | None = None
+
+
+def _pg_shared_database() -> str:
+    """This process's database for the PostgreSQL variants of ``warehouse_url``, made on first use and
+    dropped at the end (pytest_unconfigure). Commits there do not wait for the WAL flush: no test
+    crashes the server, and a fresh database per test (CREATE DATABASE, then DROP DATABASE, which
+    forces a checkpoint of the whole server) cost seconds per test."""
+    global _PG_SHARED
+    if _PG_SHARED is None:
+        url = _new_pg_database()
+        admin = create_engine(make_url(PG_SERVER), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{make_url(url).database}" SET synchronous_commit = off'))
+        admin.dispose()
+        _PG_SHARED = url
+    return _PG_SHARED
+
+
+@pytest.fixture
+def pg_schema_url():
+    """An empty PostgreSQL warehouse of its own: a new schema (the connection's only search_path entry)
+    in this process's shared database, dropped afterwards. Tests that look at the whole database (its
+    files, pg_statistic, its backends) use ``pg_url``, a database of their own."""
+    if not PG_SERVER:
+        pytest.skip("PostgreSQL variant: set TFP_TEST_POSTGRES_URL to run it (.ci/run does)")
+    from tfp.warehouse import get_engine
+
+    base = make_url(_pg_shared_database())
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = base.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    yield url
+    get_engine(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse_url(request, tmp_path):
-    """The same test on both databases."""
+    """The same test on both databases (on PostgreSQL, a schema of its own in a shared database)."""
     if request.param == "sqlite":
         yield request.getfixturevalue("sqlite_url")
     else:
-        yield request.getfixturevalue("pg_url")
+        yield request.getfixturevalue("pg_schema_url")
 
 
 def make_keys() -> dict[str, str]:
@@ -214,10 +285,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_unconfigure(config):
-    if _OWN_TEMPLATE:
-        import shutil
+    import shutil
 
+    if _OWN_TEMPLATE:
         shutil.rmtree(os.environ["TFP_TEST_AIRFLOW_TEMPLATE"], ignore_errors=True)
+    if _SQLITE_TEMPLATE is not None:
+        shutil.rmtree(_SQLITE_TEMPLATE.parent, ignore_errors=True)
+    if _PG_SHARED is not None:
+        _drop_pg_database(_PG_SHARED)
 
 
 try:

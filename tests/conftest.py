@@ -302,7 +302,8 @@ except ImportError:
 
 if xdist is not None:
     def pytest_xdist_make_scheduler(config, log):
-        """``--dist loadgroup`` with the airflow_stack group kept by test file.
+        """``--dist loadgroup`` with the airflow_stack group kept by test file, and each file that has a
+        module-scoped fixture kept on one worker.
 
         pytest 9 reads a test's id from ``item._id``: xdist 3.8's loadgroup still appends the group to
         ``item._nodeid`` on the workers, which is now ignored, so its groups never form. Here the
@@ -314,13 +315,19 @@ if xdist is not None:
         from xdist.scheduler import LoadGroupScheduling
 
         here = Path(__file__).parent
-        stack_files = {f"{here.name}/{p.name}" for p in here.glob("test_*.py")
-                       if "mark.airflow_stack" in p.read_text(encoding="utf-8")}
+        sources = {f"{here.name}/{p.name}": p.read_text(encoding="utf-8") for p in here.glob("test_*.py")}
+        stack_files = {name for name, source in sources.items() if "mark.airflow_stack" in source}
+        # A module-scoped fixture (a night's report, a DagBag, a generated borough) is built once per
+        # worker that runs one of the file's tests: its file stays on one worker, so it is built once.
+        module_files = {name for name, source in sources.items() if 'scope="module"' in source}
 
         class StackGroups(LoadGroupScheduling):
             def _split_scope(self, nodeid: str) -> str:
-                if nodeid.split("::", 1)[0] in stack_files:
+                path = nodeid.split("::", 1)[0]
+                if path in stack_files:
                     return "airflow_stack"
+                if path in module_files:
+                    return path
                 return super()._split_scope(nodeid)
 
         return StackGroups(config, log)

@@ -31,7 +31,7 @@ RELEASE_WINDOW_MONTHS = 12
 # The datasets the rules read; consent is settled by the consent stage (table person_consent).
 CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases", "tenancy_events", "benefits",
                                       "attendance")
-DATE_PARAMETERS: tuple[str, ...] = ("reference_date", "window_start", "release_window_end")
+DATE_PARAMETERS: tuple[str, ...] = ("night", "reference_date", "window_start", "release_window_end")
 
 # Everyone on the roster but the withdrawn: their rows keep references only (programme_status, a required
 # roster value, is gone), and what they withdrew counts for nothing, even in the evaluation's own checks.
@@ -64,13 +64,19 @@ def last_ended_terms(reference_date: date, n: int = 3) -> list[str]:
     return sorted(ended, key=term_end, reverse=True)[:n]
 
 
-def criteria_parameters(reference_date: date, criteria: Criteria) -> dict[str, object]:
-    """The bind parameters of the criteria SQL for R."""
+def criteria_parameters(reference_date: date, criteria: Criteria, night: date | None = None) -> dict[str, object]:
+    """The bind parameters of the criteria SQL for R.
+
+    ``night`` is the run whose links count (R itself unless given); ``reference_date`` is the date the
+    rules' windows and ages are evaluated at. They differ only when a family's situation is judged at
+    an earlier date (its baseline) from everything known tonight.
+    """
     terms = last_ended_terms(reference_date, 3)
     # The rate as an exact fraction of the value written in the config: 3 of 30 sessions at 0.10
     # must count, and 0.1 * 30 in floating point is 3.0000000000000004.
     rate = Fraction(repr(float(criteria.persistent_absence_rate)))
     return {
+        "night": night or reference_date,
         "reference_date": reference_date,
         "reference_yyyymmdd": int(reference_date.strftime("%Y%m%d")),
         "window_start": window_start(reference_date, criteria.lookback_months),

@@ -1,7 +1,7 @@
 -- children_need_help (contract section 5): families with a counted child (under 18 at R) with a
 -- need child_in_need, child_protection_plan, early_help or young_carer active in the window
 -- (start <= R and (no end or end > R - lookback)). Needs carry the roster's person_ref directly.
--- Parameters: reference_date, window_start, reference_yyyymmdd.
+-- Parameters: reference_date (the date the rules are evaluated at), window_start, reference_yyyymmdd.
 SELECT DISTINCT f.family_ref
 FROM cur_needs n
 JOIN counted_persons c ON c.person_ref = n.person_ref

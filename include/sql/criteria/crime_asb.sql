@@ -5,10 +5,10 @@
 --   as an adult (18+ at R) with parenting responsibility, a licence, community order or suspended
 --   sentence active at R, or a custody with its release date in (R, R + 12 months].
 -- A release on R itself does not count: "within 12 months after R" starts the day after R.
--- Parameters: reference_date, window_start, release_window_end, reference_yyyymmdd.
+-- Parameters: night (the run whose links count), reference_date (the date the rules are evaluated at), window_start, release_window_end, reference_yyyymmdd.
 SELECT DISTINCT f.family_ref
 FROM cur_incidents i
-JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'incidents' AND k.record_id = i.record_id
+JOIN links k ON k.reference_date = :night AND k.dataset = 'incidents' AND k.record_id = i.record_id
 JOIN counted_persons c ON c.person_ref = k.person_ref
 JOIN cur_families f ON f.person_ref = c.person_ref
 WHERE i.incident_date > :window_start
@@ -21,7 +21,7 @@ WHERE i.incident_date > :window_start
 UNION
 SELECT DISTINCT f.family_ref
 FROM cur_tenancy_events t
-JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'tenancy_events' AND k.record_id = t.record_id
+JOIN links k ON k.reference_date = :night AND k.dataset = 'tenancy_events' AND k.record_id = t.record_id
 JOIN counted_persons c ON c.person_ref = k.person_ref
 JOIN cur_families f ON f.person_ref = c.person_ref
 WHERE t.event IN ('asb_warning', 'asb_injunction')
@@ -30,7 +30,7 @@ WHERE t.event IN ('asb_warning', 'asb_injunction')
 UNION
 SELECT DISTINCT f.family_ref
 FROM cur_cases p
-JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'cases' AND k.record_id = p.record_id
+JOIN links k ON k.reference_date = :night AND k.dataset = 'cases' AND k.record_id = p.record_id
 JOIN counted_persons c ON c.person_ref = k.person_ref
 JOIN cur_families f ON f.person_ref = c.person_ref
 WHERE (CAST(:reference_yyyymmdd AS INTEGER) - tfp_yyyymmdd(f.date_of_birth)) / 10000 >= 18

@@ -1,9 +1,9 @@
 -- domestic_abuse (contract section 5): families with a counted member who has an incident in the
 -- window with category domestic_abuse (any role), or a need domestic_abuse active in the window.
--- Parameters: reference_date, window_start.
+-- Parameters: night (the run whose links count), reference_date (the date the rules are evaluated at), window_start.
 SELECT DISTINCT f.family_ref
 FROM cur_incidents i
-JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'incidents' AND k.record_id = i.record_id
+JOIN links k ON k.reference_date = :night AND k.dataset = 'incidents' AND k.record_id = i.record_id
 JOIN counted_persons c ON c.person_ref = k.person_ref
 JOIN cur_families f ON f.person_ref = c.person_ref
 WHERE i.category = 'domestic_abuse'

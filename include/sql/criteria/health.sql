@@ -1,6 +1,6 @@
 -- health (contract section 5): families with a counted member who has a need mental_health or
 -- substance_misuse active in the window (start <= R and (no end or end > R - lookback)).
--- Parameters: reference_date, window_start.
+-- Parameters: reference_date (the date the rules are evaluated at), window_start.
 SELECT DISTINCT f.family_ref
 FROM cur_needs n
 JOIN counted_persons c ON c.person_ref = n.person_ref

@@ -5,7 +5,7 @@
 -- The rate is passed as an exact fraction rate_numerator / rate_denominator so that the boundary
 -- (e.g. 3 of 30 at 0.10) compares in integers, free of floating-point rounding; no possible
 -- sessions means no absence rate.
--- Parameters: reference_date, reference_yyyymmdd, term_1, term_2, term_3, rate_numerator,
+-- Parameters: night (the run whose links count), reference_date (the date the rules are evaluated at), reference_yyyymmdd, term_1, term_2, term_3, rate_numerator,
 -- rate_denominator, fixed_term_exclusions.
 SELECT DISTINCT a.family_ref
 FROM (
@@ -17,7 +17,7 @@ FROM (
            SUM(CASE WHEN s.permanent_exclusion = TRUE OR s.alternative_provision = TRUE
                     THEN 1 ELSE 0 END) AS excluded_or_ap
     FROM cur_attendance s
-    JOIN links k ON k.reference_date = :reference_date AND k.dataset = 'attendance' AND k.record_id = s.record_id
+    JOIN links k ON k.reference_date = :night AND k.dataset = 'attendance' AND k.record_id = s.record_id
     JOIN counted_persons c ON c.person_ref = k.person_ref
     JOIN cur_families f ON f.person_ref = c.person_ref
     WHERE s.term IN (:term_1, :term_2, :term_3)

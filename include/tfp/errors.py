@@ -204,3 +204,47 @@ class RetentionIncomplete(TfpError, RuntimeError):
     """After deleting, something past its cutoff is still there."""
 
     hint = "run tfp retention again; if it persists, see the deletion log and the README's retention section"
+
+
+# -- anything else -------------------------------------------------------------------------------------
+
+class StageCrashed(TfpError, RuntimeError):
+    """A stage failed with an error that is not tfp's own (a library's or Python's), whose message may quote
+    a value it was given: a database's "Key (...)=(...) already exists", a parser's offending field. The
+    message keeps the error's class and where in tfp it was raised; the original message is withheld
+    from the task log, alerts, reports and lineage events, and the value-free traceback is logged instead."""
+
+    hint = ("the task log shows where it failed (file, line and function of every frame); re-run the stage "
+            "after fixing the cause, or report it with that log")
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        self.error_class = type(error).__name__
+        frames = traceback_frames(error)
+        # where tfp's own code called the failing library; the pipeline's wrapper is no news
+        own = [f for f in frames if "/tfp/" in f.filename.replace("\\", "/") and not f.filename.endswith("pipeline.py")]
+        where = own[-1] if own else (frames[-1] if frames else None)
+        place = f" in {where.name} ({Path(where.filename).name}:{where.lineno})" if where else ""
+        super().__init__(f"stage {stage} failed: {self.error_class}{place}")
+
+
+def traceback_frames(error: BaseException) -> list:
+    """The frames of ``error``'s traceback (file, line, function, source line): code, never a value."""
+    import traceback
+
+    return list(traceback.extract_tb(error.__traceback__)) if error.__traceback__ else []
+
+
+def value_free_traceback(error: BaseException) -> str:
+    """``error``'s traceback, its causes and contexts included, with every exception's message left out:
+    only classes and frames (file, line, function, source line), so it can be logged."""
+    import traceback
+
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append("".join(traceback.format_list(traceback_frames(current))) + f"{type(current).__name__}: "
+                     "<message withheld: it may quote a value>\n")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\nThe above exception led to the following one:\n\n".join(reversed(parts))

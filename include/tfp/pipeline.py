@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from tfp.config import load_config, warehouse_url
@@ -18,6 +19,7 @@ from tfp.context import RunContext, StageResult, open_context, result_from_xcom
 
 log = logging.getLogger(__name__)
 LONDON = ZoneInfo("Europe/London")
+T = TypeVar("T")
 
 
 def reference_date_of(logical_date: datetime) -> date:
@@ -87,17 +89,39 @@ def observe(observer: Callable[[StageResult], None]) -> None:
         _observers.append(observer)
 
 
+def guarded(stage: str, call: Callable[[], T]) -> T:
+    """``call()``, with any error that is not tfp's own replaced by a :class:`~tfp.errors.StageCrashed`.
+
+    A library's message may quote a value (a database's "Key (record_id)=(...) already exists"); Airflow
+    would print it in the task log and the OpenLineage FAIL event, and an alert might quote it. The
+    value-free traceback (classes and frames) is logged instead, and the new error is raised outside the
+    ``except`` block, so it carries no context that a log formatter could print.
+    """
+    from tfp.errors import StageCrashed, TfpError, value_free_traceback
+
+    try:
+        return call()
+    except TfpError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- re-raised below as a StageCrashed, without its message
+        log.error("stage %s failed; traceback without messages:\n%s", stage, value_free_traceback(e))
+        crashed = StageCrashed(stage, e)
+    raise crashed
+
+
 def run_stage(name: str, ctx: RunContext) -> StageResult:
     """Call stage ``name``'s ``run`` with ``ctx`` (``tfp.<name>``; retention's finish is ``retention_finish``),
     and show its result to the observers."""
     import importlib
 
-    if name == "retention_finish":
-        from tfp.retention import finish
+    def call() -> StageResult:
+        if name == "retention_finish":
+            from tfp.retention import finish
 
-        result = finish(ctx)
-    else:
-        result = importlib.import_module(f"tfp.{name}").run(ctx)
+            return finish(ctx)
+        return importlib.import_module(f"tfp.{name}").run(ctx)
+
+    result = guarded(name, call)
     for observer in _observers:
         observer(result)
     return result
@@ -111,8 +135,9 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
-    counts = check(ctx.warehouse, ctx.reference_date, sources)
-    fresh = check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date, sources)
+    counts = guarded("check_inputs", lambda: check(ctx.warehouse, ctx.reference_date, sources))
+    fresh = guarded("check_inputs", lambda: check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date,
+                                                            sources))
     return {**counts, "datasets_overdue": len(fresh.overdue), "files_volume_flagged": len(fresh.volume),
             "freshness": fresh.to_json()}
 

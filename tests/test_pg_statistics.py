@@ -237,3 +237,84 @@ def test_a_destroyed_landing_key_is_gone_from_the_key_table_file(pg_url, tmp_pat
         files = _files(conn, "landing_key")
     held = b"".join(p.read_bytes() for p in files)
     assert [i for i, k in enumerate(keys) if k in held] == list(range(0, 40, 2))  # only the kept (recent) keys
+
+
+def _keyed_landing(engine, count: int) -> list[bytes]:
+    """``count`` landing copies with a key each, every odd one landed 60 days ago (past landing_days)."""
+    from sqlalchemy import insert, update
+
+    from tfp.warehouse import landing_key, landing_log
+
+    keys = [os.urandom(32) for _ in range(count)]
+    old = datetime.now(UTC) - timedelta(days=60)
+    with engine.begin() as conn:
+        for i, key in enumerate(keys):
+            lid = conn.execute(insert(landing_log).values(
+                source="police", dataset="incidents", file_name=f"incidents_{i}.csv", file_date=R, sha256="0" * 64,
+                bytes=1, landed_at=old if i % 2 else datetime.now(UTC), landed_by_run=R, status="staged",
+                landing_path="x")).inserted_primary_key[0]
+            conn.execute(update(landing_log).where(landing_log.c.id == lid).values(
+                landing_path=f"landing/police/{lid}.raw.bin"))
+            conn.execute(insert(landing_key).values(landing_id=lid, key=key))
+    return keys
+
+
+def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_ends(pg_url, tmp_path):
+    """VACUUM FULL keeps the row versions an open snapshot may still read: a session that began before
+    retention (a report, a pg_dump) would keep destroyed keys in the file. Retention waits for it."""
+    import threading
+
+    from helpers import make_config
+
+    config = make_config(tmp_path, pg_url)
+    engine = connect(pg_url)
+    keys = _keyed_landing(engine, 10)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if _files(conn, "landing_key") is None:
+            pytest.skip("the data directory is not readable here")
+    reader = engine.connect()
+    reader.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    reader.exec_driver_sql("SELECT 1").scalar_one()  # its snapshot, from before the deletion (and no lock)
+    assert run_category(engine, config, "landing_copies", datetime.now(UTC).date(), dry_run=False).deleted == 5
+
+    # what a vacuum without waiting leaves behind: the destroyed keys, still in the file
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM FULL landing_key"))
+        held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
+    assert any(k in held for k in keys[1::2])
+
+    ended = threading.Event()
+
+    def end_the_reader() -> None:
+        ended.wait(2.0)
+        reader.exec_driver_sql("COMMIT")
+        ended.set()
+
+    closer = threading.Thread(target=end_the_reader)
+    closer.start()
+    compact(engine)
+    closer.join()
+    reader.close()
+    assert ended.is_set()  # compact returned only after the older session ended
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
+    assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]
+
+
+def test_a_session_that_never_ends_makes_retention_incomplete_naming_no_query(pg_url, tmp_path):
+    from tfp.errors import RetentionIncomplete
+    from tfp.retention import wait_for_older_snapshots
+
+    engine = connect(pg_url)
+    _keyed_landing(engine, 2)
+    with engine.connect() as reader:
+        reader.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.exec_driver_sql("SELECT 'Sentinel-Query-Text'").all()
+        with engine.begin() as conn:  # a deletion the reader's snapshot predates
+            conn.execute(text("DELETE FROM landing_key WHERE landing_id = (SELECT min(landing_id) FROM landing_key)"))
+        with pytest.raises(RetentionIncomplete) as raised:
+            wait_for_older_snapshots(engine, timeout=1.0, poll=0.2)
+        reader.exec_driver_sql("ROLLBACK")
+    assert "database sessions began before retention's deletions" in str(raised.value)
+    assert "Sentinel" not in str(raised.value) + raised.value.hint
+    wait_for_older_snapshots(engine, timeout=5.0)  # nothing older now: returns at once

@@ -446,11 +446,55 @@ def purge_catalog(engine: Engine) -> None:
     if not may:
         raise RetentionIncomplete("VACUUM FULL pg_catalog.pg_statistic needs the database owner or a superuser: "
                                   "run it as one (see the README's PostgreSQL section)")
+    wait_for_older_snapshots(engine)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM FULL pg_catalog.pg_statistic"))
 
 
 # -- making deletion stick ---------------------------------------------------------------------
+
+# How long retention waits for older transactions of the warehouse's database to end before it
+# compacts; a night's longest transaction (criteria on a big borough) is minutes, not hours.
+SNAPSHOT_WAIT_SECONDS = 900.0
+
+_OLDER_SNAPSHOTS = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()
+  AND backend_type IS DISTINCT FROM 'autovacuum worker'  -- NULL for another role's session, unless privileged
+  AND backend_xmin IS NOT NULL
+  AND age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
+"""
+
+
+def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS, poll: float = 0.5,
+                             clock: Callable[[], float] | None = None) -> None:
+    """PostgreSQL: wait until no other session of this database still sees the rows retention deleted.
+
+    VACUUM, FULL included, keeps every row version that a running transaction's snapshot may still
+    read. A session that began before the deletions (a report, a pg_dump, an idle-in-transaction
+    client) would keep a destroyed landing key, or a purged table's sampled values, in the files
+    after the vacuum that was meant to remove them. So: take a transaction id now, after every
+    deletion committed, and wait until every other session's snapshot is at least that new.
+    RetentionIncomplete names the count, never the sessions' queries, if they outlast ``timeout``.
+    """
+    import time as clock_module
+
+    now = clock or clock_module.monotonic
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        mark = conn.execute(text("SELECT txid_current() % 4294967296")).scalar_one()
+        deadline = now() + timeout
+        while True:
+            older = conn.execute(text(_OLDER_SNAPSHOTS), {"mark": str(mark)}).scalar_one()
+            if not older:
+                return
+            if now() >= deadline:
+                raise RetentionIncomplete(
+                    f"{older} database sessions began before retention's deletions and are still open, so the "
+                    "deleted rows cannot be vacuumed out of the files yet",
+                    hint="end them (pg_stat_activity shows sessions 'idle in transaction'), then run tfp "
+                         "retention again")
+            log.info("retention waits for %d older database sessions to end before vacuuming", older)
+            clock_module.sleep(poll)
 
 def compact(engine: Engine) -> None:
     """Make deleted rows unrecoverable from the database files where the database allows it."""
@@ -466,6 +510,7 @@ def compact(engine: Engine) -> None:
         finally:
             raw.close()
     elif engine.dialect.name == "postgresql":
+        wait_for_older_snapshots(engine)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in PERSONAL_TABLES:
                 # VACUUM frees space without overwriting it; the key table is tiny, so it is rewritten

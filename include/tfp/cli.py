@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--signing-public-key", required=True, type=Path)
     p.add_argument("--age-identity", type=Path)
+    p.add_argument("--identifiers-identity", type=Path,
+                   help="the trusted third party's age identity: decrypts only tfp_identifiers_* (needs --out; "
+                        "not with --age-identity)")
     p.add_argument("--out", type=Path)
     return parser
 
@@ -155,7 +158,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "verify-delivery":
         from tfp.verify import verify_delivery
 
-        return verify_delivery(args.dir, args.signing_public_key, args.age_identity, args.out)
+        return verify_delivery(args.dir, args.signing_public_key, args.age_identity, args.out,
+                               args.identifiers_identity)
     raise AssertionError(args.command)
 
 

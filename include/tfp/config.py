@@ -144,12 +144,39 @@ class Inbound(_Strict):
     keep_local_files: bool = False
 
 
+def is_age_recipient(value: str) -> bool:
+    """True when ``value`` is an age X25519 recipient (``age1...``, Bech32 with a valid checksum)."""
+    import pyrage
+
+    try:
+        pyrage.x25519.Recipient.from_str(value.strip())
+    except Exception:  # pyrage raises its own RecipientError; any failure means: not a recipient
+        return False
+    return value.strip().startswith("age1")
+
+
+class Identifiers(_Strict):
+    """The identifiers file for the trusted third party (contract section 10): ONS's linkage function, whose
+    age recipient is not the analysts' (``delivery.recipient``)."""
+
+    recipient: str
+
+    @field_validator("recipient")
+    @classmethod
+    def _age(cls, value: str) -> str:
+        if not is_age_recipient(value):
+            raise ValueError("must be an age X25519 public key (age1...)")
+        return value.strip()
+
+
 class Delivery(_Strict):
     transport: Literal["sftp", "directory"]
     path: str
     conn_id: str | None = None
     encryption: Literal["age", "none"]
     recipient: str | None = None
+    # off by default; when set, each delivery adds tfp_identifiers_<la>_<date>.csv.age sealed to this recipient only
+    identifiers: Identifiers | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> Delivery:
@@ -157,6 +184,13 @@ class Delivery(_Strict):
             raise ValueError("delivery.conn_id is required when delivery.transport is sftp")
         if self.encryption == "age" and not (self.recipient or "").startswith("age1"):
             raise ValueError("delivery.recipient must be an age public key (age1...) when encryption is age")
+        if self.identifiers is not None:
+            if self.encryption != "age":
+                raise ValueError("delivery.identifiers needs encryption: age (the identifiers file is never written "
+                                 "in plaintext)")
+            if self.identifiers.recipient == (self.recipient or "").strip():
+                raise ValueError("delivery.identifiers.recipient must differ from delivery.recipient (the analysts "
+                                 "must not be able to open the identifiers)")
         return self
 
 

@@ -34,6 +34,7 @@ from tfp.fsmodes import PRIVATE_FILE, atomic_write, private_dir
 
 if TYPE_CHECKING:
     from tfp.context import PackageResult, RunContext
+    from tfp.ttp import IdentifiersCsv
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,8 @@ class PackageTarget:
     recipient: str | None
     signing_key: bytes
     pipeline_version: str
+    # delivery.identifiers.recipient: the trusted third party's age recipient, None when the option is off
+    identifiers_recipient: str | None = None
 
     def __repr__(self) -> str:
         return f"PackageTarget({self.outbox}, {self.la_code}, {self.reference_date}, {self.encryption})"
@@ -171,12 +174,44 @@ class PackageTarget:
         d = ctx.config.delivery
         return cls(outbox=ctx.config.outbox_dir, la_code=ctx.config.local_authority.code,
                    reference_date=ctx.reference_date, encryption=d.encryption, recipient=d.recipient,
-                   signing_key=ctx.keys.signing, pipeline_version=__version__)
+                   signing_key=ctx.keys.signing, pipeline_version=__version__,
+                   identifiers_recipient=d.identifiers.recipient if d.identifiers else None)
 
 
-def write_package(outputs: Outputs, target: PackageTarget) -> list[PackagedFile]:
+def _write_identifiers(folder: Path, target: PackageTarget, identifiers: IdentifiersCsv | None,
+                       previous: dict[str, dict[str, str]], state: dict[str, dict[str, str]]) -> PackagedFile | None:
+    """The identifiers file for the trusted third party (tfp.ttp), sealed to its own recipient only.
+
+    Its plaintext exists only in memory: encrypted here, and only the ciphertext is written (through
+    :func:`write_outbox_file`'s temporary file of the same ciphertext). With the option off, an identifiers
+    file an earlier run left for R is removed and None is returned."""
+    from tfp.ttp import identifiers_name
+
+    name = identifiers_name(target.la_code, target.reference_date)
+    path = folder / name
+    recipient = target.identifiers_recipient
+    if recipient is None:
+        path.unlink(missing_ok=True)
+        return None
+    if identifiers is None:
+        raise ValueError("delivery.identifiers is on but no identifiers were built for this package")
+    if target.encryption != "age" or recipient == target.recipient:
+        raise ValueError("the identifiers file needs encryption age and a recipient of its own, not "
+                         "delivery.recipient")
+    plaintext = identifiers.text.encode("utf-8")
+    plain_sha = _sha256(plaintext)
+    data = _reusable(path, previous.get(name, {}), plain_sha, recipient) or _encrypt(plaintext, recipient)
+    del plaintext
+    state[name] = {"plaintext_sha256": plain_sha, "recipient": recipient, "sha256": _sha256(data)}
+    write_outbox_file(path, data)
+    return PackagedFile(name, path, plain_sha, identifiers.rows, _sha256(data), len(data))
+
+
+def write_package(outputs: Outputs, target: PackageTarget,
+                  identifiers: IdentifiersCsv | None = None) -> list[PackagedFile]:
     """Write the delivery for R into ``outbox/<YYYY-MM-DD>/`` and return its files in delivery order
-    (the three CSVs, the manifest, the signature)."""
+    (the CSVs, the identifiers file when ``target.identifiers_recipient`` is set, the manifest, the
+    signature)."""
     outbox, la_code, reference_date = target.outbox, target.la_code, target.reference_date
     encryption, recipient, signing_key = target.encryption, target.recipient, target.signing_key
     pipeline_version = target.pipeline_version
@@ -215,6 +250,8 @@ def write_package(outputs: Outputs, target: PackageTarget) -> list[PackagedFile]
         write_outbox_file(path, data)
         stale.unlink(missing_ok=True)  # the other encryption's copy from an earlier run must not linger
         files.append(PackagedFile(name, path, plain_sha, rows, _sha256(data), len(data)))
+    if (sealed := _write_identifiers(folder, target, identifiers, previous, state)) is not None:
+        files.append(sealed)
 
     manifest = canonical_json({
         "files": [{"bytes": f.bytes, "name": f.name, "rows": f.rows, "sha256": f.sha256} for f in files],
@@ -308,11 +345,23 @@ def run(ctx: RunContext) -> PackageResult:
     from tfp.lineage import Lineage, local_file, table
 
     outputs = build_outputs(ctx.warehouse, ctx.reference_date, ctx.config, ctx.keys)
-    files = write_package(outputs, PackageTarget.of(ctx))
+    target = PackageTarget.of(ctx)
+    identifiers = None
+    if target.identifiers_recipient is not None:
+        from tfp.ttp import build_identifiers
+
+        # the people of the submission: build_outputs records each one's released levels
+        identifiers = build_identifiers(ctx.warehouse, ctx.reference_date, outputs.released, ctx.keys.pseudonym)
+        if identifiers.rows != outputs.submission_rows:
+            raise RuntimeError(f"identifiers for {ctx.reference_date}: {identifiers.rows} people, the submission "
+                               f"has {outputs.submission_rows}")
+    files = write_package(outputs, target, identifiers)
+    del identifiers
     record_release(ctx.warehouse, ctx.reference_date, outputs.released)
     reads = ("stg_families", "person_consent", "family_flags", "released_generalisation")
     lineage = Lineage.of(inputs=[table(ctx.warehouse, t) for t in reads],
                          outputs=[*(local_file(f.path) for f in files), table(ctx.warehouse, "released_generalisation")])
     return PackageResult(stage="package", outbox=files[0].path.parent, files=tuple(f.name for f in files),
-                         counts={"persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows},
+                         counts={"persons_submitted": outputs.submission_rows, "withdrawals": outputs.withdrawal_rows,
+                                 **({"identifiers": outputs.submission_rows} if target.identifiers_recipient else {})},
                          published_summary=outputs.published, lineage=lineage)

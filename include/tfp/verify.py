@@ -11,6 +11,13 @@ manifest that passed all this; anything else named ``tfp_*`` fails the delivery,
 listed as ignored. Each manifest covers only its own files, so a folder may hold several dates'
 deliveries. Decrypted files are written only into ``--out``, by their own base name, mode 0600,
 and only once they have passed every check. Output names files and rules, never their contents.
+
+The identifiers file for the trusted third party (``tfp_identifiers_*.csv.age``, tfp.ttp) is sealed to
+another key than the attribute files. It is checked like any file (signed manifest, size, SHA-256), and
+needs no key for that; it is decrypted only with ``--identifiers-identity`` (the linkage function's key),
+never tried with ``--age-identity`` (the analysts'), and then only into an ``--out`` given explicitly.
+One run takes one of the two identities, never both, so that no run puts identifiers and attributes in
+one folder. A manifest that lists an identifiers file without ``.age`` fails: it has no plaintext form.
 """
 
 from __future__ import annotations
@@ -111,6 +118,9 @@ def manifest_problems(manifest_name: str, manifest: object) -> list[str]:
         elif not (m := listed.fullmatch(name)) or m["kind"] == "manifest":
             problems.append(f"NAME MISMATCH {_show(manifest_name)}: lists {_show(name)}, which is not "
                             f"tfp_<kind>_{la_code}_{stamp}.csv[.age] (the manifest's own la_code and reference_date)")
+        elif m["kind"] == "identifiers" and not name.endswith(".age"):
+            problems.append(f"BAD NAME {_show(manifest_name)}: lists {name}, an identifiers file in plaintext (it is "
+                            "only ever delivered encrypted, as .csv.age)")
         elif name in seen:
             problems.append(f"BAD MANIFEST {_show(manifest_name)}: lists {name} twice")
         seen.add(name)
@@ -153,7 +163,7 @@ def _write_private(out: Path, name: str, data: bytes) -> Path:
     return target
 
 
-def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool, str]:
+def _check_file(directory: Path, entry: dict, identity, out: Path, identifiers_identity=None) -> tuple[bool, str]:
     name = entry["name"]  # a plain base name: _name_problems checked it
     path = directory / name
     if not path.is_file():
@@ -165,14 +175,20 @@ def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool
         return False, f"FAIL {name}: SHA-256 differs from the manifest (altered)"
     decrypted = name.endswith(".age")
     if decrypted:
-        if identity is None:
+        sealed = name.startswith("tfp_identifiers_")  # tfp.ttp: the trusted third party's key, not the analysts'
+        key = identifiers_identity if sealed else identity
+        if key is None and sealed:
+            return True, (f"OK {name} (checksum; sealed for the trusted third party's linkage function, not "
+                          "decrypted: only its key opens it, with --identifiers-identity)")
+        if key is None:
             return True, f"OK {name} (checksum; not decrypted: give --age-identity to decrypt and count rows)"
         import pyrage
 
         try:
-            plaintext = pyrage.decrypt(data, [identity])
+            plaintext = pyrage.decrypt(data, [key])
         except pyrage.DecryptError:
-            return False, f"FAIL {name}: cannot be decrypted with this age identity"
+            which = "--identifiers-identity" if sealed else "--age-identity"
+            return False, f"FAIL {name}: cannot be decrypted with this age identity ({which})"
     else:
         plaintext = data
     said = ""
@@ -191,12 +207,21 @@ def _check_file(directory: Path, entry: dict, identity, out: Path) -> tuple[bool
 
 
 def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Path | None = None,
-                    out: Path | None = None) -> int:
+                    out: Path | None = None, identifiers_identity: Path | None = None) -> int:
     """Check every manifest in ``directory``, the files it lists, and that nothing named ``tfp_*`` is
     there unlisted; print one line per file.
 
+    ``age_identity`` (the analysts') decrypts the attribute files; ``identifiers_identity`` (the trusted third
+    party's) the identifiers file only, and needs an explicit ``out``. Not both in one run.
     Returns 0 when everything verifies, 1 when anything is wrong, missing or not covered.
     """
+    if age_identity is not None and identifiers_identity is not None:
+        print("FAIL --age-identity and --identifiers-identity together: the identifiers and the attributes are "
+              "kept apart (separate keys, separate holders); verify with one of them per run")
+        return 1
+    if identifiers_identity is not None and out is None:
+        print("FAIL --identifiers-identity needs --out: the decrypted identifiers go only to a folder you name")
+        return 1
     directory = Path(directory)
     out = Path(out) if out else directory / "decrypted"
     if out.resolve() == directory.resolve():
@@ -214,6 +239,13 @@ def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Pat
             identity = _identity(age_identity)
         except Exception as e:  # pyrage raises its own IdentityError for a malformed key
             print(f"FAIL age identity {age_identity}: {e.__class__.__name__}: not an age identity file")
+            return 1
+    sealed_identity = None
+    if identifiers_identity is not None:
+        try:
+            sealed_identity = _identity(identifiers_identity)
+        except Exception as e:  # as above
+            print(f"FAIL identifiers identity {identifiers_identity}: {e.__class__.__name__}: not an age identity file")
             return 1
     manifests = sorted(p for p in directory.glob("tfp_manifest_*.json") if p.is_file())
     if not manifests:
@@ -234,7 +266,7 @@ def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Pat
         print(f"OK {manifest_path.name} (signature verifies; {manifest['la_code']} {manifest['reference_date']})")
         for entry in manifest["files"]:
             covered.add(entry["name"])
-            ok, line = _check_file(directory, entry, identity, out)
+            ok, line = _check_file(directory, entry, identity, out, sealed_identity)
             print(line)
             problems += not ok
     out_resolved = out.resolve()

@@ -145,3 +145,46 @@ def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypa
 def test_config_sources_are_the_one_source_list():
     """The config's per-source sections are the sources of tfp.feeds.SOURCES, in the contract's order."""
     assert tuple(Sources.model_fields) == SOURCES
+
+
+# -- the identifiers file for the trusted third party (contract section 10, issue 19 item 3) -------------------
+
+ANALYSTS = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+
+
+def _with_identifiers(raw: dict, recipient: str, delivery: dict | None = None) -> dict:
+    _sftp_delivery(raw)
+    raw["delivery"].update(identifiers={"recipient": recipient}, **(delivery or {}))
+    return raw
+
+
+def test_identifiers_are_off_by_default_and_take_a_recipient_of_their_own(tmp_path):
+    import pyrage
+
+    assert parse_config(yaml.safe_load(EXAMPLE.read_text()), tmp_path).delivery.identifiers is None
+    linkage = str(pyrage.x25519.Identity.generate().to_public())
+    config = parse_config(_with_identifiers(yaml.safe_load(EXAMPLE.read_text()), linkage), tmp_path)
+    assert config.delivery.identifiers.recipient == linkage
+    assert config.delivery.recipient == ANALYSTS
+
+
+@pytest.mark.parametrize("recipient, delivery, message", [
+    (ANALYSTS, {}, "delivery.identifiers.recipient must differ from delivery.recipient"),
+    # one character changed: the Bech32 checksum fails, so it is not a recipient at all
+    (ANALYSTS[:-1] + ("q" if ANALYSTS[-1] != "q" else "p"), {}, "delivery.identifiers.recipient: must be an age"),
+    ("age1notakey", {}, "delivery.identifiers.recipient: must be an age"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl", {},
+     "delivery.identifiers.recipient: must be an age"),
+    (None, {"transport": "directory", "path": "out", "conn_id": None, "encryption": "none", "recipient": None},
+     "delivery.identifiers needs encryption: age"),
+])
+def test_bad_identifiers_settings_are_refused_naming_the_key(tmp_path, recipient, delivery, message):
+    import pyrage
+
+    recipient = recipient or str(pyrage.x25519.Identity.generate().to_public())
+    raw = _with_identifiers(yaml.safe_load(EXAMPLE.read_text()), recipient, delivery)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw, tmp_path)
+    raw["delivery"]["identifiers"]["extra"] = 1
+    with pytest.raises(ConfigError, match=re.escape("delivery.identifiers.extra: unknown key")):
+        parse_config(raw, tmp_path)

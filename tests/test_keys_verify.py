@@ -481,3 +481,118 @@ def test_the_sender_can_check_its_own_manifest_with_the_same_rules(delivery):
     folder = delivery[0]
     assert manifest_problems(MANIFEST, manifest_of(folder)) == []
     assert manifest_problems(f"tfp_manifest_{LA}_20250330.json", manifest_of(folder)) != []
+
+
+# -- the identifiers file for the trusted third party (contract section 10, issue 19 item 3) -------------------
+
+IDENTIFIERS = f"tfp_identifiers_{LA}_20250331.csv.age"
+IDENTIFIERS_TEXT = ("person_token,forename,surname,date_of_birth,sex,postcode,uprn,nino,upn,nhs_number\n"
+                    "b,Zoë,O'Neil,1982-04-02,F,SW1A 1AA,100023336956,AB123456C,,\n"
+                    "multi,Bob,\"Smith, Jr\",1980-01-09,M,N1 9GU,,,,9434765919\n")
+
+
+@pytest.fixture
+def sealed(tmp_path, delivery):
+    """The delivery fixture's package again, now with the identifiers file sealed to a second identity (the
+    trusted third party's linkage function) beside the analysts' (``delivery``'s) identity."""
+    from tfp.ttp import IdentifiersCsv
+
+    folder, pub, analysts = delivery
+    linkage = pyrage.x25519.Identity.generate()
+    linkage_file = tmp_path / "linkage.key"
+    linkage_file.write_text(f"# public key: {linkage.to_public()}\n{linkage}\n")
+    signing = base64.b64decode(os.environ["TFP_SIGNING_KEY"])
+    write_package(OUTPUTS, PackageTarget(tmp_path / "outbox", LA, R, "age", recipient_of(analysts), signing, "0.1.0",
+                                         identifiers_recipient=str(linkage.to_public())),
+                  IdentifiersCsv(IDENTIFIERS_TEXT, 2))
+    return folder, pub, analysts, linkage_file
+
+
+def test_identifiers_are_listed_and_checked_without_a_key_and_never_opened_with_the_analysts_key(sealed, capsys,
+                                                                                                  tmp_path):
+    folder, pub, analysts, _ = sealed
+    entry = next(e for e in manifest_of(folder)["files"] if e["name"] == IDENTIFIERS)
+    assert entry["rows"] == 2 and entry["sha256"] == hashlib.sha256((folder / IDENTIFIERS).read_bytes()).hexdigest()
+    for identity in (None, analysts):  # the recipient's analysts: the checksum is all they can check, and enough
+        code = verify_delivery(folder, pub, identity, tmp_path / "analysts")
+        said = capsys.readouterr().out
+        assert code == 0, said
+        assert f"OK {IDENTIFIERS} (checksum; sealed for the trusted third party" in said
+    assert (tmp_path / "analysts" / SUBMISSION).read_text() == OUTPUTS.submission
+    assert sorted(p.name for p in (tmp_path / "analysts").iterdir()) == sorted(
+        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv"])  # no identifiers file among them
+    # the analysts' key cannot open it, even when offered as the identifiers key
+    with pytest.raises(pyrage.DecryptError):
+        pyrage.decrypt((folder / IDENTIFIERS).read_bytes(), [_identity_of(analysts)])
+    code = verify_delivery(folder, pub, None, tmp_path / "tried", identifiers_identity=analysts)
+    said = capsys.readouterr().out
+    assert code == 1 and f"FAIL {IDENTIFIERS}: cannot be decrypted with this age identity" in said
+    assert not (tmp_path / "tried" / IDENTIFIERS.removesuffix(".age")).exists()
+
+
+def _identity_of(id_file: Path):
+    line = next(x for x in id_file.read_text().splitlines() if x.startswith("AGE-SECRET-KEY-"))
+    return pyrage.x25519.Identity.from_str(line)
+
+
+def test_the_linkage_key_opens_the_identifiers_and_nothing_else(sealed, capsys, tmp_path):
+    folder, pub, _, linkage = sealed
+    code = verify_delivery(folder, pub, None, tmp_path / "ttp", identifiers_identity=linkage)
+    said = capsys.readouterr().out
+    assert code == 0, said
+    assert f"OK {IDENTIFIERS} (2 rows, decrypted to" in said
+    assert f"OK {SUBMISSION}.age (checksum; not decrypted" in said
+    assert [p.name for p in (tmp_path / "ttp").iterdir()] == [IDENTIFIERS.removesuffix(".age")]
+    assert (tmp_path / "ttp" / IDENTIFIERS.removesuffix(".age")).read_text(encoding="utf-8") == IDENTIFIERS_TEXT
+    assert stat.S_IMODE((tmp_path / "ttp" / IDENTIFIERS.removesuffix(".age")).stat().st_mode) == 0o600
+    # nothing of the content is printed
+    assert "O'Neil" not in said and "AB123456C" not in said
+    for name in (SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv"):
+        with pytest.raises(pyrage.DecryptError):
+            pyrage.decrypt((folder / (name + ".age")).read_bytes(), [_identity_of(linkage)])
+    # offered as the analysts' key, it opens none of the attribute files
+    code = verify_delivery(folder, pub, linkage, tmp_path / "wrong")
+    said = capsys.readouterr().out
+    assert code == 1 and said.count("cannot be decrypted with this age identity (--age-identity)") == 3
+
+
+def test_both_identities_at_once_or_identifiers_without_out_are_refused(sealed, capsys, tmp_path):
+    folder, pub, analysts, linkage = sealed
+    assert verify_delivery(folder, pub, analysts, tmp_path / "both", identifiers_identity=linkage) == 1
+    assert "FAIL --age-identity and --identifiers-identity together" in capsys.readouterr().out
+    assert verify_delivery(folder, pub, None, None, identifiers_identity=linkage) == 1
+    assert "--identifiers-identity needs --out" in capsys.readouterr().out
+    assert not (tmp_path / "both").exists() and not (folder / "decrypted").exists()
+    assert main(["verify-delivery", str(folder), "--signing-public-key", str(pub), "--identifiers-identity",
+                 str(linkage), "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / IDENTIFIERS.removesuffix(".age")).is_file()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "drop"])
+def test_a_damaged_identifiers_file_fails_without_any_key(sealed, capsys, damage):
+    folder, pub, _, _ = sealed
+    path = folder / IDENTIFIERS
+    if damage == "flip":
+        flip_byte(path, 40)
+    elif damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-3])
+    else:
+        path.unlink()
+    code = verify_delivery(folder, pub, None, None)
+    said = capsys.readouterr().out
+    assert code == 1
+    assert re.search(rf"(FAIL|MISSING) {re.escape(IDENTIFIERS)}", said), said
+
+
+def test_an_identifiers_file_in_plaintext_is_refused_even_when_signed(sealed, capsys, tmp_path):
+    folder, pub, _, _ = sealed
+    plain = IDENTIFIERS.removesuffix(".age")
+    data = b"person_token,forename\nb,Zoe\n"
+    (folder / plain).write_bytes(data)
+    manifest = manifest_of(folder)
+    manifest["files"].append({"bytes": len(data), "name": plain, "rows": 1, "sha256": hashlib.sha256(data).hexdigest()})
+    write_signed(folder, MANIFEST, manifest, signing_key({"TFP_SIGNING_KEY": os.environ["TFP_SIGNING_KEY"]}))
+    code = verify_delivery(folder, pub, None, tmp_path / "plain")
+    said = capsys.readouterr().out
+    assert code == 1 and f"BAD NAME {MANIFEST}: lists {plain}, an identifiers file in plaintext" in said
+    assert manifest_problems(MANIFEST, manifest) and not (tmp_path / "plain").exists()

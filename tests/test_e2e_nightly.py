@@ -1,8 +1,10 @@
 """The whole night, for real: partner drops over SFTP, `tfp run` (the real DAG through dag.test()),
 age-encrypted delivery over SFTP to a recipient on loopback, `tfp verify-delivery` as the recipient,
 and the submission checked against what the generator's truth folder implies, with tokens and match
-keys recomputed here by an independent implementation of the recipes. Then a search of everything
-the run left behind for any personal value of the input."""
+keys recomputed here by an independent implementation of the recipes. The identifiers file for the
+trusted third party is on (contract section 10): sealed to a key of its own, verified by the analysts
+without it and opened by the linkage function. Then a search of everything the run left behind for any
+personal value of the input."""
 
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ def night(tmp_path_factory):
 
     identity = pyrage.x25519.Identity.generate()
     (root / "age.key").write_text(str(identity) + "\n")
+    linkage = pyrage.x25519.Identity.generate()  # the trusted third party's linkage function, not the analysts
+    (root / "linkage.key").write_text(str(linkage) + "\n")
     keys = make_keys()
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -99,7 +103,8 @@ def night(tmp_path_factory):
             "warehouse_url": "sqlite:///work/warehouse.db", "work_dir": "work",
             "sources": {s: {"transport": "sftp", "conn_id": "sftp_partners", "path": f"/{s}"} for s in SOURCES},
             "delivery": {"transport": "sftp", "conn_id": "sftp_ons", "path": f"/inbound/{LA}", "encryption": "age",
-                         "recipient": str(identity.to_public())},
+                         "recipient": str(identity.to_public()),
+                         "identifiers": {"recipient": str(linkage.to_public())}},
         }
         (root / "tfp.yaml").write_text(yaml.safe_dump(config))
         env = {**os.environ, **keys, "AIRFLOW_HOME": str(airflow_home(root / "airflow")), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -115,8 +120,11 @@ def night(tmp_path_factory):
     verify = subprocess.run([TFP, "verify-delivery", str(delivered), "--signing-public-key", str(root / "signing.pub"),
                              "--age-identity", str(root / "age.key"), "--out", str(root / "received")],
                             capture_output=True, text=True, timeout=300)
+    verify_linkage = subprocess.run([TFP, "verify-delivery", str(delivered), "--signing-public-key",
+                                     str(root / "signing.pub"), "--identifiers-identity", str(root / "linkage.key"),
+                                     "--out", str(root / "linkage")], capture_output=True, text=True, timeout=300)
     return {"root": root, "truth": truth, "partners": partners, "keys": keys, "first": first, "second": second,
-            "verify": verify, "delivered": delivered, "stamps": stamps}
+            "verify": verify, "verify_linkage": verify_linkage, "delivered": delivered, "stamps": stamps}
 
 
 def test_the_run_succeeds_and_the_recipient_verifies_it(night):
@@ -126,8 +134,31 @@ def test_the_run_succeeds_and_the_recipient_verifies_it(night):
     names = sorted(p.name for p in night["delivered"].iterdir())
     d = R.strftime("%Y%m%d")
     assert names == sorted([f"tfp_submission_{LA}_{d}.csv.age", f"tfp_summary_{LA}_{d}.csv.age",
-                            f"tfp_withdrawals_{LA}_{d}.csv.age", f"tfp_manifest_{LA}_{d}.json",
-                            f"tfp_manifest_{LA}_{d}.json.sig"])
+                            f"tfp_withdrawals_{LA}_{d}.csv.age", f"tfp_identifiers_{LA}_{d}.csv.age",
+                            f"tfp_manifest_{LA}_{d}.json", f"tfp_manifest_{LA}_{d}.json.sig"])
+    # the analysts verify everything, the identifiers file by its signed checksum only (they cannot open it)
+    assert f"OK tfp_identifiers_{LA}_{d}.csv.age (checksum; sealed for the trusted third party" in night["verify"].stdout
+    assert not (night["root"] / "received" / f"tfp_identifiers_{LA}_{d}.csv").exists()
+
+
+def test_the_linkage_function_opens_the_identifiers_of_every_submitted_person_and_nothing_else(night):
+    """The identifiers file holds the roster's values of exactly the people in the submission, sorted by
+    person_token; the linkage function's key opens it and none of the attribute files."""
+    assert night["verify_linkage"].returncode == 0, night["verify_linkage"].stdout + night["verify_linkage"].stderr
+    d = R.strftime("%Y%m%d")
+    assert [p.name for p in (night["root"] / "linkage").iterdir()] == [f"tfp_identifiers_{LA}_{d}.csv"]
+    assert night["verify_linkage"].stdout.count("(checksum; not decrypted") == 3
+    pseudonym = bytes.fromhex(night["keys"]["TFP_PSEUDONYM_KEY"])
+    roster = {_h(pseudonym, "person:" + r["person_ref"]): r
+              for r in _read(night["partners"] / "children_services" / f"families_{R:%Y%m%d}.csv")}
+    rows = _read(night["root"] / "linkage" / f"tfp_identifiers_{LA}_{d}.csv")
+    submitted = [r["person_token"] for r in _read(night["root"] / "received" / f"tfp_submission_{LA}_{d}.csv")]
+    assert [r["person_token"] for r in rows] == sorted(submitted) and len(rows) > 50
+    for row in rows:
+        person = roster[row["person_token"]]
+        assert {c: row[c] for c in ("forename", "surname", "date_of_birth", "sex", "postcode", "uprn", "nino", "upn")} \
+            == {c: person[c] for c in ("forename", "surname", "date_of_birth", "sex", "postcode", "uprn", "nino", "upn")}
+        assert row["nhs_number"] == person.get("nhs_number", "")
 
 
 def test_a_rerun_uploads_nothing(night):
@@ -167,9 +198,16 @@ def test_submission_is_what_the_truth_implies(night):
 def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
     values = personal_values(night["partners"], R)
     assert len(values) > 500
+    # with the identifiers file on, the roster's UPRNs (12 digits) are searched for too
+    values |= {r["uprn"] for r in _read(night["partners"] / "children_services" / f"families_{R:%Y%m%d}.csv")
+               if len(r["uprn"]) >= 9}
     pattern = leak_pattern(values)
     root = night["root"]
-    places = [root / "airflow", root / "work" / "reports", night["delivered"]]
+    # Airflow's home (logs, the metadata DB with XCom), reports, the outbox (ciphertexts, manifest, state), what
+    # was delivered, and what the analysts decrypted: only the warehouse, the encrypted landing copies and the
+    # linkage function's own decrypted folder may hold identifiers
+    places = [root / "airflow", root / "work" / "reports", root / "work" / "outbox", night["delivered"],
+              root / "received"]
     found = []
     for place in places:
         for path in place.rglob("*"):
@@ -178,8 +216,8 @@ def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):
                 if hit:
                     found.append(f"{path.relative_to(root)}: {hit.group(0)[:3]!r}...")
     assert found == []
-    output = (night["first"].stdout + night["first"].stderr).encode()
-    assert not pattern.search(output)
+    output = "".join(night[k].stdout + night[k].stderr for k in ("first", "second", "verify", "verify_linkage"))
+    assert not pattern.search(output.encode())
 
 
 def test_every_family_has_its_true_flags(night):

@@ -186,3 +186,27 @@ def test_the_package_task_adds_the_file_only_when_the_config_asks(tmp_path, nigh
     del base["delivery"]["identifiers"]
     result = run(RunContext(config=parse_config(base, tmp_path), reference_date=R, warehouse=engine))
     assert NAME not in result.files and "identifiers" not in result.counts
+
+
+def test_retention_deletes_the_outbox_copy_like_any_other(night, tmp_path):
+    """The programme-end purge counts the sealed file with the outbox's other files and deletes it."""
+    from tfp.retention import run_category
+
+    engine, keys, outputs = night
+    cfg = config(tmp_path)
+    ids = build_identifiers(engine, R, outputs.released, keys.pseudonym)
+    target, _, _ = _targets(tmp_path, keys)
+    target = PackageTarget(cfg.outbox_dir, LA, R, "age", target.recipient, keys.signing, "0.1.0",
+                           identifiers_recipient=target.identifiers_recipient)
+    files = write_package(outputs, target, ids)
+    sealed = cfg.outbox_dir / R.isoformat() / NAME
+    assert sealed.is_file() and len(files) == 6
+    end = cfg.retention.delete_all_after
+    dry = run_category(engine, cfg, "programme_end", end, dry_run=True)
+    without = dry.found
+    assert sealed.is_file()
+    sealed.unlink()  # one file fewer in the outbox: one fewer found, so it was counted
+    assert run_category(engine, cfg, "programme_end", end, dry_run=True).found == without - 1
+    write_package(outputs, target, ids)
+    done = run_category(engine, cfg, "programme_end", end, dry_run=False)
+    assert done.deleted == without and not sealed.exists() and not any(cfg.outbox_dir.rglob("*"))

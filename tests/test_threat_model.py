@@ -49,7 +49,8 @@ def test_the_readme_table_covers_every_output_and_every_reader():
     for reader in ("without keys", "the recipient", "a reader of published reports"):
         assert reader in header
     body = "\n".join(rows[2:])
-    for output in ("tfp_submission_", "tfp_summary_", "tfp_withdrawals_", "tfp_manifest_", "run report", "alerts"):
+    for output in ("tfp_submission_", "tfp_summary_", "tfp_withdrawals_", "tfp_identifiers_", "tfp_manifest_",
+                   "run report", "alerts"):
         assert output in body, output
     for row in rows[2:]:
         assert row.count("|") - row.count("\\|") == header.count("|"), row
@@ -59,3 +60,8 @@ def test_the_readme_does_not_claim_match_keys_hide_identifiers_from_the_recipien
     submission = next(r for r in _threat_table() if "tfp_submission_" in r)
     assert re.search(r"recover any identifier", submission)
     assert "mk_nino" in submission and "mk_upn" in submission
+
+
+def test_the_readme_says_only_the_linkage_function_can_open_the_identifiers_file():
+    row = next(r for r in _threat_table() if "tfp_identifiers_" in r)
+    assert "linkage function" in row and "cannot decrypt" in row and "analysts" in row

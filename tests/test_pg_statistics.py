@@ -208,24 +208,11 @@ def test_an_older_warehouse_loses_its_sampled_values_on_upgrade(pg_url):
 def test_a_destroyed_landing_key_is_gone_from_the_key_table_file(pg_url, tmp_path):
     """Crypto-shredding on PostgreSQL: a plain VACUUM leaves a deleted key's 32 bytes in a free slot
     of landing_key's file; retention rewrites that small table, so the key is gone from its files."""
-    from sqlalchemy import insert, update
-
     from helpers import make_config
-    from tfp.warehouse import landing_key, landing_log
 
     config = make_config(tmp_path, pg_url)
     engine = connect(pg_url)
-    keys = [os.urandom(32) for _ in range(40)]
-    old = datetime.now(UTC) - timedelta(days=60)
-    with engine.begin() as conn:
-        for i, key in enumerate(keys):
-            lid = conn.execute(insert(landing_log).values(
-                source="police", dataset="incidents", file_name=f"incidents_{i}.csv", file_date=R, sha256="0" * 64,
-                bytes=1, landed_at=old if i % 2 else datetime.now(UTC), landed_by_run=R, status="staged",
-                landing_path="x")).inserted_primary_key[0]
-            conn.execute(update(landing_log).where(landing_log.c.id == lid).values(
-                landing_path=f"landing/police/{lid}.raw.bin"))
-            conn.execute(insert(landing_key).values(landing_id=lid, key=key))
+    keys = _keyed_landing(engine, 40)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         files = _files(conn, "landing_key")
     if files is None:

@@ -457,18 +457,26 @@ def purge_catalog(engine: Engine) -> None:
 # compacts; a night's longest transaction (criteria on a big borough) is minutes, not hours.
 SNAPSHOT_WAIT_SECONDS = 900.0
 
+# What holds back what VACUUM may remove: another session's snapshot (backend_xmin) or its own running
+# transaction (backend_xid: a writer idle between statements has no snapshot but still counts), a
+# prepared transaction, and a replication slot's xmin. Each is compared with a transaction id taken
+# after retention's deletions committed. Snapshots count in this database (autovacuum's ANALYZE too);
+# running transactions count in every database, because a snapshot's xmin, the vacuum's own included,
+# is the oldest transaction running on the whole server: seen here, another database's VACUUM FULL
+# kept this database's deleted keys "not removable yet".
 _OLDER_SNAPSHOTS = """
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND pid <> pg_backend_pid()
-  AND backend_type IS DISTINCT FROM 'autovacuum worker'  -- NULL for another role's session, unless privileged
-  AND backend_xmin IS NOT NULL
-  AND age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
+SELECT (SELECT count(*) FROM pg_stat_activity
+        WHERE pid <> pg_backend_pid()
+          AND ((datname = current_database() AND age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))
+               OR age(backend_xid) > age(CAST(CAST(:mark AS TEXT) AS xid))))
+     + (SELECT count(*) FROM pg_prepared_xacts WHERE age(transaction) > age(CAST(CAST(:mark AS TEXT) AS xid)))
+     + (SELECT count(*) FROM pg_replication_slots WHERE age(xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))
 """
 
 
 def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS, poll: float = 0.5,
                              clock: Callable[[], float] | None = None) -> None:
-    """PostgreSQL: wait until no other session of this database still sees the rows retention deleted.
+    """PostgreSQL: wait until no other session of the server still holds back the rows retention deleted.
 
     VACUUM, FULL included, keeps every row version that a running transaction's snapshot may still
     read. A session that began before the deletions (a report, a pg_dump, an idle-in-transaction
@@ -491,8 +499,8 @@ def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECO
                 raise RetentionIncomplete(
                     f"{older} database sessions began before retention's deletions and are still open, so the "
                     "deleted rows cannot be vacuumed out of the files yet",
-                    hint="end them (pg_stat_activity shows sessions 'idle in transaction'), then run tfp "
-                         "retention again")
+                    hint="end them (pg_stat_activity shows sessions 'idle in transaction'; pg_prepared_xacts and "
+                         "pg_replication_slots show the rarer holders), then run tfp retention again")
             log.info("retention waits for %d older database sessions to end before vacuuming", older)
             clock_module.sleep(poll)
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import insert, select
 
 from tfp.config import Criteria
-from tfp.criteria import compute_family_flags
+from tfp.criteria import assess_families, compute_family_flags
 from tfp.feeds import DATASETS
 from tfp.months import add_months
 from tfp.warehouse import FLAGS, connect, family_flags, landing_log, links, person_consent, staging
@@ -95,9 +95,9 @@ class Warehouse:
                              release_date=release_date, parenting_responsibility=parenting_responsibility)
 
     def tenancy_event(self, person_ref: str | None, event: str, event_date: date,
-                      record_id: str | None = None) -> str:
+                      record_id: str | None = None, arrears_amount: float | None = None) -> str:
         return self._partner("tenancy_events", person_ref, record_id, event=event, event_date=event_date, uprn="100000001",
-                             tenancy_ref="T1", arrears_amount=None)
+                             tenancy_ref="T1", arrears_amount=arrears_amount)
 
     def benefit(self, person_ref: str | None, claim_start: date, claim_end: date | None = None,
                 out_of_work: bool | None = True, benefit: str = "uc", record_id: str | None = None) -> str:
@@ -148,6 +148,11 @@ class Warehouse:
             rows = conn.execute(select(family_flags).where(family_flags.c.reference_date == self.reference_date,
                                                            family_flags.c.scope == scope)).mappings().all()
         return {r["family_ref"]: dict(r) for r in rows}
+
+    def indicators(self, criteria: Criteria = CRITERIA, scope: str = "all") -> dict[str, dict[str, int]]:
+        """"<flag>.<indicator>" -> {"families": n, "eligible": m} for (R, scope) (tfp.criteria.assess_families)."""
+        self.save()
+        return assess_families(self.engine, self.reference_date, criteria, scope).indicators
 
     def families_with(self, flag: str, criteria: Criteria = CRITERIA, scope: str = "all") -> set[str]:
         assert flag in FLAGS

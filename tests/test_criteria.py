@@ -75,9 +75,11 @@ def test_flag_sql_is_parameterised_not_formatted():
 def test_rows_problem_count_and_eligibility(warehouse_url):
     w = Warehouse(warehouse_url)
     w.adult("two_problems", "a")
+    w.child("two_problems", "a-child")
     w.need("a", "mental_health", date(2024, 1, 1))
     w.need("a", "domestic_abuse", date(2024, 1, 1))
     w.adult("one_problem", "b", programme_status="comparison")
+    w.child("one_problem", "b-child", programme_status="comparison")
     w.need("b", "mental_health", date(2024, 1, 1))
     w.adult("none", "c", programme_status="comparison")
     counts = w.compute()
@@ -91,6 +93,90 @@ def test_rows_problem_count_and_eligibility(warehouse_url):
     assert {rows["none"][flag] for flag in FLAGS} == {0} and rows["none"]["eligible"] == 0
     one_is_enough = Criteria(**{**CRITERIA.model_dump(), "min_problems": 1})
     assert {f for f, r in w.flags(one_is_enough).items() if r["eligible"]} == {"two_problems", "one_problem"}
+
+
+def test_eligible_only_with_a_counted_child_at_R(warehouse_url):
+    """Contract section 10: a family is eligible only when a counted member is a child (under 18) at R."""
+    w = Warehouse(warehouse_url)
+
+    def two_problems(family: str) -> str:
+        adult = w.adult(family, f"{family}-adult")
+        w.need(adult, "mental_health", date(2024, 1, 1))
+        w.need(adult, "domestic_abuse", date(2024, 1, 1))
+        return adult
+
+    two_problems("no_child")
+    two_problems("child_17")
+    w.person("child_17", "child_17-c", date(2006, 7, 1), role="child")  # 18th birthday the day after R
+    two_problems("youngest_18_on_R")
+    w.person("youngest_18_on_R", "y18-c", date(2006, 6, 30), role="child")  # the role says child, the age not
+    two_problems("child_dob_unknown")
+    w.person("child_dob_unknown", "unknown-c", None, role="child")
+    two_problems("newborn")
+    w.person("newborn", "newborn-c", R, role="child")
+    rows = w.flags()
+    assert {f for f, r in rows.items() if r["eligible"]} == {"child_17", "newborn"}
+    # still assessed, with their flags: only eligibility needs the child
+    assert {f: rows[f]["problem_count"] for f in rows} == dict.fromkeys(rows, 2)
+
+
+def test_the_child_must_be_counted(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.consent(w.adult("child_refused", "parent"), True)
+    w.need("parent", "mental_health", date(2024, 1, 1))
+    w.need("parent", "domestic_abuse", date(2024, 1, 1))
+    w.consent(w.child("child_refused", "child"), False)
+    assert w.flags(scope="all")["child_refused"]["eligible"] == 1
+    kept = w.flags(scope="kept")["child_refused"]
+    assert (kept["problem_count"], kept["eligible"]) == (2, 0)
+
+
+def test_indicator_counts_cover_every_indicator_and_count_the_eligible(warehouse_url):
+    from tfp.criteria import INDICATORS
+
+    w = Warehouse(warehouse_url)
+    w.adult("eligible", "a")
+    w.child("eligible", "a-child")
+    w.need("a", "mental_health", date(2024, 1, 1))
+    w.need("a", "physical_health", date(2024, 1, 1))
+    w.need("a", "domestic_abuse", date(2024, 1, 1))
+    w.need(w.adult("childless", "b"), "mental_health", date(2024, 1, 1))
+    w.need("b", "domestic_abuse", date(2024, 1, 1))
+    found = w.indicators()
+    assert set(found) == {f"{flag}.{name}" for flag in FLAGS for name in INDICATORS[flag]}
+    assert found["health.mental_health"] == {"families": 2, "eligible": 1}
+    assert found["health.physical_health"] == {"families": 1, "eligible": 1}
+    assert found["domestic_abuse.domestic_abuse_need"] == {"families": 2, "eligible": 1}
+    assert found["crime_asb.asb_incident"] == {"families": 0, "eligible": 0}
+
+
+def test_every_indicator_the_sql_can_name_is_listed():
+    """The literal indicator names in each file, and the codes it passes through as indicators, are
+    exactly INDICATORS[flag] (a name missing from the list would fail the stage)."""
+    import re
+
+    from tfp.criteria import INDICATORS, indicator_sql
+
+    for flag in FLAGS:
+        sql = indicator_sql(flag)
+        named = set(re.findall(r"'(\w+)' AS indicator", sql))
+        named |= set(re.findall(r"THEN '(\w+)'", sql)) | set(re.findall(r"ELSE '(\w+)' END AS indicator", sql))
+        for column in re.findall(r"(\w+)\.(?:need|event) AS indicator", sql):
+            kind = "need" if f"{column}.need AS" in sql else "event"
+            block = sql.split(f"{column}.{kind} AS indicator", 1)[1]
+            named |= set(re.findall(r"'(\w+)'", block.split(" IN (", 1)[1].split(")", 1)[0]))
+        assert named == set(INDICATORS[flag]), flag
+
+
+def test_criteria_result_carries_the_indicators_through_xcom():
+    from tfp.context import CriteriaResult
+
+    result = CriteriaResult.of({"all": {"families_assessed": 3}, "kept": {"families_assessed": 2}},
+                               indicators={"health.mental_health": {"families": 2, "eligible": 1}})
+    back = CriteriaResult.from_xcom("criteria", result.to_xcom())
+    assert back.by_scope == {"all": {"families_assessed": 3}, "kept": {"families_assessed": 2}}
+    assert back.indicators == {"health.mental_health": {"families": 2, "eligible": 1}}
+    assert back.counts == {"families_assessed": 2}
 
 
 def test_rerun_is_idempotent_and_replaces_rows(warehouse_url):

@@ -9,14 +9,34 @@ from criteria_helpers import R, Warehouse
 WINDOW_START = date(2023, 6, 30)
 
 
+NEEDS = ("child_in_need", "child_protection_plan", "early_help", "young_carer",
+         # contract section 10
+         "section_47", "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing")
+
+
 def test_each_child_need_counts(warehouse_url):
     w = Warehouse(warehouse_url)
-    for need in ("child_in_need", "child_protection_plan", "early_help", "young_carer"):
+    for need in NEEDS:
         w.need(w.child(need, f"{need}-p"), need, date(2024, 1, 1))
-    for need in ("neet", "domestic_abuse", "mental_health", "substance_misuse"):
+    for need in ("neet", "domestic_abuse", "mental_health", "substance_misuse", "child_missing_education",
+                 "vulnerable_new_mother", "physical_health"):
         w.need(w.child(f"other_{need}", f"{need}-p", age=16), need, date(2024, 1, 1))
-    assert w.families_with("children_need_help") == {"child_in_need", "child_protection_plan", "early_help",
-                                                     "young_carer"}
+    assert w.families_with("children_need_help") == set(NEEDS)
+    found = w.indicators()
+    assert {k: v["families"] for k, v in found.items() if k.startswith("children_need_help.")} == {
+        f"children_need_help.{need}": 1 for need in NEEDS}
+
+
+def test_the_new_needs_only_for_children_and_in_the_window(warehouse_url):
+    w = Warehouse(warehouse_url)
+    for need in NEEDS[4:]:
+        w.need(w.person(f"{need}_17", f"{need}-17", date(2006, 7, 1), role="child"), need, date(2024, 1, 1))
+        w.need(w.person(f"{need}_18_on_R", f"{need}-18", date(2006, 6, 30), role="child"), need, date(2024, 1, 1))
+        w.need(w.child(f"{need}_ended_on_window_start", f"{need}-ws"), need, date(2022, 1, 1), WINDOW_START)
+        w.need(w.child(f"{need}_ended_day_after", f"{need}-wa"), need, date(2022, 1, 1), date(2023, 7, 1))
+        w.need(w.child(f"{need}_starts_after_R", f"{need}-ar"), need, date(2024, 7, 1))
+    assert w.families_with("children_need_help") == {
+        f"{need}_{case}" for need in NEEDS[4:] for case in ("17", "ended_day_after")}
 
 
 def test_active_in_the_window(warehouse_url):

@@ -18,12 +18,38 @@ def test_asb_incident_window_boundaries(warehouse_url):
     assert w.families_with("crime_asb") == {"day_after_window_start", "on_R"}
 
 
-def test_any_role_counts_for_asb_but_not_other_categories(warehouse_url):
+def test_asb_counts_for_every_role_but_victim(warehouse_url):
+    """Contract section 10: an asb incident counts with role offender, suspect, perpetrator or subject."""
     w = Warehouse(warehouse_url)
-    w.incident(w.adult("asb_victim", "a"), date(2024, 1, 1), category="asb", role="victim")
+    for role in ("offender", "suspect", "perpetrator", "subject", "victim"):
+        w.incident(w.adult(f"asb_{role}", f"{role}-p"), date(2024, 1, 1), category="asb", role=role)
     w.incident(w.adult("da_incident", "b"), date(2024, 1, 1), category="domestic_abuse", role="perpetrator")
     w.incident(w.adult("adult_offence", "c"), date(2024, 1, 1), category="offence", role="offender", proven=True)
-    assert w.families_with("crime_asb") == {"asb_victim"}
+    assert w.families_with("crime_asb") == {"asb_offender", "asb_suspect", "asb_perpetrator", "asb_subject"}
+
+
+def test_a_victim_of_asb_does_not_hide_the_family_s_other_asb(warehouse_url):
+    w = Warehouse(warehouse_url)
+    victim = w.child("victim_and_perpetrator", "v-p", age=15)
+    w.incident(victim, date(2024, 1, 1), category="asb", role="victim")
+    w.incident(w.adult("victim_and_perpetrator", "parent-p"), date(2024, 2, 1), category="asb", role="perpetrator")
+    w.incident(w.child("victim_twice", "v2-p", age=15), date(2024, 1, 1), category="asb", role="victim")
+    w.incident("v2-p", date(2024, 3, 1), category="asb", role="victim")
+    assert w.families_with("crime_asb") == {"victim_and_perpetrator"}
+
+
+def test_indicators_name_the_rule_each_family_meets(warehouse_url):
+    w = Warehouse(warehouse_url)
+    w.child("young_offender", "yo-c", age=15)
+    w.incident("yo-c", date(2024, 1, 1), category="offence", role="offender", proven=True)
+    w.incident("yo-c", date(2024, 2, 1), category="asb", role="subject")
+    w.incident(w.adult("asb_victim", "av"), date(2024, 1, 1), category="asb", role="victim")
+    w.tenancy_event(w.adult("housing", "h"), "asb_warning", date(2024, 1, 1))
+    w.case(w.adult("order", "o"), "licence", date(2024, 1, 1))
+    found = w.indicators()
+    assert {k: v["families"] for k, v in found.items() if k.startswith("crime_asb.")} == {
+        "crime_asb.youth_offence": 1, "crime_asb.asb_incident": 1, "crime_asb.housing_asb": 1,
+        "crime_asb.adult_order": 1}
 
 
 def test_proven_offence_needs_age_10_to_17_on_the_incident_date(warehouse_url):

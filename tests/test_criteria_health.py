@@ -15,7 +15,32 @@ def test_health_needs_at_any_age(warehouse_url):
     w.need(w.adult("mental_health", "a"), "mental_health", date(2024, 1, 1))
     w.need(w.child("substance_misuse_child", "b", age=15), "substance_misuse", date(2024, 1, 1))
     w.need(w.adult("other_need", "c"), "domestic_abuse", date(2024, 1, 1))
-    assert w.families_with("health") == {"mental_health", "substance_misuse_child"}
+    # contract section 10
+    w.need(w.adult("vulnerable_new_mother", "d", age=19), "vulnerable_new_mother", date(2024, 1, 1))
+    w.need(w.child("physical_health_child", "e", age=4), "physical_health", date(2024, 1, 1))
+    w.need(w.adult("physical_health_adult", "f"), "physical_health", date(2024, 1, 1))
+    w.need(w.child("emotional_wellbeing", "g"), "emotional_wellbeing", date(2024, 1, 1))  # children_need_help only
+    assert w.families_with("health") == {"mental_health", "substance_misuse_child", "vulnerable_new_mother",
+                                         "physical_health_child", "physical_health_adult"}
+    found = w.indicators()
+    assert {k: v["families"] for k, v in found.items() if k.startswith("health.")} == {
+        "health.mental_health": 1, "health.substance_misuse": 1, "health.vulnerable_new_mother": 1,
+        "health.physical_health": 2}
+
+
+def test_new_health_needs_active_in_the_window(warehouse_url):
+    w = Warehouse(warehouse_url)
+    for need in ("vulnerable_new_mother", "physical_health"):
+        spells = {
+            "ended_on_window_start": (date(2022, 1, 1), WINDOW_START),
+            "ended_day_after_window_start": (date(2022, 1, 1), date(2023, 7, 1)),
+            "starts_on_R": (R, None),
+            "starts_after_R": (date(2024, 7, 1), None),
+        }
+        for case, (start, end) in spells.items():
+            w.need(w.adult(f"{need}_{case}", f"{need}-{case}"), need, start, end)
+    assert w.families_with("health") == {f"{need}_{case}" for need in ("vulnerable_new_mother", "physical_health")
+                                         for case in ("ended_day_after_window_start", "starts_on_R")}
 
 
 def test_active_in_the_window(warehouse_url):

@@ -127,3 +127,42 @@ def test_rate_boundary_is_exact_where_floating_point_is_not(warehouse_url):
     w.attendance(_child(w, "six_of_a_hundred"), "2023-SPR", possible=100, missed=6)
     seven_percent = Criteria(**{**CRITERIA.model_dump(), "persistent_absence_rate": 0.07})
     assert w.families_with("school_attendance", criteria=seven_percent) == {"seven_of_a_hundred"}
+
+
+# --- contract section 10: a need child_missing_education counts for school_attendance ---------------
+
+def test_child_missing_education_active_in_the_window(warehouse_url):
+    from datetime import date as d
+
+    w = Warehouse(warehouse_url)
+    spells = {
+        "cme_open": (d(2024, 1, 1), None),
+        "cme_starts_on_R": (d(2024, 6, 30), None),
+        "cme_ended_on_window_start": (d(2022, 1, 1), d(2023, 6, 30)),
+        "cme_ended_day_after_window_start": (d(2022, 1, 1), d(2023, 7, 1)),
+        "cme_starts_after_R": (d(2024, 7, 1), None),
+    }
+    for family, (start, end) in spells.items():
+        w.need(_child(w, family), "child_missing_education", start, end)
+    # a child on R: 17 with the 18th birthday the day after R counts; 18 on R does not
+    w.need(w.person("cme_17", "c17", d(2006, 7, 1), role="child"), "child_missing_education", d(2024, 1, 1))
+    w.need(w.person("cme_18_on_R", "c18", d(2006, 6, 30), role="child"), "child_missing_education", d(2024, 1, 1))
+    w.need(_child(w, "other_need"), "early_help", d(2024, 1, 1))
+    assert w.families_with("school_attendance") == {"cme_open", "cme_starts_on_R",
+                                                    "cme_ended_day_after_window_start", "cme_17"}
+
+
+def test_school_indicators(warehouse_url):
+    from datetime import date as d
+
+    w = Warehouse(warehouse_url)
+    w.attendance(_child(w, "absent"), "2023-SPR", possible=30, missed=3)
+    w.attendance(_child(w, "excluded"), "2023-SPR", fixed_term_exclusions=3)
+    w.attendance(_child(w, "ap"), "2023-SPR", alternative_provision=True)
+    child = _child(w, "absent_and_missing")
+    w.attendance(child, "2023-SPR", possible=30, missed=30)
+    w.need(child, "child_missing_education", d(2024, 1, 1))
+    found = w.indicators()
+    assert {k: v["families"] for k, v in found.items() if k.startswith("school_attendance.")} == {
+        "school_attendance.persistent_absence": 2, "school_attendance.fixed_term_exclusions": 1,
+        "school_attendance.exclusion_or_alternative_provision": 1, "school_attendance.child_missing_education": 1}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from criteria_helpers import R, Warehouse
+from criteria_helpers import CRITERIA, R, Warehouse
+from tfp.config import Criteria
 
 WINDOW_START = date(2023, 6, 30)
 
@@ -47,6 +48,26 @@ def test_housing_events_in_the_window(warehouse_url):
     # A housing event of a child's record counts too: the contract sets no age for it.
     w.tenancy_event(w.child("child_record", "c-p", age=15), "rent_arrears", date(2024, 1, 1))
     assert w.families_with("worklessness") == {"rent_arrears", "notice", "eviction_on_R", "child_record"}
+
+
+def test_min_rent_arrears(warehouse_url):
+    """Contract section 10: a rent_arrears event counts only with arrears_amount >= criteria.min_rent_arrears."""
+    w = Warehouse(warehouse_url)
+    amounts = {"below": 499.99, "equal": 500.0, "above": 2500.5, "blank": None, "zero": 0.0}
+    for family, amount in amounts.items():
+        w.tenancy_event(w.adult(family, f"{family}-p"), "rent_arrears", date(2024, 1, 1), arrears_amount=amount)
+    # the threshold is for rent_arrears only: a notice or an eviction counts with any amount
+    w.tenancy_event(w.adult("notice_small", "n-p"), "notice_seeking_possession", date(2024, 1, 1), arrears_amount=10.0)
+    w.tenancy_event(w.adult("above_but_old", "o-p"), "rent_arrears", WINDOW_START, arrears_amount=9000.0)
+    assert w.families_with("worklessness") == {*amounts, "notice_small"}  # default 0: every amount, blank too
+    five_hundred = Criteria(**{**CRITERIA.model_dump(), "min_rent_arrears": 500})
+    assert w.families_with("worklessness", five_hundred) == {"equal", "above", "notice_small"}
+    pence = Criteria(**{**CRITERIA.model_dump(), "min_rent_arrears": 0.01})
+    assert w.families_with("worklessness", pence) == {"below", "equal", "above", "notice_small"}
+    found = w.indicators(five_hundred)
+    assert {k: v["families"] for k, v in found.items() if k.startswith("worklessness.")} == {
+        "worklessness.out_of_work_benefit": 0, "worklessness.rent_arrears": 2,
+        "worklessness.notice_seeking_possession": 1, "worklessness.eviction": 0, "worklessness.neet": 0}
 
 
 def test_neet_aged_16_to_24_at_R(warehouse_url):

@@ -122,6 +122,9 @@ class Criteria(_Strict):
     lookback_months: int = Field(ge=1, le=120)
     persistent_absence_rate: float = Field(gt=0, le=1)
     fixed_term_exclusions: int = Field(ge=1)
+    # contract section 10: the least arrears_amount (pounds) for which a rent_arrears event counts;
+    # 0 counts every one, a blank amount included
+    min_rent_arrears: float = Field(default=0, ge=0, allow_inf_nan=False)
 
 
 class Consent(_Strict):

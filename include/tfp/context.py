@@ -153,24 +153,36 @@ class LinkResult(StageResult, stage="link"):
         return c.get("linked", 0) / total if total else 0.0
 
 
+INDICATORS_KEY = "indicators"  # the criteria XCom's entry beside the scopes
+
+
 @dataclass(frozen=True)
 class CriteriaResult(StageResult, stage="criteria"):
     """The flags' counts per scope: ``all`` counts every roster person (the evaluation's own checks),
-    ``kept`` only people kept by consent (what is delivered). ``counts`` are the kept scope's."""
+    ``kept`` only people kept by consent (what is delivered). ``counts`` are the kept scope's.
+    ``indicators`` are the kept scope's families per indicator ("<flag>.<indicator>" -> ``families``
+    meeting it, ``eligible`` of them; tfp.criteria.INDICATORS), for the run report."""
 
     by_scope: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    indicators: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, by_scope: Mapping[str, Mapping[str, int]]) -> CriteriaResult:
+    def of(cls, by_scope: Mapping[str, Mapping[str, int]],
+           indicators: Mapping[str, Mapping[str, int]] | None = None) -> CriteriaResult:
         scopes = {s: {k: int(v) for k, v in c.items()} for s, c in by_scope.items()}
-        return cls(stage="criteria", by_scope=scopes, counts=dict(scopes.get("kept", {})))
+        found = {i: {k: int(v) for k, v in c.items()} for i, c in (indicators or {}).items()}
+        return cls(stage="criteria", by_scope=scopes, counts=dict(scopes.get("kept", {})), indicators=found)
 
     def to_xcom(self) -> dict[str, Any]:
-        return {scope: dict(c) for scope, c in self.by_scope.items()}
+        out: dict[str, Any] = {scope: dict(c) for scope, c in self.by_scope.items()}
+        if self.indicators:
+            out[INDICATORS_KEY] = {i: dict(c) for i, c in self.indicators.items()}
+        return out
 
     @classmethod
     def from_xcom(cls, stage: str, value: Mapping[str, Any]) -> CriteriaResult:
-        return cls.of({s: c for s, c in value.items() if isinstance(c, Mapping)})
+        return cls.of({s: c for s, c in value.items() if isinstance(c, Mapping) and s != INDICATORS_KEY},
+                      value.get(INDICATORS_KEY))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Stage 5: which of the six headline problems each roster family has as of the reference date.
 
-The rules (contract section 5) live in one SQL file per flag under ``include/sql/criteria``; each
-returns the ``family_ref`` of every family that has its flag. They read the "as of R" rows of each
+The rules (contract sections 5 and 10) live in one SQL file per flag under ``include/sql/criteria``;
+each returns ``(family_ref, indicator)``: every family that has its flag, once per indicator (the rule
+under the flag, :data:`INDICATORS`) it meets. :func:`flag_sql` reduces a file to the families alone. They read the "as of R" rows of each
 dataset (``cur_<dataset>``, see :mod:`tfp.current`), the ``links`` of R that tie partner records to
 roster persons, and ``counted_persons``, the people whose records may count. Window bounds, the
 last three ended school terms and the release window are worked out here in Python and passed as
@@ -10,6 +11,7 @@ bind parameters, so the SQL stays portable between SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -32,6 +34,19 @@ RELEASE_WINDOW_MONTHS = 12
 CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases", "tenancy_events", "benefits",
                                       "attendance")
 DATE_PARAMETERS: tuple[str, ...] = ("night", "reference_date", "window_start", "release_window_end")
+# The rules under each flag, as the SQL names them in its ``indicator`` column; the run report counts the
+# families meeting each one (so an analyst sees which indicators drive eligibility). Need-based
+# indicators are named after the need code.
+INDICATORS: dict[str, tuple[str, ...]] = {
+    "crime_asb": ("youth_offence", "asb_incident", "housing_asb", "adult_order"),
+    "school_attendance": ("persistent_absence", "fixed_term_exclusions", "exclusion_or_alternative_provision",
+                          "child_missing_education"),
+    "children_need_help": ("child_in_need", "child_protection_plan", "early_help", "young_carer", "section_47",
+                           "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing"),
+    "worklessness": ("out_of_work_benefit", "rent_arrears", "notice_seeking_possession", "eviction", "neet"),
+    "domestic_abuse": ("domestic_abuse_incident", "domestic_abuse_need"),
+    "health": ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health"),
+}
 
 # Everyone on the roster but the withdrawn: their rows keep references only (programme_status, a required
 # roster value, is gone), and what they withdrew counts for nothing, even in the evaluation's own checks.
@@ -87,6 +102,7 @@ def criteria_parameters(reference_date: date, criteria: Criteria, night: date | 
         "rate_numerator": rate.numerator,
         "rate_denominator": rate.denominator,
         "fixed_term_exclusions": criteria.fixed_term_exclusions,
+        "min_rent_arrears": float(criteria.min_rent_arrears),
     }
 
 
@@ -96,11 +112,16 @@ def _statement(sql: str):
     return text(sql).bindparams(*dates)
 
 
-def flag_sql(flag: str) -> str:
-    """The SQL of one flag: a SELECT of the DISTINCT family_refs that have it."""
+def indicator_sql(flag: str) -> str:
+    """The SQL file of one flag: a SELECT of (family_ref, indicator), a row per family and indicator it meets."""
     if flag not in FLAGS:
         raise ValueError(f"unknown flag {flag!r}")
     return sql_file(f"criteria/{flag}.sql")
+
+
+def flag_sql(flag: str) -> str:
+    """The SQL of one flag: a SELECT of the DISTINCT family_refs that have it (any of its indicators)."""
+    return f"SELECT DISTINCT x.family_ref FROM (\n{indicator_sql(flag)}\n) x"
 
 
 def _create_counted_persons(conn: Connection, reference_date: date, scope: str) -> None:
@@ -137,13 +158,25 @@ def _drop_temporary_tables(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
 
 
-def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteria,
-                         scope: str = FlagScope.ALL) -> dict[str, int]:
+@dataclass(frozen=True)
+class Assessment:
+    """What the criteria found for (R, scope), in counts only: ``counts`` (families assessed and
+    eligible, families per flag) and ``indicators`` ("<flag>.<indicator>" -> families meeting it and,
+    of them, the eligible)."""
+
+    counts: dict[str, int]
+    indicators: dict[str, dict[str, int]]
+
+
+def assess_families(engine: Engine, reference_date: date, criteria: Criteria,
+                    scope: str = FlagScope.ALL) -> Assessment:
     """Work out the six flags of every assessed family for R and store them in ``family_flags``.
 
     Scope ``all`` counts every roster person; scope ``kept`` assesses only families with at least
-    one person kept by the consent stage, and only kept people count. The rows for (R, scope) are
-    replaced in one transaction, so re-running a date changes nothing. Returns counts only.
+    one person kept by the consent stage, and only kept people count. A family is eligible when it
+    has at least ``min_problems`` flags and at least one of its counted members is a child (under 18)
+    at R (contract section 10: a dependent child). The rows for (R, scope) are replaced in one
+    transaction, so re-running a date changes nothing. Returns counts only.
     """
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
@@ -155,21 +188,30 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
 
         roster = conn.execute(text(
             "SELECT f.family_ref, f.programme_status, "
-            "CASE WHEN c.person_ref IS NULL THEN 0 ELSE 1 END AS counted "
+            "CASE WHEN c.person_ref IS NULL THEN 0 ELSE 1 END AS counted, "
+            "CASE WHEN (CAST(:reference_yyyymmdd AS INTEGER) - tfp_yyyymmdd(f.date_of_birth)) / 10000 < 18 "
+            "THEN 1 ELSE 0 END AS child "
             "FROM cur_families f LEFT JOIN counted_persons c ON c.person_ref = f.person_ref"
-        )).all()
+        ), {"reference_yyyymmdd": params["reference_yyyymmdd"]}).all()
         status: dict[str, str] = {}
-        for family_ref, programme_status, counted in roster:
+        with_child: set[str] = set()
+        for family_ref, programme_status, counted, child in roster:
             if not counted or programme_status is None:  # None: a withdrawn person's row keeps references only
                 continue
             # Members should agree; if they do not, the family is treated as intervention.
             if status.get(family_ref) != "intervention":
                 status[family_ref] = programme_status
+            if child:  # an unknown date of birth is no child: tfp_yyyymmdd(NULL) is NULL
+                with_child.add(family_ref)
 
-        flagged = {
-            flag: set(conn.execute(_statement(flag_sql(flag)), params).scalars()) & status.keys()
-            for flag in FLAGS
-        }
+        met: dict[str, set[str]] = {f"{flag}.{name}": set() for flag in FLAGS for name in INDICATORS[flag]}
+        flagged: dict[str, set[str]] = {}
+        for flag in FLAGS:
+            found = conn.execute(_statement(indicator_sql(flag)), params).all()
+            flagged[flag] = {family_ref for family_ref, _ in found} & status.keys()
+            for family_ref, indicator in found:
+                if family_ref in status:
+                    met[f"{flag}.{indicator}"].add(family_ref)  # KeyError: an indicator missing from INDICATORS
         rows = []
         for family_ref in sorted(status):
             flags = {flag: int(family_ref in flagged[flag]) for flag in FLAGS}
@@ -177,7 +219,7 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
             rows.append({
                 "reference_date": reference_date, "scope": scope, "family_ref": family_ref,
                 "programme_status": status[family_ref], **flags, "problem_count": problems,
-                "eligible": int(problems >= criteria.min_problems),
+                "eligible": int(problems >= criteria.min_problems and family_ref in with_child),
             })
 
         conn.execute(delete(family_flags).where(family_flags.c.reference_date == reference_date,
@@ -186,11 +228,20 @@ def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteri
             conn.execute(insert(family_flags), rows)
         _drop_temporary_tables(conn)
 
-    return {
+    eligible = {r["family_ref"] for r in rows if r["eligible"]}
+    counts = {
         "families_assessed": len(rows),
-        "families_eligible": sum(r["eligible"] for r in rows),
+        "families_eligible": len(eligible),
         **{flag: len(flagged[flag]) for flag in FLAGS},
     }
+    indicators = {key: {"families": len(refs), "eligible": len(refs & eligible)} for key, refs in met.items()}
+    return Assessment(counts=counts, indicators=indicators)
+
+
+def compute_family_flags(engine: Engine, reference_date: date, criteria: Criteria,
+                         scope: str = FlagScope.ALL) -> dict[str, int]:
+    """:func:`assess_families`' counts: families assessed and eligible, and families per flag."""
+    return assess_families(engine, reference_date, criteria, scope).counts
 
 
 def run(ctx: RunContext) -> CriteriaResult:
@@ -201,7 +252,10 @@ def run(ctx: RunContext) -> CriteriaResult:
     from tfp.context import CriteriaResult
     from tfp.lineage import tables
 
-    result = CriteriaResult.of({scope: compute_family_flags(ctx.warehouse, ctx.reference_date, ctx.config.criteria,
-                                                            scope=scope) for scope in SCOPES})
+    found = {scope: assess_families(ctx.warehouse, ctx.reference_date, ctx.config.criteria, scope=scope)
+             for scope in SCOPES}
+    # the indicators of what is delivered (kept people only), for the run report
+    result = CriteriaResult.of({scope: a.counts for scope, a in found.items()},
+                               indicators=found[FlagScope.KEPT].indicators)
     reads = [*(f"stg_{d}" for d in CRITERIA_DATASETS), "links", "person_consent"]
     return replace(result, lineage=tables(ctx.warehouse, reads, ["family_flags"]))

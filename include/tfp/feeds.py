@@ -58,7 +58,10 @@ DATASETS: dict[str, Dataset] = {
             dates=("start_date", "end_date"),
             not_after_file_date=("start_date",),
             codes={"need": ("child_in_need", "child_protection_plan", "early_help", "young_carer", "neet",
-                            "domestic_abuse", "mental_health", "substance_misuse")},
+                            "domestic_abuse", "mental_health", "substance_misuse",
+                            # contract section 10
+                            "section_47", "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing",
+                            "child_missing_education", "vulnerable_new_mother", "physical_health")},
         ),
         Dataset(
             source="children_services",

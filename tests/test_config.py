@@ -37,6 +37,8 @@ def test_example_config_loads_and_resolves_relative_paths():
         (lambda r: r.update(surprise=1), "surprise: unknown key"),
         (lambda r: r["quality"].pop("max_bad_row_fraction"), "quality.max_bad_row_fraction: missing required key"),
         (lambda r: r["criteria"].update(min_problems="two"), "criteria.min_problems"),
+        (lambda r: r["criteria"].update(min_rent_arrears=-1), "criteria.min_rent_arrears"),
+        (lambda r: r["criteria"].update(min_rent_arrears="lots"), "criteria.min_rent_arrears"),
         (lambda r: r["sources"].pop("dwp"), "sources.dwp: missing required key"),
         (lambda r: r["sources"]["police"].update(transport="ftp"), "sources.police"),
         (lambda r: r["consent"].update(lawful_basis="legitimate_interest"), "consent.lawful_basis"),
@@ -128,6 +130,10 @@ def test_new_keys_are_optional_with_safe_defaults(tmp_path):
     assert config.inbound.keep_local_files is False
     assert config.disclosure.allow_weak_disclosure is False
     assert config.warehouse_password_env is None
+    assert config.criteria.min_rent_arrears == 0
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["criteria"]["min_rent_arrears"] = 250.5
+    assert parse_config(raw, tmp_path).criteria.min_rent_arrears == 250.5
 
 
 def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypatch):

@@ -238,7 +238,13 @@ def test_truth_files_agree_with_the_feeds(borough):
         joined = part.merge(everyone, on="family_ref", suffixes=("", "_all"))
         for flag in FLAGS:
             assert (joined[flag].astype(int) <= joined[f"{flag}_all"].astype(int)).all()
-        assert (part["eligible"] == (part["problem_count"].astype(int) >= 2).astype(int).astype(str)).all()
+        # eligible: two problems and a kept member under 18 at R (contract section 10)
+        kept_roster = roster[roster["person_ref"].isin(kept)]
+        with_child = set(kept_roster.loc[kept_roster["date_of_birth"].map(
+            lambda d: d != "" and add_months(_date(d), 12 * 18) > ON), "family_ref"])
+        expected = (part["problem_count"].astype(int) >= 2) & part["family_ref"].isin(with_child)
+        assert (part["eligible"] == expected.astype(int).astype(str)).all()
+        assert ((part["problem_count"].astype(int) >= 2) & ~part["family_ref"].isin(with_child)).any()
 
 
 def test_the_borough_has_the_variety_linkage_and_criteria_need(borough):
@@ -281,6 +287,16 @@ def test_the_borough_has_the_variety_linkage_and_criteria_need(borough):
     moved = copies["postcode"].map(normalise_postcode).to_numpy() != real["postcode"].to_numpy()
     assert (moved & (copies["postcode"] != "").to_numpy()).any()
 
+    # section 10: victims of asb in the window, rent arrears on, above and below 500 and blank
+    incidents = feed(borough, "incidents")
+    assert ((incidents["category"] == "asb") & (incidents["role"] == "victim")
+            & (incidents["incident_date"].map(_date) > add_months(ON, -12))).any()
+    assert {"offender", "suspect", "perpetrator", "subject"} <= set(incidents.loc[incidents["category"] == "asb", "role"])
+    arrears = feed(borough, "tenancy_events")
+    amounts = arrears.loc[arrears["event"] == "rent_arrears", "arrears_amount"]
+    numbers = pd.to_numeric(amounts, errors="coerce")
+    assert (amounts == "").any() and (numbers == 500).any() and (numbers < 500).any() and (numbers > 500).any()
+
     families = read(borough / "truth" / "families.csv")
     eligible = (families["eligible"] == "1").mean()
     assert 0.25 < eligible < 0.75
@@ -320,7 +336,8 @@ def _flags(roster, records=None, needs=None, r=ON, **kw) -> dict[str, dict[str, 
 
 
 def test_window_excludes_exactly_twelve_months_before_r_and_includes_the_day_after():
-    roster = _roster(("OUT", "a", "1980-05-01"), ("IN", "b", "1980-05-01"), ("FUT", "c", "1980-05-01"))
+    roster = _roster(("OUT", "a", "1980-05-01"), ("IN", "b", "1980-05-01"), ("FUT", "c", "1980-05-01"),
+                     ("IN", "b-child", "2015-05-01"))
     incidents = _frame("incidents", [
         {"person_ref": "a", "incident_date": "2023-02-28", "category": "asb", "role": "subject"},
         {"person_ref": "b", "incident_date": "2023-03-01", "category": "asb", "role": "subject"},
@@ -413,6 +430,53 @@ def test_orders_claims_and_needs_active_at_r_or_in_the_window():
     work = {f: flags[f]["worklessness"] for f in ("REL_IN", "ORD_IN", "ORD_OUT", "NEET24", "NEET25")}
     assert work == {"REL_IN": 0, "ORD_IN": 1, "ORD_OUT": 0, "NEET24": 1, "NEET25": 0}
     assert flags["CHILD18"]["children_need_help"] == 0
+
+
+def test_section_10_refinements():
+    """asb victims, the new need codes, min_rent_arrears and the dependent child (contract section 10)."""
+    roster = _roster(*((f"ASB_{role}", f"asb-{role}", "1980-01-01")
+                       for role in ("offender", "suspect", "perpetrator", "subject", "victim")),
+                     ("CME", "cme", "2012-01-01"), ("CME_ADULT", "cme-a", "2005-01-01"),
+                     ("S47", "s47", "2012-01-01"), ("S47_ADULT", "s47-a", "2005-01-01"),
+                     ("NEWMUM", "mum", "2004-01-01"), ("PHYS", "phys", "1960-01-01"),
+                     ("ARR_LOW", "low", "1980-01-01"), ("ARR_EDGE", "edge", "1980-01-01"),
+                     ("ARR_BLANK", "blank", "1980-01-01"), ("NOTICE", "notice", "1980-01-01"))
+    incidents = _frame("incidents", [
+        {"person_ref": f"asb-{role}", "incident_date": "2023-10-01", "category": "asb", "role": role}
+        for role in ("offender", "suspect", "perpetrator", "subject", "victim")])
+    needs = _frame("needs", [
+        {"person_ref": ref, "need": need, "start_date": "2023-10-01"}
+        for ref, need in (("cme", "child_missing_education"), ("cme-a", "child_missing_education"),
+                          ("s47", "section_47"), ("s47-a", "section_47"), ("mum", "vulnerable_new_mother"),
+                          ("phys", "physical_health"))])
+    tenancy = _frame("tenancy_events", [
+        {"person_ref": ref, "event": event, "event_date": "2023-10-01", "arrears_amount": amount}
+        for ref, event, amount in (("low", "rent_arrears", "499.99"), ("edge", "rent_arrears", "500.00"),
+                                   ("blank", "rent_arrears", ""), ("notice", "notice_seeking_possession", "10.00"))])
+    records = {"incidents": incidents, "tenancy_events": tenancy}
+    flags = _flags(roster, records, needs)
+    assert {f for f in flags if flags[f]["crime_asb"]} == {"ASB_offender", "ASB_suspect", "ASB_perpetrator",
+                                                          "ASB_subject"}
+    assert {f for f in flags if flags[f]["school_attendance"]} == {"CME"}
+    assert {f for f in flags if flags[f]["children_need_help"]} == {"S47"}
+    assert {f for f in flags if flags[f]["health"]} == {"NEWMUM", "PHYS"}
+    assert {f for f in flags if flags[f]["worklessness"]} == {"ARR_LOW", "ARR_EDGE", "ARR_BLANK", "NOTICE"}
+    threshold = _flags(roster, records, needs, min_rent_arrears=500)
+    assert {f for f in threshold if threshold[f]["worklessness"]} == {"ARR_EDGE", "NOTICE"}
+
+
+def test_eligible_only_with_a_counted_child_at_r():
+    roster = _roster(("KIDLESS", "a", "1980-01-01"), ("KID17", "b", "1980-01-01"), ("KID17", "b-c", "2006-03-01"),
+                     ("KID18", "c", "1980-01-01"), ("KID18", "c-c", "2006-02-28"),
+                     ("NOTKEPT", "d", "1980-01-01"), ("NOTKEPT", "d-c", "2015-01-01"))
+    needs = _frame("needs", [
+        {"person_ref": ref, "need": need, "start_date": "2023-10-01"}
+        for ref in ("a", "b", "c", "d") for need in ("mental_health", "domestic_abuse")])
+    flags = _flags(roster, needs=needs)
+    assert {f: flags[f]["eligible"] for f in flags} == {"KIDLESS": 0, "KID17": 1, "KID18": 0, "NOTKEPT": 1}
+    assert {f: flags[f]["problem_count"] for f in flags} == dict.fromkeys(flags, 2)
+    kept = _flags(roster, needs=needs, kept={"a", "b", "b-c", "c", "c-c", "d"})
+    assert kept["NOTKEPT"]["eligible"] == 0 and kept["KID17"]["eligible"] == 1
 
 
 def test_only_kept_people_count_and_families_without_any_are_omitted():

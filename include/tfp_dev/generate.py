@@ -4,6 +4,8 @@ The demo, the tests and the benchmarks need data that behaves like a real boroug
 (hyphens, apostrophes, accents), partner copies with the errors partners make (typos, nicknames,
 day/month swaps, old postcodes, blanks, sloppy postcode spacing), twins, namesakes, people on no
 roster, consent changes, events on the criteria's boundaries and a few deliberately invalid rows.
+Section 10's refinements are in it too: victims of asb, families with no child under 18, every need
+code, and rent arrears on, above and below a round threshold (and blank).
 ``truth/`` records what each record really is and what each family's flags really are, so linkage,
 validation and criteria can be scored against it.
 
@@ -93,7 +95,11 @@ NICKNAMES = {
 
 # The columns of each partner dataset after record_id and the person columns (what ``add`` takes).
 EXTRA_COLUMNS = {d: DATASETS[d].columns[1 + len(PERSON_COLUMNS):] for d in PARTNER_DATASETS}
-NEED_CHILD = ("child_in_need", "child_protection_plan", "early_help", "young_carer")
+NEED_CHILD = ("child_in_need", "child_protection_plan", "early_help", "young_carer",
+              "section_47", "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing")  # + section 10
+NEED_HEALTH = ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health")  # + section 10
+ASB_ROLES = ("subject", "perpetrator", "offender", "suspect")  # the roles that count (section 10): never victim
+ARREARS_EDGE = "500.00"  # some arrears exactly at a round threshold (the criteria tests use min_rent_arrears 500)
 TERM_STARTS = {"AUT": (9, 1), "SPR": (1, 1), "SUM": (4, 1)}
 TERM_SESSIONS = {"AUT": 146, "SPR": 122, "SUM": 130}
 
@@ -389,6 +395,9 @@ class _Borough:
         fam = p.family
         arrears = f"{self.r.randrange(150, 4000)}.{self.r.randrange(100):02d}" if event in (
             "rent_arrears", "notice_seeking_possession") else ""
+        if event == "rent_arrears":  # section 10's min_rent_arrears: amounts on, above and below an edge, or blank
+            x = self.r.random()
+            arrears = ARREARS_EDGE if x < 0.1 else ("" if x < 0.15 else arrears)
         self.add("tenancy_events", p, uprn=fam.uprn if fam and self.r.random() < 0.9 else "",
                  tenancy_ref=fam.tenancy if fam else f"T9{self._unique():06d}", event=event,
                  event_date=when.isoformat(), arrears_amount=arrears)
@@ -475,7 +484,11 @@ class _Borough:
             exclusions, serious = None, None
             if has["school"] and child is school_age[0]:
                 kind = r.random()
-                if kind < 0.6:
+                if kind < 0.12:  # missing from education (section 10): a need, usually with no absence on record
+                    start = self.in_window() if r.random() < 0.6 else self.before_window()
+                    end = None if r.random() < 0.5 else max(start, ws) + timedelta(days=r.randrange(1, 200))
+                    self.need(child, "child_missing_education", start, end)
+                elif kind < 0.6:
                     rates.update({c: r.uniform(0.11, 0.35) for c in ended[-3:]})
                 elif kind < 0.85:
                     exclusions = {ended[-1]: 2, ended[-2]: 1}
@@ -499,7 +512,7 @@ class _Borough:
                 self.incident(t, self._offence_date(t), "offence", "offender", "Y")
             elif kind == "asb":
                 who = r.choice([p for p in fam.members if self.age(p) >= 10] or fam.members)
-                self.incident(who, self.in_window(), "asb", r.choice(("subject", "perpetrator")))
+                self.incident(who, self.in_window(), "asb", r.choice(ASB_ROLES))
             elif kind == "housing":
                 self.tenancy(r.choice(adults), r.choice(("asb_warning", "asb_injunction")), self.in_window())
             else:
@@ -527,10 +540,16 @@ class _Borough:
             else:
                 self.need(r.choice(adults), "domestic_abuse", self.any_date(), None)
         if has["health"]:
-            who = r.choice([p for p in fam.members if self.age(p) >= 12] or fam.members)
+            need = r.choice(NEED_HEALTH)
+            mothers = [p for p in adults if p.sex == "F" and self.age(p) < 30]
+            if need == "vulnerable_new_mother" and not mothers:
+                need = "physical_health"
+            who = (r.choice(mothers) if need == "vulnerable_new_mother" else
+                   r.choice(fam.members) if need == "physical_health" else
+                   r.choice([p for p in fam.members if self.age(p) >= 12] or fam.members))
             start = self.any_date()
             end = None if r.random() < 0.5 else max(start, ws) + timedelta(days=r.randrange(1, 200))
-            self.need(who, r.choice(("mental_health", "substance_misuse")), start, end)
+            self.need(who, need, start, end)
 
         self._background(fam, adults, kids)
         if r.random() < 0.15:
@@ -581,6 +600,11 @@ class _Borough:
             who = r.choice(older)
             self.incident(who, self.before_window(), r.choice(("offence", "asb", "domestic_abuse")),
                           r.choice(("offender", "subject", "victim")), r.choice("YN"))
+        if r.random() < 0.08:  # a victim of asb in the window: counts for nothing (section 10)
+            self.incident(r.choice(fam.members), self.in_window(), "asb", "victim")
+        if kids and r.random() < 0.03:  # missing from education long ago: over before the window
+            start = self.before_window()
+            self.need(r.choice(kids), "child_missing_education", start, min(ws, start + timedelta(days=r.randrange(30, 300))))
         if r.random() < 0.1:
             who = r.choice(fam.members)
             self.incident(who, self.in_window(), "offence", "victim" if self.age(who) < 11 else r.choice(("victim", "suspect")),

@@ -21,11 +21,14 @@ import pandas as pd
 from tfp.feeds import term_end
 from tfp.warehouse import FLAGS
 
-CHILD_NEEDS = ("child_in_need", "child_protection_plan", "early_help", "young_carer")
+CHILD_NEEDS = ("child_in_need", "child_protection_plan", "early_help", "young_carer",
+               "section_47", "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing")  # + section 10
+SCHOOL_NEEDS = ("child_missing_education",)  # section 10
 COMMUNITY_ORDERS = ("licence", "community_order", "suspended_sentence")
 HOUSING_ASB = ("asb_warning", "asb_injunction")
 HOUSING_WORKLESS = ("rent_arrears", "notice_seeking_possession", "eviction")
-HEALTH_NEEDS = ("mental_health", "substance_misuse")
+HEALTH_NEEDS = ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health")  # + section 10
+ASB_ROLES = ("offender", "suspect", "perpetrator", "subject")  # section 10: never victim
 CONSENT_STATES = ("given", "refused", "withdrawn", "none")
 FAMILY_COLUMNS = ("family_ref", "programme_status", *FLAGS, "problem_count", "eligible")
 
@@ -118,6 +121,7 @@ def truth_flags(
     lookback_months: int = 12,
     persistent_absence_rate: float = 0.10,
     fixed_term_exclusions: int = 3,
+    min_rent_arrears: float = 0,
 ) -> pd.DataFrame:
     """Section 5 flags per family as of R, counting only the people in ``kept`` (all when None).
 
@@ -129,22 +133,27 @@ def truth_flags(
     """
     hits = person_flags(roster, needs, records, reference_date, lookback_months=lookback_months,
                         persistent_absence_rate=persistent_absence_rate,
-                        fixed_term_exclusions=fixed_term_exclusions)
-    return family_flags(roster, hits, kept=kept, min_problems=min_problems)
+                        fixed_term_exclusions=fixed_term_exclusions, min_rent_arrears=min_rent_arrears)
+    return family_flags(roster, hits, reference_date, kept=kept, min_problems=min_problems)
 
 
-def family_flags(roster: pd.DataFrame, hits: Mapping[str, set[str]], *, kept: Iterable[str] | None = None,
-                 min_problems: int = 2) -> pd.DataFrame:
-    """A family has a flag when one of its counted members has it (see ``truth_flags``)."""
-    people = roster[["person_ref", "family_ref", "programme_status"]].drop_duplicates("person_ref")
+def family_flags(roster: pd.DataFrame, hits: Mapping[str, set[str]], reference_date: date, *,
+                 kept: Iterable[str] | None = None, min_problems: int = 2) -> pd.DataFrame:
+    """A family has a flag when one of its counted members has it (see ``truth_flags``); it is eligible
+    with at least ``min_problems`` flags and a counted member under 18 at R (section 10)."""
+    people = roster[["person_ref", "family_ref", "programme_status", "date_of_birth"]].drop_duplicates("person_ref")
     if kept is not None:
         people = people[people["person_ref"].isin(list(set(kept)))]
     people = people.assign(**{flag: people["person_ref"].isin(list(hits[flag])).astype(int) for flag in FLAGS})
+    dob = _dates(people["date_of_birth"])
+    # an unknown date of birth is nobody's child
+    people = people.assign(child=(dob.notna() & (age_on(dob, pd.Timestamp(reference_date)) < 18)).astype(int))
     families = (people.groupby("family_ref", sort=True)
-                .agg(programme_status=("programme_status", "first"), **{f: (f, "max") for f in FLAGS})
+                .agg(programme_status=("programme_status", "first"), child=("child", "max"),
+                     **{f: (f, "max") for f in FLAGS})
                 .reset_index())
     families["problem_count"] = families[list(FLAGS)].sum(axis=1).astype(int)
-    families["eligible"] = (families["problem_count"] >= min_problems).astype(int)
+    families["eligible"] = ((families["problem_count"] >= min_problems) & (families["child"] == 1)).astype(int)
     return families[list(FAMILY_COLUMNS)].reset_index(drop=True)
 
 
@@ -157,6 +166,7 @@ def person_flags(
     lookback_months: int = 12,
     persistent_absence_rate: float = 0.10,
     fixed_term_exclusions: int = 3,
+    min_rent_arrears: float = 0,
 ) -> dict[str, set[str]]:
     """For each flag, the roster people who have it themselves (independent of who else is kept)."""
     r = pd.Timestamp(reference_date)
@@ -194,14 +204,18 @@ def person_flags(
         age_then = age_on(inc["dob"], when)
         offender = ((inc["category"] == "offence") & (inc["proven"] == "Y") & (inc["role"] == "offender")
                     & (age_then >= 10) & (age_then <= 17))
-        mark("crime_asb", inc, inw & (offender | (inc["category"] == "asb")))
+        asb = (inc["category"] == "asb") & inc["role"].isin(ASB_ROLES)
+        mark("crime_asb", inc, inw & (offender | asb))
         mark("domestic_abuse", inc, inw & (inc["category"] == "domestic_abuse"))
 
     ten = of_counted(records.get("tenancy_events"))
     if not ten.empty:
         inw = in_window(_dates(ten["event_date"]))
         mark("crime_asb", ten, inw & ten["event"].isin(HOUSING_ASB))
-        mark("worklessness", ten, inw & ten["event"].isin(HOUSING_WORKLESS))
+        # a blank amount is 0: it counts only while the minimum is 0
+        amount = pd.to_numeric(ten["arrears_amount"], errors="coerce").fillna(0.0)
+        arrears_ok = (ten["event"] != "rent_arrears") | (amount >= min_rent_arrears)
+        mark("worklessness", ten, inw & ten["event"].isin(HOUSING_WORKLESS) & arrears_ok)
 
     cases = of_counted(records.get("cases"))
     if not cases.empty:
@@ -237,6 +251,7 @@ def person_flags(
     if not nd.empty:
         active = active_in_window(_dates(nd["start_date"]), _dates(nd["end_date"]))
         mark("children_need_help", nd, active & (nd["age_r"] < 18) & nd["need"].isin(CHILD_NEEDS))
+        mark("school_attendance", nd, active & (nd["age_r"] < 18) & nd["need"].isin(SCHOOL_NEEDS))
         mark("worklessness", nd, active & (nd["need"] == "neet") & (nd["age_r"] >= 16) & (nd["age_r"] <= 24))
         mark("domestic_abuse", nd, active & (nd["need"] == "domestic_abuse"))
         mark("health", nd, active & nd["need"].isin(HEALTH_NEEDS))
@@ -283,7 +298,7 @@ def write_truth(out, on: date) -> dict[str, int]:
     counted = set(roster["person_ref"]) - ever_withdrawn(consent, on)
     for name, kept in (("families", counted), ("families_consent", kept_persons(states, "consent")),
                        ("families_public_task", kept_persons(states, "public_task"))):
-        flags = family_flags(roster, hits, kept=kept)
+        flags = family_flags(roster, hits, on, kept=kept)
         flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")
         written[f"truth/{name}.csv"] = len(flags)
     return written

@@ -3,14 +3,12 @@ comparison with the independent pandas reading of the rules (tfp_dev.truth) on a
 
 from __future__ import annotations
 
-import csv
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import date
 
 import pytest
 from sqlalchemy import insert, inspect, select, text
 
-from criteria_helpers import CRITERIA, R, Warehouse
+from criteria_helpers import CRITERIA, R, Warehouse, differences, load_generated
 from tfp.config import Criteria
 from tfp.criteria import (
     compute_family_flags,
@@ -310,92 +308,6 @@ def test_unknown_scope_is_refused(sqlite_url):
 
 # --- the independent pandas reading of the rules -------------------------------------------------
 
-def _typed(dataset: str, row: dict[str, str]) -> dict:
-    from tfp.feeds import DATASETS
-
-    d = DATASETS[dataset]
-    out: dict = {}
-    for column, value in row.items():
-        if column not in d.columns:
-            continue
-        value = value.strip()
-        if value == "":
-            out[column] = None
-        elif column in d.dates:
-            out[column] = date.fromisoformat(value)
-        elif column in d.datetimes:
-            out[column] = datetime.fromisoformat(value).replace(tzinfo=None)
-        elif column in d.integers:
-            out[column] = int(value)
-        elif column in d.decimals:
-            out[column] = float(value)
-        elif d.codes.get(column) == ("Y", "N"):
-            out[column] = value == "Y"
-        else:
-            out[column] = value
-    return out
-
-
-def _load_generated(engine, out: Path, on: date) -> None:
-    """Stage every valid row of a generated borough and link each record to its true person."""
-    from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
-    from tfp.warehouse import landing_log, links, person_consent, staging
-
-    def read(path: Path) -> list[dict[str, str]]:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            return list(csv.DictReader(f))
-
-    truth = read(out / "truth" / "records.csv")
-    with engine.begin() as conn:
-        for dataset in ("families", "needs", "consent", *PARTNER_DATASETS):
-            d = DATASETS[dataset]
-            rows = read(out / d.source / file_name(dataset, on))
-            if dataset in PARTNER_DATASETS:
-                valid = [t for t in truth if t["dataset"] == dataset]
-                rows = [r for r, t in zip(rows, valid, strict=True) if t["valid"] == "Y"]
-                conn.execute(insert(links), [
-                    {"reference_date": on, "dataset": dataset, "record_id": t["record_id"],
-                     "person_ref": t["person_ref"] or None, "match_probability": 1.0 if t["person_ref"] else None,
-                     "method": "nino" if t["person_ref"] else "unlinked"}
-                    for t in valid if t["valid"] == "Y"
-                ])
-            landing_id = conn.execute(insert(landing_log).values(
-                source=d.source, dataset=dataset, file_name=file_name(dataset, on), file_date=on,
-                sha256=dataset.ljust(64, "0"), bytes=1, landed_at=datetime.now(UTC), landed_by_run=on,
-                status="staged").returning(landing_log.c.id)).scalar_one()
-            conn.execute(insert(staging[dataset]), [
-                {**_typed(dataset, r), "landing_id": landing_id, "file_date": on, "row_number": n}
-                for n, r in enumerate(rows, start=1)
-            ])
-        persons = read(out / "truth" / "persons.csv")
-        conn.execute(insert(person_consent), [
-            {"reference_date": on, "person_ref": p["person_ref"], "state": p["consent_state"],
-             "state_on": date.fromisoformat(p["consent_state_on"]) if p["consent_state_on"] else None,
-             "kept": p["consent_state"] == "given"}
-            for p in persons
-        ])
-        # as staging stores a roster: of anyone who has withdrawn, references only (contract section 10)
-        from tfp.retention import ever_withdrawn, scrub_roster
-
-        scrub_roster(conn, ever_withdrawn(conn, on))  # as of on: two boroughs here share refs
-
-
-def _differences(engine, on: date, scope: str, truth_csv: Path) -> list[str]:
-    with truth_csv.open(encoding="utf-8", newline="") as f:
-        expected = {r["family_ref"]: r for r in csv.DictReader(f)}
-    with engine.connect() as conn:
-        actual = {r["family_ref"]: r for r in conn.execute(
-            select(family_flags).where(family_flags.c.reference_date == on, family_flags.c.scope == scope)
-        ).mappings()}
-    problems = [f"{scope}: family only in truth" for ref in expected.keys() - actual.keys()]
-    problems += [f"{scope}: family only in warehouse" for ref in actual.keys() - expected.keys()]
-    for ref in expected.keys() & actual.keys():
-        for column in ("programme_status", *FLAGS, "problem_count", "eligible"):
-            if str(actual[ref][column]) != expected[ref][column]:
-                problems.append(f"{scope}: {column} differs")
-    return problems
-
-
 @pytest.mark.slow
 def test_sql_agrees_with_the_pandas_truth_on_a_generated_borough(warehouse_url, tmp_path):
     """Same flags as tfp_dev.truth with true links, in both scopes; and plans that scale.
@@ -412,12 +324,12 @@ def test_sql_agrees_with_the_pandas_truth_on_a_generated_borough(warehouse_url, 
         out = tmp_path / f"borough_{seed}"
         generate(out, families=families, seed=seed, on=on)
         engine = connect(warehouse_url)
-        _load_generated(engine, out, on)
+        load_generated(engine, out, on)
         started = time.perf_counter()
         assessed = compute_family_flags(engine, on, CRITERIA, scope="all")["families_assessed"]
         assert assessed == len((out / "truth" / "families.csv").read_text().splitlines()) - 1  # all but the withdrawn
         compute_family_flags(engine, on, CRITERIA, scope="kept")
         assert time.perf_counter() - started < 60
-        problems = _differences(engine, on, "all", out / "truth" / "families.csv")
-        problems += _differences(engine, on, "kept", out / "truth" / "families_consent.csv")
+        problems = differences(engine, on, "all", out / "truth" / "families.csv")
+        problems += differences(engine, on, "kept", out / "truth" / "families_consent.csv")
         assert problems == []

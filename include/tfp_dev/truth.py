@@ -263,25 +263,21 @@ def _read(path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=object, keep_default_na=False, encoding="utf-8-sig")
 
 
-def write_truth(out, on: date) -> dict[str, int]:
-    """Read the feeds dated ``on`` and ``truth/records.csv`` under ``out``; write the other truth files.
-
-    ``records.csv`` lists each partner file's rows in file order. Only rows marked valid count, each
-    for its true person. Writes persons.csv, families.csv (everyone counted but the withdrawn), families_consent.csv
-    and families_public_task.csv (only the people each lawful basis keeps). Returns rows per file.
-    """
+def read_borough(out, on: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The roster, needs and consent feeds dated ``on`` under ``out``, and each partner dataset's rows
+    that count (valid ones, of someone on the roster) with their true ``person_ref`` from
+    ``truth/records.csv``, which lists each partner file's rows in file order."""
     from pathlib import Path
 
     from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
 
     out = Path(out)
-    truth_dir = out / "truth"
 
     def feed(dataset: str) -> pd.DataFrame:
         return _read(out / DATASETS[dataset].source / file_name(dataset, on))
 
     roster, needs, consent = feed("families"), feed("needs"), feed("consent")
-    truth = _read(truth_dir / "records.csv")
+    truth = _read(out / "truth" / "records.csv")
     records: dict[str, pd.DataFrame] = {}
     for dataset in PARTNER_DATASETS:
         rows = feed(dataset)
@@ -290,7 +286,20 @@ def write_truth(out, on: date) -> dict[str, int]:
         rows["person_ref"] = truth.loc[truth["dataset"] == dataset, "person_ref"].to_numpy()
         valid = truth.loc[truth["dataset"] == dataset, "valid"].to_numpy() == "Y"
         records[dataset] = rows[valid & (rows["person_ref"] != "")]
+    return roster, needs, consent, records
 
+
+def write_truth(out, on: date) -> dict[str, int]:
+    """Read the feeds dated ``on`` and ``truth/records.csv`` under ``out``; write the other truth files.
+
+    Only rows marked valid count, each for its true person (``read_borough``). Writes persons.csv,
+    families.csv (everyone counted but the withdrawn), families_consent.csv and
+    families_public_task.csv (only the people each lawful basis keeps). Returns rows per file.
+    """
+    from pathlib import Path
+
+    truth_dir = Path(out) / "truth"
+    roster, needs, consent, records = read_borough(out, on)
     states = consent_states(consent, roster, on)
     written = {"truth/persons.csv": len(states)}
     states.to_csv(truth_dir / "persons.csv", index=False, lineterminator="\n")

@@ -214,6 +214,27 @@ def _review_section(engine: Engine, reference_date: date, link: StageResult | No
             "pending": c["pairs_pending"], "pairs": c["pairs_queued"], "reviewed_links": c["reviewed_links"]}
 
 
+def indicator_counts(criteria: StageResult | None, suppress_below: int, round_to: int) -> list[dict[str, str]]:
+    """Families per indicator (the rules under each flag, tfp.criteria.INDICATORS) among the families
+    assessed counting kept people only, and of them the eligible, as the summary's disclosure rules
+    publish a count (tfp.anonymise.disclose: 1 to suppress_below - 1 is [c], others rounded). Empty when
+    the criteria stage's result is not at hand (a failed night's report)."""
+    from tfp.anonymise import disclose
+    from tfp.context import CriteriaResult
+    from tfp.criteria import INDICATORS
+
+    if not isinstance(criteria, CriteriaResult) or not criteria.indicators:
+        return []
+    out = []
+    for flag, names in INDICATORS.items():
+        for name in names:
+            found = criteria.indicators.get(f"{flag}.{name}", {})
+            out.append({"flag": flag, "indicator": name,
+                        "families": disclose(int(found.get("families", 0)), suppress_below, round_to),
+                        "eligible": disclose(int(found.get("eligible", 0)), suppress_below, round_to)})
+    return out
+
+
 def build_run_report(engine: Engine, config: Config, reference_date: date,
                      results: Mapping[str, StageResult]) -> dict:
     """The report's content: the files that make up R and the warehouse's counts for R, with what the
@@ -260,6 +281,8 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         # the exact counts behind the published ones above, for the engineer's comparison (never delivered)
         "families_exact": {**exact, "families_assessed_all_persons": exact_all},
         "eligibility": published,
+        # which rules under each flag the assessed families meet (kept people only), disclosed
+        "indicators": indicator_counts(results.get("criteria"), d.suppress_below, d.round_to),
         "disclosure": {"suppress_below": d.suppress_below, "round_to": d.round_to},
         # the settings below tfp's floor while disclosure.allow_weak_disclosure is on; [] normally
         "weak_disclosure": list(config.weak_disclosure),
@@ -536,6 +559,7 @@ def _html(report: dict) -> str:
         f"[c], others are rounded to the nearest {rule['round_to']}, 0 stays 0.</p>"
         f"<table>{families}</table>{_exact_html(report)}"
         "<table><tr><th>measure</th>" + "".join(f"<th>{s}</th>" for s in statuses) + f"</tr>{published}</table>"
+        f"{_indicators_html(report.get('indicators') or [], rule)}"
         f"{freshness}"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
         f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table>"
@@ -543,6 +567,26 @@ def _html(report: dict) -> str:
         + (f'<p><a href="{e(report["data_docs"])}">Great Expectations Data Docs</a> for this night '
            "(GX's own pages, built from the same results without values)</p>" if report.get("data_docs") else "")
         + f"{quality}</html>\n"
+    )
+
+
+def _indicators_html(indicators: list[dict[str, str]], rule: dict) -> str:
+    """The "Indicators" section: families per rule under each flag, disclosed counts only."""
+    e = html.escape
+    if not indicators:
+        return ("<h2 id=indicators>Indicators</h2><p>No indicator counts: the criteria stage's result is not "
+                "part of this report.</p>")
+    rows = "".join(
+        f"<tr><td>{e(i['flag'])}</td><td>{e(i['indicator'])}</td><td>{e(i['families'])}</td>"
+        f"<td>{e(i['eligible'])}</td></tr>" for i in indicators)
+    return (
+        "<h2 id=indicators>Indicators</h2>"
+        "<p>Families assessed tonight (counting kept people only) that meet each rule under a flag, and how "
+        "many of them are eligible: which indicators drive eligibility. A family can meet several. Counts "
+        f"follow the disclosure rules ([c] for 1 to {rule['suppress_below'] - 1}, others rounded to the "
+        f"nearest {rule['round_to']}).</p>"
+        "<table><tr><th>flag</th><th>indicator</th><th>families</th><th>of them eligible</th></tr>"
+        f"{rows}</table>"
     )
 
 

@@ -23,7 +23,7 @@ INSIDE = {
     "stage": ("tfp.stage", "insert_rows"),  # a file's rows are inserted, the transaction open
     "link": ("tfp.warehouse", "insert_rows"),  # the night's links are inserted, the transaction open
     "consent": ("tfp.consent", "consent_states"),  # states worked out, person_consent not yet replaced
-    "criteria": ("tfp.criteria", "flag_sql"),  # temporary tables made, the first flag being computed
+    "criteria": ("tfp.criteria", "indicator_sql"),  # temporary tables made, the first flag being computed
     "package": ("tfp.package", "write_outbox_file"),  # the submission written; summary and manifest not
     "deliver": ("tfp.deliver", "_Directory.upload"),  # the first file uploaded, not yet logged
     "report": ("tfp.report", "atomic_write"),  # the JSON written, the HTML not

@@ -255,6 +255,22 @@ def test_run_report_shows_eligibility_as_the_summary_publishes_it(night):
         assert f"<th>{measure}</th>" in page and f"<td>{count}</td>" in page
 
 
+def test_run_report_counts_families_per_indicator_as_published(night):
+    """Issue 19 item 4: the report lists every indicator under each flag with the families meeting it and
+    the eligible of them, from the criteria task's XCom, disclosed like the summary's cells."""
+    from tfp.criteria import INDICATORS
+
+    report_dir = night["root"] / "work" / "reports" / R.isoformat()
+    report = json.loads((report_dir / "run_report.json").read_text())
+    rows = report["indicators"]
+    assert [(r["flag"], r["indicator"]) for r in rows] == [(f, n) for f, names in INDICATORS.items() for n in names]
+    for row in rows:
+        for value in (row["families"], row["eligible"]):
+            assert value in ("0", "[c]") or int(value) % 5 == 0
+    assert any(r["families"] not in ("0", "[c]") for r in rows)  # a borough of 150 families meets some often
+    assert "<h2 id=indicators>Indicators</h2>" in (report_dir / "run_report.html").read_text()
+
+
 def test_great_expectations_data_docs_are_built_for_every_file_without_values(night):
     """GX's own Data Docs of the night, linked from the run report: a validation page per file that
     shows its expectations and counts. (The leak search above covers these pages too.)"""

@@ -280,9 +280,10 @@ def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_end
     closer = threading.Thread(target=end_the_reader)
     closer.start()
     compact(engine)
+    waited = ended.is_set()  # read before join(), which would make it true anyway
     closer.join()
     reader.close()
-    assert ended.is_set()  # compact returned only after the older session ended
+    assert waited  # compact returned only after the older session ended
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
     assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]
@@ -305,3 +306,72 @@ def test_a_session_that_never_ends_makes_retention_incomplete_naming_no_query(pg
     assert "database sessions began before retention's deletions" in str(raised.value)
     assert "Sentinel" not in str(raised.value) + raised.value.hint
     wait_for_older_snapshots(engine, timeout=5.0)  # nothing older now: returns at once
+
+
+def test_a_session_that_wrote_before_the_deletion_delays_the_vacuum_though_it_has_no_snapshot_now(pg_url, tmp_path):
+    """A read-committed session idle in transaction after a write (a client that inserted, an ETL that never
+    commits) shows no backend_xmin between statements, only its backend_xid; yet PostgreSQL keeps every row
+    version deleted after that xid began, so VACUUM FULL copies the destroyed keys into the new file."""
+    import threading
+
+    from helpers import make_config
+
+    config = make_config(tmp_path, pg_url)
+    engine = connect(pg_url)
+    keys = _keyed_landing(engine, 10)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if _files(conn, "landing_key") is None:
+            pytest.skip("the data directory is not readable here")
+    writer = engine.connect()
+    writer.exec_driver_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
+    writer.exec_driver_sql("SELECT txid_current()").scalar_one()  # it holds an xid, and no snapshot between statements
+    with engine.connect() as probe:
+        xmin, xid = probe.execute(text("SELECT backend_xmin, backend_xid FROM pg_stat_activity WHERE pid = :p"),
+                                  {"p": writer.connection.dbapi_connection.info.backend_pid}).one()
+    assert xmin is None and xid is not None  # what pg_stat_activity shows of it
+    assert run_category(engine, config, "landing_copies", datetime.now(UTC).date(), dry_run=False).deleted == 5
+
+    ended = threading.Event()
+
+    def end_the_writer() -> None:
+        ended.wait(2.0)
+        writer.exec_driver_sql("COMMIT")
+        ended.set()
+
+    closer = threading.Thread(target=end_the_writer)
+    closer.start()
+    compact(engine)
+    waited = ended.is_set()  # read before join(), which would make it true anyway
+    closer.join()
+    writer.close()
+    assert waited  # compact returned only after the writer ended
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
+    assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]
+
+
+def test_a_prepared_transaction_from_before_the_deletion_delays_the_vacuum(pg_url):
+    """A prepared (two-phase) transaction is in no session of pg_stat_activity, yet it holds the horizon back
+    as an open transaction does, until COMMIT PREPARED or ROLLBACK PREPARED."""
+    from tfp.errors import RetentionIncomplete
+    from tfp.retention import wait_for_older_snapshots
+
+    engine = connect(pg_url)
+    with engine.connect() as conn:
+        if int(conn.execute(text("SHOW max_prepared_transactions")).scalar_one()) == 0:
+            pytest.skip("this server has max_prepared_transactions = 0: no transaction can be prepared")
+    _keyed_landing(engine, 2)
+    gid = f"tfp-test-{os.getpid()}"
+    with engine.connect() as writer:
+        writer.exec_driver_sql("BEGIN")
+        writer.exec_driver_sql("SELECT txid_current()").scalar_one()
+        writer.exec_driver_sql(f"PREPARE TRANSACTION '{gid}'")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM landing_key WHERE landing_id = (SELECT min(landing_id) FROM landing_key)"))
+        with pytest.raises(RetentionIncomplete):
+            wait_for_older_snapshots(engine, timeout=1.0, poll=0.2)
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"ROLLBACK PREPARED '{gid}'")
+    wait_for_older_snapshots(engine, timeout=5.0)

@@ -457,20 +457,25 @@ def purge_catalog(engine: Engine) -> None:
 # compacts; a night's longest transaction (criteria on a big borough) is minutes, not hours.
 SNAPSHOT_WAIT_SECONDS = 900.0
 
-# What holds back what VACUUM may remove: another session's snapshot (backend_xmin) or its own running
-# transaction (backend_xid: a writer idle between statements has no snapshot but still counts), a
-# prepared transaction, and a replication slot's xmin. Each is compared with a transaction id taken
-# after retention's deletions committed. Snapshots count in this database (autovacuum's ANALYZE too);
-# running transactions count in every database, because a snapshot's xmin, the vacuum's own included,
-# is the oldest transaction running on the whole server: seen here, another database's VACUUM FULL
-# kept this database's deleted keys "not removable yet".
+# Everything that holds PostgreSQL's removal horizon at or before the mark, so that VACUUM would keep
+# (VACUUM FULL: copy) the deleted row versions: a session's snapshot (backend_xmin) or its own open
+# transaction id (backend_xid: a read-committed session idle in transaction after a write has no snapshot
+# between statements, yet its xid holds the horizon); a physical walsender's hot-standby feedback (no
+# datname); a prepared transaction (in no session); a replication slot's xmin, or a logical slot's
+# catalog_xmin (pg_statistic is a catalog). backend_xmin and backend_xid are shown for every role's session.
 _OLDER_SNAPSHOTS = """
-SELECT (SELECT count(*) FROM pg_stat_activity
-        WHERE pid <> pg_backend_pid()
-          AND ((datname = current_database() AND age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))
-               OR age(backend_xid) > age(CAST(CAST(:mark AS TEXT) AS xid))))
-     + (SELECT count(*) FROM pg_prepared_xacts WHERE age(transaction) > age(CAST(CAST(:mark AS TEXT) AS xid)))
-     + (SELECT count(*) FROM pg_replication_slots WHERE age(xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))
+SELECT
+  (SELECT count(*) FROM pg_stat_activity
+   WHERE (datname = current_database() OR datname IS NULL) AND pid <> pg_backend_pid()
+     AND backend_type IS DISTINCT FROM 'autovacuum worker'  -- NULL for another role's session, unless privileged
+     AND (age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
+          OR age(backend_xid) > age(CAST(CAST(:mark AS TEXT) AS xid))))
++ (SELECT count(*) FROM pg_prepared_xacts
+   WHERE database = current_database() AND age(transaction) > age(CAST(CAST(:mark AS TEXT) AS xid)))
++ (SELECT count(*) FROM pg_replication_slots
+   WHERE (database IS NULL OR database = current_database())
+     AND (age(xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
+          OR age(catalog_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))))
 """
 
 
@@ -499,8 +504,9 @@ def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECO
                 raise RetentionIncomplete(
                     f"{older} database sessions began before retention's deletions and are still open, so the "
                     "deleted rows cannot be vacuumed out of the files yet",
-                    hint="end them (pg_stat_activity shows sessions 'idle in transaction'; pg_prepared_xacts and "
-                         "pg_replication_slots show the rarer holders), then run tfp retention again")
+                    hint="end them (pg_stat_activity shows sessions 'idle in transaction'; pg_prepared_xacts "
+                         "prepared transactions; pg_replication_slots slots whose xmin or catalog_xmin lags), "
+                         "then run tfp retention again")
             log.info("retention waits for %d older database sessions to end before vacuuming", older)
             clock_module.sleep(poll)
 

@@ -596,3 +596,34 @@ def test_an_identifiers_file_in_plaintext_is_refused_even_when_signed(sealed, ca
     said = capsys.readouterr().out
     assert code == 1 and f"BAD NAME {MANIFEST}: lists {plain}, an identifiers file in plaintext" in said
     assert manifest_problems(MANIFEST, manifest) and not (tmp_path / "plain").exists()
+
+
+def test_identifiers_and_attributes_never_meet_in_one_out_folder_across_runs(sealed, capsys, tmp_path):
+    """One run refuses both identities; two runs into the same --out must not put them together either."""
+    folder, pub, analysts, linkage = sealed
+    shared = tmp_path / "shared"
+    assert verify_delivery(folder, pub, analysts, shared) == 0  # the analysts decrypt their attribute files
+    capsys.readouterr()
+    assert verify_delivery(folder, pub, None, shared, identifiers_identity=linkage) == 1
+    said = capsys.readouterr().out
+    assert f"FAIL --out {shared} holds decrypted attribute files" in said
+    assert not any(p.name.startswith("tfp_identifiers_") for p in shared.iterdir())
+    # the other way round: the linkage function first, then the analysts into its folder
+    ttp = tmp_path / "ttp"
+    assert verify_delivery(folder, pub, None, ttp, identifiers_identity=linkage) == 0
+    capsys.readouterr()
+    assert verify_delivery(folder, pub, analysts, ttp) == 1
+    assert f"FAIL --out {ttp} holds a decrypted identifiers file" in capsys.readouterr().out
+    assert [p.name for p in ttp.iterdir()] == [IDENTIFIERS.removesuffix(".age")]
+    # the analysts' default folder (DIR/decrypted) given to the linkage function, before the analysts use it
+    assert verify_delivery(folder, pub, None, folder / "decrypted", identifiers_identity=linkage) == 1
+    assert "FAIL --out" in capsys.readouterr().out
+
+
+def test_decrypted_identifiers_never_go_inside_the_delivery_folder(sealed, capsys):
+    """Whoever reads the delivery folder (the analysts, its SFTP account) must not find the identifiers there
+    in plaintext: --out inside it is refused for the identifiers."""
+    folder, pub, _, linkage = sealed
+    assert verify_delivery(folder, pub, None, folder / "ttp", identifiers_identity=linkage) == 1
+    assert "inside the delivery folder" in capsys.readouterr().out
+    assert not (folder / "ttp").exists()

@@ -16,8 +16,9 @@ The identifiers file for the trusted third party (``tfp_identifiers_*.csv.age``,
 another key than the attribute files. It is checked like any file (signed manifest, size, SHA-256), and
 needs no key for that; it is decrypted only with ``--identifiers-identity`` (the linkage function's key),
 never tried with ``--age-identity`` (the analysts'), and then only into an ``--out`` given explicitly.
-One run takes one of the two identities, never both, so that no run puts identifiers and attributes in
-one folder. A manifest that lists an identifiers file without ``.age`` fails: it has no plaintext form.
+One run takes one of the two identities, never both, and a run refuses an ``--out`` that already holds the
+other kind (or, for the identifiers, one inside the delivery folder), so that no run puts identifiers and
+attributes in one folder. A manifest that lists an identifiers file without ``.age`` fails: it has no plaintext form.
 """
 
 from __future__ import annotations
@@ -206,6 +207,23 @@ def _check_file(directory: Path, entry: dict, identity, out: Path, identifiers_i
     return True, f"OK {name} ({said})" if said else f"OK {name}"
 
 
+def _mixing(directory: Path, out: Path, identifiers: bool) -> str | None:
+    """Why decrypting into ``out`` would put identifiers and attributes together, or the identifiers where the
+    delivery folder's readers would find them; None when it would not. One run takes one identity, and this
+    keeps two runs (the analysts', the linkage function's) from meeting in one folder either."""
+    if identifiers and out.resolve().is_relative_to(directory.resolve()):
+        return (f"FAIL --out {out} is inside the delivery folder: the decrypted identifiers go only to a folder "
+                "of the linkage function's own")
+    held = [p.name for p in out.iterdir() if p.name.startswith("tfp_")] if out.is_dir() else []
+    if identifiers and any(not n.startswith("tfp_identifiers_") for n in held):
+        return (f"FAIL --out {out} holds decrypted attribute files: the identifiers never go into the same "
+                "folder as the attributes; name a folder of the linkage function's own")
+    if not identifiers and any(n.startswith("tfp_identifiers_") for n in held):
+        return (f"FAIL --out {out} holds a decrypted identifiers file: the attributes never go into the same "
+                "folder as the identifiers; name another folder")
+    return None
+
+
 def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Path | None = None,
                     out: Path | None = None, identifiers_identity: Path | None = None) -> int:
     """Check every manifest in ``directory``, the files it lists, and that nothing named ``tfp_*`` is
@@ -226,6 +244,9 @@ def verify_delivery(directory: Path, signing_public_key: Path, age_identity: Pat
     out = Path(out) if out else directory / "decrypted"
     if out.resolve() == directory.resolve():
         print(f"FAIL --out {out} is the delivery folder itself: decrypted files must go elsewhere")
+        return 1
+    if (mixed := _mixing(directory, out, identifiers=identifiers_identity is not None)) is not None:
+        print(mixed)
         return 1
     try:
         public_key = _public_key(signing_public_key)

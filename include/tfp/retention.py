@@ -446,7 +446,7 @@ def purge_catalog(engine: Engine) -> None:
     if not may:
         raise RetentionIncomplete("VACUUM FULL pg_catalog.pg_statistic needs the database owner or a superuser: "
                                   "run it as one (see the README's PostgreSQL section)")
-    wait_for_older_snapshots(engine)
+    wait_for_older_snapshots(engine, catalog=True)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM FULL pg_catalog.pg_statistic"))
 
@@ -461,8 +461,9 @@ SNAPSHOT_WAIT_SECONDS = 900.0
 # (VACUUM FULL: copy) the deleted row versions: a session's snapshot (backend_xmin) or its own open
 # transaction id (backend_xid: a read-committed session idle in transaction after a write has no snapshot
 # between statements, yet its xid holds the horizon); a physical walsender's hot-standby feedback (no
-# datname); a prepared transaction (in no session); a replication slot's xmin, or a logical slot's
-# catalog_xmin (pg_statistic is a catalog). backend_xmin and backend_xid are shown for every role's session.
+# datname); a prepared transaction (in no session); a replication slot's xmin, and, when the vacuum is of a
+# catalog (pg_statistic), a logical slot's catalog_xmin: it holds back catalogs only, so a forgotten logical
+# slot does not stop the vacuum of tfp's own tables. backend_xmin and backend_xid are shown for every role.
 _OLDER_SNAPSHOTS = """
 SELECT
   (SELECT count(*) FROM pg_stat_activity
@@ -475,19 +476,20 @@ SELECT
 + (SELECT count(*) FROM pg_replication_slots
    WHERE (database IS NULL OR database = current_database())
      AND (age(xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
-          OR age(catalog_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))))
+          OR (:catalog AND age(catalog_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))))
 """
 
 
 def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS, poll: float = 0.5,
-                             clock: Callable[[], float] | None = None) -> None:
-    """PostgreSQL: wait until no other session of the server still holds back the rows retention deleted.
+                             clock: Callable[[], float] | None = None, catalog: bool = False) -> None:
+    """PostgreSQL: wait until no other session of this database still sees the rows retention deleted.
 
     VACUUM, FULL included, keeps every row version that a running transaction's snapshot may still
     read. A session that began before the deletions (a report, a pg_dump, an idle-in-transaction
     client) would keep a destroyed landing key, or a purged table's sampled values, in the files
     after the vacuum that was meant to remove them. So: take a transaction id now, after every
     deletion committed, and wait until every other session's snapshot is at least that new.
+    ``catalog``: the vacuum is of a system catalog, which logical replication slots also hold back.
     RetentionIncomplete names the count, never the sessions' queries, if they outlast ``timeout``.
     """
     import time as clock_module
@@ -497,7 +499,7 @@ def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECO
         mark = conn.execute(text("SELECT txid_current() % 4294967296")).scalar_one()
         deadline = now() + timeout
         while True:
-            older = conn.execute(text(_OLDER_SNAPSHOTS), {"mark": str(mark)}).scalar_one()
+            older = conn.execute(text(_OLDER_SNAPSHOTS), {"mark": str(mark), "catalog": catalog}).scalar_one()
             if not older:
                 return
             if now() >= deadline:

@@ -375,3 +375,67 @@ def test_a_prepared_transaction_from_before_the_deletion_delays_the_vacuum(pg_ur
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"ROLLBACK PREPARED '{gid}'")
     wait_for_older_snapshots(engine, timeout=5.0)
+
+
+def test_a_vacuum_waiting_for_a_lock_never_queues_the_night_behind_it(pg_url, tmp_path):
+    """VACUUM FULL needs an exclusive lock; a session idle in transaction after reading the key table (no
+    snapshot, no xid: the wait lets it by) holds a share lock. A VACUUM FULL queued behind it would queue
+    every later reader of the table (the night's extract) behind itself, for as long as that session
+    lasts, and a killed retention task leaves the queued backend there. Retention tries the lock for a
+    moment at a time instead, lets readers through in between, and vacuums once the lock is free."""
+    import threading
+
+    from helpers import make_config
+
+    config = make_config(tmp_path, pg_url)
+    engine = connect(pg_url)
+    keys = _keyed_landing(engine, 10)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        readable = _files(conn, "landing_key") is not None
+    assert run_category(engine, config, "landing_copies", datetime.now(UTC).date(), dry_run=False).deleted == 5
+    holder = engine.connect()
+    holder.exec_driver_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
+    holder.exec_driver_sql("SELECT count(*) FROM landing_key").scalar_one()  # its share lock stays till COMMIT
+    outcome: list[BaseException | None] = []
+
+    def retention_finish() -> None:
+        try:
+            compact(engine)
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 -- handed to the test's thread
+            outcome.append(e)
+
+    finisher = threading.Thread(target=retention_finish)
+    finisher.start()
+    try:
+        # the night reads the key table meanwhile: it is never stuck behind the waiting vacuum
+        with engine.connect() as night:
+            night.exec_driver_sql("SET lock_timeout = '10s'")
+            for _ in range(3):
+                assert night.exec_driver_sql("SELECT count(*) FROM landing_key").scalar_one() == 5
+                night.commit()
+                threading.Event().wait(0.5)
+    finally:
+        holder.exec_driver_sql("COMMIT")
+        holder.close()
+        finisher.join()
+    assert outcome == [None]  # the vacuum ran once the lock was free
+    if readable:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
+        assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]
+
+
+def test_a_lock_held_past_the_wait_makes_retention_incomplete(pg_url):
+    from tfp.errors import RetentionIncomplete
+
+    engine = connect(pg_url)
+    _keyed_landing(engine, 2)
+    with engine.connect() as holder:
+        holder.exec_driver_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
+        holder.exec_driver_sql("SELECT count(*) FROM landing_key").scalar_one()
+        with pytest.raises(RetentionIncomplete) as raised:
+            compact(engine, timeout=2.0)
+        holder.exec_driver_sql("ROLLBACK")
+    assert "lock" in str(raised.value)
+    compact(engine, timeout=30.0)  # the lock is free: it vacuums

@@ -447,8 +447,7 @@ def purge_catalog(engine: Engine) -> None:
         raise RetentionIncomplete("VACUUM FULL pg_catalog.pg_statistic needs the database owner or a superuser: "
                                   "run it as one (see the README's PostgreSQL section)")
     wait_for_older_snapshots(engine, catalog=True)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM FULL pg_catalog.pg_statistic"))
+    vacuum_politely(engine, "VACUUM FULL pg_catalog.pg_statistic")
 
 
 # -- making deletion stick ---------------------------------------------------------------------
@@ -512,7 +511,7 @@ def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECO
             log.info("retention waits for %d older database sessions to end before vacuuming", older)
             clock_module.sleep(poll)
 
-def compact(engine: Engine) -> None:
+def compact(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS) -> None:
     """Make deleted rows unrecoverable from the database files where the database allows it."""
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
@@ -526,13 +525,49 @@ def compact(engine: Engine) -> None:
         finally:
             raw.close()
     elif engine.dialect.name == "postgresql":
-        wait_for_older_snapshots(engine)
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            for table in PERSONAL_TABLES:
-                # VACUUM frees space without overwriting it; the key table is tiny, so it is rewritten
-                # whole: a destroyed landing copy's key must not stay readable in a free slot of its file
-                full = "FULL " if table is landing_key else ""
-                conn.execute(text(f"VACUUM {full}{table.name}"))
+        wait_for_older_snapshots(engine, timeout)
+        for table in PERSONAL_TABLES:
+            # VACUUM frees space without overwriting it; the key table is tiny, so it is rewritten
+            # whole: a destroyed landing copy's key must not stay readable in a free slot of its file
+            full = "FULL " if table is landing_key else ""
+            vacuum_politely(engine, f"VACUUM {full}{table.name}", timeout)
+
+
+# How long one try for a vacuum's lock may wait: while it waits, every later query of that table queues
+# behind it (PostgreSQL's lock queue), so a try is short and the night's queries pass in between.
+LOCK_TRY = "1s"
+
+
+def vacuum_politely(engine: Engine, statement: str, timeout: float = SNAPSHOT_WAIT_SECONDS,
+                    poll: float = 0.5) -> None:
+    """Run a VACUUM that needs a lock, trying for it ``LOCK_TRY`` at a time until ``timeout``.
+
+    A VACUUM FULL waiting without a limit for a session that holds a share lock (idle in transaction
+    after a read) would hold up every later reader of the table as long as that session lasts, and its
+    backend would go on waiting after a retention task killed at its timeout. RetentionIncomplete names
+    the statement's verb only if the lock is not free by then."""
+    import time as clock_module
+
+    from sqlalchemy.exc import OperationalError
+
+    deadline = clock_module.monotonic() + timeout
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f"SET lock_timeout = '{LOCK_TRY}'"))
+        while True:
+            try:
+                conn.execute(text(statement))
+                return
+            except OperationalError as e:
+                if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                    raise
+            if clock_module.monotonic() >= deadline:
+                raise RetentionIncomplete(
+                    "another database session holds a lock on a personal table, so the deleted rows cannot be "
+                    "vacuumed out of the files yet",
+                    hint="end it (pg_locks and pg_stat_activity show sessions 'idle in transaction'), then run "
+                         "tfp retention again")
+            log.info("retention waits for a lock to vacuum (%s)", statement.split()[-1])
+            clock_module.sleep(poll)
 
 
 RUNNERS = {

@@ -210,3 +210,37 @@ def test_retention_deletes_the_outbox_copy_like_any_other(night, tmp_path):
     write_package(outputs, target, ids)
     done = run_category(engine, cfg, "programme_end", end, dry_run=False)
     assert done.deleted == without and not sealed.exists() and not any(cfg.outbox_dir.rglob("*"))
+
+
+def test_turned_off_after_a_delivery_the_sealed_file_leaves_the_destination_too(night, tmp_path, capsys):
+    """A night delivered with identifiers, then re-run with the option off (the arrangement with the trusted
+    third party ended): the new package has no identifiers file, and the destination must not keep the old
+    one either: it would stay in the analysts' folder, listed by no manifest, and fail their verify."""
+    from tfp.deliver import deliver
+    from tfp.verify import verify_delivery
+
+    engine, keys, outputs = night
+    target, analysts, _ = _targets(tmp_path, keys)
+    dest = tmp_path / "ons"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("the recipient's own file\n")  # not tfp's: left alone
+    files = write_package(outputs, target, build_identifiers(engine, R, outputs.released, keys.pseudonym))
+    deliver(files, transport="directory", path=str(dest), conn_id=None, engine=engine, reference_date=R)
+    assert (dest / NAME).is_file()
+    other_day = dest / f"tfp_identifiers_{LA}_20250228.csv.age"  # another night's delivery: not this one's to touch
+    other_day.write_bytes(b"age-encryption.org/v1 another night")
+    off = PackageTarget(target.outbox, LA, R, "age", target.recipient, keys.signing, "0.1.0")
+    counts = deliver(write_package(outputs, off), transport="directory", path=str(dest), conn_id=None,
+                     engine=engine, reference_date=R)
+    assert not (dest / NAME).exists()
+    assert counts["removed"] == 1
+    assert other_day.is_file() and (dest / "notes.txt").is_file()
+    other_day.unlink()
+    pub = tmp_path / "signing.pub"
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    pub.write_text(base64.b64encode(Ed25519PrivateKey.from_private_bytes(keys.signing).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)).decode())
+    capsys.readouterr()
+    assert verify_delivery(dest, pub) == 0, capsys.readouterr().out

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import posixpath
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator
@@ -174,8 +175,30 @@ def deliver(files: list[PackagedFile], *, transport: str, path: str, conn_id: st
                 ))
             uploaded += 1
             log.info("delivery: %s uploaded (%d bytes)", f.name, len(data))
+        removed = _remove_withdrawn(dest, present, files)
     log.info("delivery to %s for %s: %d uploaded, %d skipped", dest.destination, reference_date, uploaded, skipped)
-    return {"uploaded": uploaded, "skipped": skipped}
+    return {"uploaded": uploaded, "skipped": skipped, **({"removed": removed} if removed else {})}
+
+
+def _remove_withdrawn(dest, present: dict[str, int], files: list[PackagedFile]) -> int:
+    """Remove, once the new manifest is in place, the files this LA and date had at the destination that its
+    package no longer has (an identifiers file after ``delivery.identifiers`` was turned off; the other
+    encryption's copy): listed by no manifest, they would fail the recipient's verify and, for the sealed
+    identifiers file, stay in the analysts' folder. Only ``tfp_<kind>_<la>_<date>`` names of this package's
+    own manifest are touched. Returns how many."""
+    manifest = next((m for f in files if (m := _MANIFEST.fullmatch(f.name))), None)
+    if manifest is None:
+        return 0
+    ours = re.compile(rf"tfp_[a-z]+_{manifest['la']}_{manifest['stamp']}\.(csv|csv\.age|json|json\.sig)")
+    names = {f.name for f in files}
+    withdrawn = sorted(n for n in present if ours.fullmatch(n) and n not in names)
+    for name in withdrawn:
+        dest.remove(name)
+        log.info("delivery: %s removed from the destination: no longer in this date's package", name)
+    return len(withdrawn)
+
+
+_MANIFEST = re.compile(r"tfp_manifest_(?P<la>[A-Z][0-9]{8})_(?P<stamp>[0-9]{8})\.json")
 
 
 def run(ctx: RunContext) -> DeliverResult:

@@ -214,7 +214,9 @@ def _mixing(directory: Path, out: Path, identifiers: bool) -> str | None:
     if identifiers and out.resolve().is_relative_to(directory.resolve()):
         return (f"FAIL --out {out} is inside the delivery folder: the decrypted identifiers go only to a folder "
                 "of the linkage function's own")
-    held = [p.name for p in out.iterdir() if p.name.startswith("tfp_")] if out.is_dir() else []
+    # what verify decrypts: tfp_<kind>_<la>_<date>.csv (a manifest or a ciphertext there is no plaintext)
+    held = [p.name for p in out.iterdir() if p.name.startswith("tfp_") and p.name.endswith(".csv")] \
+        if out.is_dir() else []
     if identifiers and any(not n.startswith("tfp_identifiers_") for n in held):
         return (f"FAIL --out {out} holds decrypted attribute files: the identifiers never go into the same "
                 "folder as the attributes; name a folder of the linkage function's own")

@@ -381,8 +381,8 @@ def test_a_vacuum_waiting_for_a_lock_never_queues_the_night_behind_it(pg_url, tm
     """VACUUM FULL needs an exclusive lock; a session idle in transaction after reading the key table (no
     snapshot, no xid: the wait lets it by) holds a share lock. A VACUUM FULL queued behind it would queue
     every later reader of the table (the night's extract) behind itself, for as long as that session
-    lasts, and a killed retention task leaves the queued backend there. Retention tries the lock for a
-    moment at a time instead, lets readers through in between, and vacuums once the lock is free."""
+    lasts, and a killed retention task leaves the queued backend there. Retention tries the lock a few
+    seconds at a time instead, lets readers through in between, and vacuums once the lock is free."""
     import threading
 
     from helpers import make_config
@@ -410,8 +410,8 @@ def test_a_vacuum_waiting_for_a_lock_never_queues_the_night_behind_it(pg_url, tm
     try:
         # the night reads the key table meanwhile: it is never stuck behind the waiting vacuum
         with engine.connect() as night:
-            night.exec_driver_sql("SET lock_timeout = '10s'")
-            for _ in range(3):
+            night.exec_driver_sql("SET lock_timeout = '30s'")  # retention's try is 5 s; without one, for ever
+            for _ in range(2):
                 assert night.exec_driver_sql("SELECT count(*) FROM landing_key").scalar_one() == 5
                 night.commit()
                 threading.Event().wait(0.5)

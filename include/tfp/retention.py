@@ -534,8 +534,10 @@ def compact(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS) -> None:
 
 
 # How long one try for a vacuum's lock may wait: while it waits, every later query of that table queues
-# behind it (PostgreSQL's lock queue), so a try is short and the night's queries pass in between.
-LOCK_TRY = "1s"
+# behind it (PostgreSQL's lock queue), so a try is short and the night's queries pass in between. Longer
+# than deadlock_timeout (1 s by default), after which a waiting VACUUM has an autovacuum that blocks it
+# cancelled: a shorter try would give up before that and wait for the autovacuum to finish instead.
+LOCK_TRY = "5s"
 
 
 def vacuum_politely(engine: Engine, statement: str, timeout: float = SNAPSHOT_WAIT_SECONDS,

@@ -215,8 +215,11 @@ def _mixing(directory: Path, out: Path, identifiers: bool) -> str | None:
         return (f"FAIL --out {out} is inside the delivery folder: the decrypted identifiers go only to a folder "
                 "of the linkage function's own")
     # what verify decrypts: tfp_<kind>_<la>_<date>.csv (a manifest or a ciphertext there is no plaintext)
-    held = [p.name for p in out.iterdir() if p.name.startswith("tfp_") and p.name.endswith(".csv")] \
-        if out.is_dir() else []
+    try:
+        held = [p.name for p in out.iterdir() if p.name.startswith("tfp_") and p.name.endswith(".csv")] \
+            if out.is_dir() else []
+    except OSError as e:  # unreadable: what it holds cannot be checked, so nothing is written there
+        return f"FAIL --out {out} cannot be listed ({e.strerror or type(e).__name__}): name a folder you can read"
     if identifiers and any(not n.startswith("tfp_identifiers_") for n in held):
         return (f"FAIL --out {out} holds decrypted attribute files: the identifiers never go into the same "
                 "folder as the attributes; name a folder of the linkage function's own")

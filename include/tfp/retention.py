@@ -463,15 +463,18 @@ SNAPSHOT_WAIT_SECONDS = 900.0
 # datname); a prepared transaction (in no session); a replication slot's xmin, and, when the vacuum is of a
 # catalog (pg_statistic), a logical slot's catalog_xmin: it holds back catalogs only, so a forgotten logical
 # slot does not stop the vacuum of tfp's own tables. backend_xmin and backend_xid are shown for every role.
+# Snapshots count in this database (autovacuum's ANALYZE too); running transactions, prepared ones
+# included, in every database, because a snapshot's xmin, the vacuum's own included, is the oldest
+# transaction running on the whole server: seen here, another database's VACUUM FULL kept this
+# database's deleted keys "not removable yet".
 _OLDER_SNAPSHOTS = """
 SELECT
   (SELECT count(*) FROM pg_stat_activity
-   WHERE (datname = current_database() OR datname IS NULL) AND pid <> pg_backend_pid()
-     AND backend_type IS DISTINCT FROM 'autovacuum worker'  -- NULL for another role's session, unless privileged
-     AND (age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
+   WHERE pid <> pg_backend_pid()
+     AND (((datname = current_database() OR datname IS NULL)
+           AND age(backend_xmin) > age(CAST(CAST(:mark AS TEXT) AS xid)))
           OR age(backend_xid) > age(CAST(CAST(:mark AS TEXT) AS xid))))
-+ (SELECT count(*) FROM pg_prepared_xacts
-   WHERE database = current_database() AND age(transaction) > age(CAST(CAST(:mark AS TEXT) AS xid)))
++ (SELECT count(*) FROM pg_prepared_xacts WHERE age(transaction) > age(CAST(CAST(:mark AS TEXT) AS xid)))
 + (SELECT count(*) FROM pg_replication_slots
    WHERE (database IS NULL OR database = current_database())
      AND (age(xmin) > age(CAST(CAST(:mark AS TEXT) AS xid))
@@ -481,7 +484,7 @@ SELECT
 
 def wait_for_older_snapshots(engine: Engine, timeout: float = SNAPSHOT_WAIT_SECONDS, poll: float = 0.5,
                              clock: Callable[[], float] | None = None, catalog: bool = False) -> None:
-    """PostgreSQL: wait until no other session of this database still sees the rows retention deleted.
+    """PostgreSQL: wait until no other session of the server still holds back the rows retention deleted.
 
     VACUUM, FULL included, keeps every row version that a running transaction's snapshot may still
     read. A session that began before the deletions (a report, a pg_dump, an idle-in-transaction

@@ -351,6 +351,9 @@ class Outputs:
     published: dict[str, dict[str, str]] = field(default_factory=dict)
     # person_ref -> level per quasi-identifier as released: for record_release, never for a log or XCom
     released: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    # the progress file (contract section 10, tfp.progress): its CSV text and data rows
+    progress: str = ""
+    progress_rows: int = 0
 
 
 def _csv(header: tuple[str, ...], rows: list[list[str]]) -> str:
@@ -445,7 +448,7 @@ def _month(value: object) -> str:
 
 def build_outputs(engine: Engine, reference_date: date, config: Config, keys: SecretKeys) -> Outputs:
     """The submission, summary and withdrawals for R, from the roster, person_consent and family_flags
-    (scope ``kept``) of R. Raises when the consent or criteria stage has not run for R: an empty
+    (scope ``kept``) of R, and the progress file (:mod:`tfp.progress`). Raises when the consent or criteria stage has not run for R: an empty
     submission must never be delivered by mistake."""
     roster, consent, flags, floor = _read(engine, reference_date)
     if not roster.empty and consent.empty:
@@ -526,6 +529,9 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
     counts = {"families_assessed": len(flags), "families_eligible": int((flags["eligible"] == 1).sum()),
               "persons_submitted": len(submission), "withdrawals": len(withdrawal_rows)}
     log.info("outputs for %s: %s", reference_date, counts)
+    from tfp.progress import compute_progress, progress_csv
+
+    progress, progress_rows = progress_csv(compute_progress(engine, reference_date, config.criteria), keys.pseudonym)
     return Outputs(
         submission=_csv(SUBMISSION_COLUMNS, submission[list(SUBMISSION_COLUMNS)].values.tolist()),
         summary=_csv(SUMMARY_COLUMNS, summary_rows),
@@ -536,4 +542,6 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
         counts=counts,
         published={m: {status: c for measure, status, c in summary_rows if measure == m} for m in SUMMARY_MEASURES},
         released=released,
+        progress=progress,
+        progress_rows=progress_rows,
     )

@@ -125,6 +125,9 @@ class Criteria(_Strict):
     # contract section 10: the least arrears_amount (pounds) for which a rent_arrears event counts;
     # 0 counts every one, a blank amount included
     min_rent_arrears: float = Field(default=0, ge=0, allow_inf_nan=False)
+    # the progress file (contract section 10): month-ends without a baseline problem, weeks off out-of-work benefits
+    sustain_months: int = Field(default=6, ge=1, le=60)
+    off_benefits_weeks: int = Field(default=26, ge=1, le=520)
 
 
 class Consent(_Strict):

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS: tuple[str, ...] = ("submission", "summary", "withdrawals")
+KINDS: tuple[str, ...] = ("submission", "summary", "withdrawals", "progress")
 # Beside the files in outbox/<date>/: which plaintext and recipient each ciphertext holds. Checksums
 # only, under an HMAC; it is never delivered.
 STATE_FILE = ".package_state.json"
@@ -60,7 +60,7 @@ class PackagedFile:
 
 
 def file_names(la_code: str, reference_date: date) -> dict[str, str]:
-    """The plaintext names of the three CSVs and the manifest for one LA and R."""
+    """The plaintext names of the four CSVs and the manifest for one LA and R."""
     stamp = reference_date.strftime("%Y%m%d")
     names = {kind: f"tfp_{kind}_{la_code}_{stamp}.csv" for kind in KINDS}
     names["manifest"] = f"tfp_manifest_{la_code}_{stamp}.json"
@@ -229,7 +229,8 @@ def write_package(outputs: Outputs, target: PackageTarget,
     state: dict[str, dict[str, str]] = {}
     texts = {"submission": (outputs.submission, outputs.submission_rows),
              "summary": (outputs.summary, outputs.summary_rows),
-             "withdrawals": (outputs.withdrawals, outputs.withdrawal_rows)}
+             "withdrawals": (outputs.withdrawals, outputs.withdrawal_rows),
+             "progress": (outputs.progress, outputs.progress_rows)}
 
     files: list[PackagedFile] = []
     for kind in KINDS:

@@ -294,7 +294,8 @@ def write_truth(out, on: date) -> dict[str, int]:
 
     Only rows marked valid count, each for its true person (``read_borough``). Writes persons.csv,
     families.csv (everyone counted but the withdrawn), families_consent.csv and
-    families_public_task.csv (only the people each lawful basis keeps). Returns rows per file.
+    families_public_task.csv (only the people each lawful basis keeps), and progress_consent.csv (the
+    progress file under lawful basis consent, by family_ref). Returns rows per file.
     """
     from pathlib import Path
 
@@ -310,4 +311,104 @@ def write_truth(out, on: date) -> dict[str, int]:
         flags = family_flags(roster, hits, on, kept=kept)
         flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")
         written[f"truth/{name}.csv"] = len(flags)
+    # the progress file under lawful basis consent (section 10); this night's roster is the only one known
+    progress = truth_progress({on: roster}, needs, records, on, kept=kept_persons(states, "consent"))
+    progress.to_csv(truth_dir / "progress_consent.csv", index=False, lineterminator="\n")
+    written["truth/progress_consent.csv"] = len(progress)
     return written
+
+
+# -- the progress file (contract section 10) ------------------------------------------------------
+
+PROGRESS_FLAG_COLUMNS = (*(f"{f}_baseline" for f in FLAGS), *(f"{f}_now" for f in FLAGS))
+PROGRESS_COLUMNS = ("family_ref", "programme_status", "baseline_date", *PROGRESS_FLAG_COLUMNS,
+                    "problems_baseline", "problems_now", "sustained_progress", "off_out_of_work_benefits")
+
+
+def truth_progress(
+    rosters: Mapping[date, pd.DataFrame],
+    needs: pd.DataFrame,
+    records: Mapping[str, pd.DataFrame],
+    reference_date: date,
+    *,
+    kept: Iterable[str],
+    sustain_months: int = 6,
+    off_benefits_weeks: int = 26,
+    **rules,
+) -> pd.DataFrame:
+    """The progress file as section 10 defines it, one row per family, by ``family_ref`` (tokens aside).
+
+    ``rosters`` maps each roster file's date to its rows (every file known tonight); the roster of R is
+    the newest dated on or before R. ``needs`` and ``records`` are everything known tonight (as for
+    ``truth_flags``); ``kept`` the people kept as of R; ``rules`` the criteria settings of ``person_flags``.
+    Baseline: intervention, the earliest ``attached_date`` of the family's kept members (else the first
+    roster file listing the family); comparison, the first roster file listing the family. Sustained:
+    no baseline flag at any of the last ``sustain_months`` month-ends on or before R (judged from the same
+    rows). Off benefits: a kept member 18+ at the baseline with an out-of-work claim active at it and none
+    active in (R - weeks, R]. ``baseline_date`` is a ``YYYY-MM-DD`` string here.
+    """
+    known = {day: frame for day, frame in rosters.items() if day <= reference_date}
+    roster = known[max(known)]
+    kept = set(kept)
+    people = roster[roster["person_ref"].isin(kept) & roster["programme_status"].isin(("intervention", "comparison"))]
+    people = people.drop_duplicates("person_ref")
+    if people.empty:
+        return pd.DataFrame(columns=list(PROGRESS_COLUMNS))
+    status = people.groupby("family_ref")["programme_status"].agg(
+        lambda s: "intervention" if (s == "intervention").any() else "comparison")
+    first_listed = {}
+    for day in sorted(known):
+        for ref in set(known[day]["family_ref"]):
+            first_listed.setdefault(ref, day)
+    attached = _dates(people["attached_date"]).groupby(people["family_ref"]).min()
+    baseline: dict[str, date] = {}
+    for ref, st in status.items():
+        day = attached.get(ref) if st == "intervention" else None
+        chosen = day.date() if day is not None and not pd.isna(day) else first_listed.get(ref, reference_date)
+        baseline[ref] = min(chosen, reference_date)
+
+    def family_hits(members: pd.DataFrame, on: date) -> dict[str, set[str]]:
+        hits = person_flags(members, needs, records, on, **rules)
+        family_of = dict(zip(members["person_ref"], members["family_ref"], strict=True))
+        return {flag: {family_of[p] for p in hits[flag] if p in family_of} for flag in FLAGS}
+
+    member_baseline = people["family_ref"].map(baseline)
+    at_baseline: dict[str, set[str]] = {flag: set() for flag in FLAGS}
+    for day in sorted(set(baseline.values())):
+        for flag, families in family_hits(people[member_baseline == day], day).items():
+            at_baseline[flag] |= families
+    now = family_hits(people, reference_date)
+
+    with_problem = set().union(*at_baseline.values())
+    seen_since: dict[str, set[str]] = {flag: set() for flag in FLAGS}
+    month_ends = pd.date_range(end=pd.Timestamp(reference_date), periods=sustain_months, freq="ME")
+    for end in month_ends:
+        for flag, families in family_hits(people[people["family_ref"].isin(with_problem)], end.date()).items():
+            seen_since[flag] |= families
+
+    off: set[str] = set()
+    ben = records.get("benefits")
+    if ben is not None and not ben.empty:
+        ben = ben[(ben["out_of_work"] == "Y") & ben["person_ref"].isin(set(people["person_ref"]))]
+        ben = ben.drop(columns=["family_ref", "date_of_birth"], errors="ignore").merge(  # age from the roster
+            people[["person_ref", "family_ref", "date_of_birth"]], on="person_ref")
+        start, end = _dates(ben["claim_start"]), _dates(ben["claim_end"])
+        base = pd.to_datetime(ben["family_ref"].map(baseline))
+        r = pd.Timestamp(reference_date)
+        since = r - pd.Timedelta(weeks=off_benefits_weeks)
+        on_at_baseline = (start <= base) & (end.isna() | (end >= base)) & (age_on(_dates(ben["date_of_birth"]), base) >= 18)
+        recent = (start <= r) & (end.isna() | (end > since))
+        still_on = set(ben.loc[recent, "person_ref"])
+        came_off = ben[on_at_baseline & ~ben["person_ref"].isin(still_on)]
+        off = set(came_off["family_ref"])
+
+    rows = []
+    for ref in sorted(status.index):
+        b = {flag: int(ref in at_baseline[flag]) for flag in FLAGS}
+        n = {flag: int(ref in now[flag]) for flag in FLAGS}
+        sustained = int(sum(b.values()) > 0 and not any(b[f] and ref in seen_since[f] for f in FLAGS))
+        rows.append({"family_ref": ref, "programme_status": status[ref], "baseline_date": baseline[ref].isoformat(),
+                     **{f"{f}_baseline": b[f] for f in FLAGS}, **{f"{f}_now": n[f] for f in FLAGS},
+                     "problems_baseline": sum(b.values()), "problems_now": sum(n.values()),
+                     "sustained_progress": sustained, "off_out_of_work_benefits": int(ref in off)})
+    return pd.DataFrame(rows, columns=list(PROGRESS_COLUMNS))

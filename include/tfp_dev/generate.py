@@ -188,6 +188,7 @@ class _Borough:
         self._serial = 0
         self._terms: tuple[list[str], str | None] | None = None
         self._ages: dict[Person, int] = {}
+        self.progress_rows: dict[str, list[tuple[Person, tuple[str, ...]]]] = {}
 
     # ---------------------------------------------------------------- pools and identifiers
     def _build_pools(self, seed: int) -> None:
@@ -653,6 +654,60 @@ class _Borough:
         elif kind == "housing_on" and adults:
             self.tenancy(r.choice(adults), "eviction", on if inside else ws)
 
+    def progress_stories(self, fams: list[Family], seed: int) -> None:
+        """Histories for the progress file (contract section 10): intervention families whose problem at the
+        baseline (attached_date) has gone and stayed gone, has gone only lately, or came back (a relapse), and
+        adults on an out-of-work claim at the baseline who came off it (or came off it too lately, or on the
+        edge of off_benefits_weeks).
+
+        Every event here lies outside R's window (before R - 12 months) or ended before R, so R's flags and the
+        other files are as before; the rows are drawn with a random generator of their own into
+        ``progress_rows`` and appended after each partner file's own rows, so nothing else in a file moves.
+        """
+        saved = self.r, self.rows
+        self.r, self.rows = _Random(seed * 31 + 7), {d: [] for d in PARTNER_DATASETS}
+        try:
+            r, on = self.r, self.on
+            year_ago = add_months(on, -12)
+            off_since = on - timedelta(weeks=26)
+            for fam in fams:
+                if fam.status != "intervention" or not fam.attached:
+                    continue
+                b = date.fromisoformat(fam.attached)
+                adults = [p for p in fam.members if p.role == "adult"] or fam.members
+                x = r.random()
+                if b <= add_months(on, -30) and x < 0.5:  # a relapse: gone for a year, then back lately
+                    self.incident(r.choice(adults), b - timedelta(days=r.randrange(0, 200)), "asb", "subject")
+                    self.incident(r.choice(adults), year_ago - timedelta(days=r.randrange(1, 140)), "asb", "subject")
+                elif b <= add_months(on, -18) and x < 0.6:  # improved and stayed improved
+                    self.tenancy(r.choice(adults), r.choice(("asb_warning", "asb_injunction")),
+                                 b - timedelta(days=r.randrange(0, 200)))
+                elif add_months(on, -17) < b <= year_ago and x < 0.6:  # improved, not for long enough yet
+                    self.incident(r.choice(adults), b - timedelta(days=r.randrange(0, 60)), "asb", "subject")
+                if b <= add_months(on, -8) and r.random() < 0.35:  # on out-of-work benefits at the baseline
+                    y = r.random()
+                    if y < 0.6:
+                        end = b + timedelta(days=r.randrange(0, max(1, (off_since - b).days)))  # off since
+                    elif y < 0.8:
+                        end = off_since  # ended on R - 26 weeks: none active in (R - 26 weeks, R]
+                    else:
+                        end = off_since + timedelta(days=r.randrange(1, 100))  # off too lately
+                    self.benefit(r.choice(adults), r.choice(("jsa", "esa", "uc")), "Y",
+                                 b - timedelta(days=r.randrange(30, 400)), min(end, on - timedelta(days=1)))
+            self.progress_rows = self.rows
+        finally:
+            self.r, self.rows = saved
+
+    def progress_file_rows(self, dataset: str, first: int) -> tuple[list[list[str]], list[tuple[str, str, str]]]:
+        """The rows of ``progress_stories`` for one partner file, numbered from ``first``, and their truth.
+        The person columns are the roster's own, so these records link as surely as the roster allows."""
+        rows, truth = [], []
+        for i, (p, fields) in enumerate(self.progress_rows.get(dataset, ()), start=first):
+            rows.append([f"{RECORD_PREFIX[dataset]}{i:08d}", p.forename, p.surname, p.dob.isoformat(), p.sex,
+                         p.postcode, *fields])
+            truth.append((p.ref, "Y", ""))
+        return rows, truth
+
     def stranger_life(self, p: Person) -> None:
         r = self.r
         if self.age(p) < 18:
@@ -876,6 +931,7 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
         b.consents(fam)
     for p in strangers:
         b.stranger_life(p)
+    b.progress_stories(fams, seed)
 
     written: dict[str, int] = {}
 
@@ -895,6 +951,8 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
     truth_rows: list[list[str]] = []
     for dataset in PARTNER_DATASETS:
         rows, truth = b.partner_file(dataset)
+        extra, extra_truth = b.progress_file_rows(dataset, len(b.rows[dataset]) + 1)
+        rows, truth = rows + extra, [*truth, *extra_truth]
         feed(dataset, rows)
         truth_rows += [[dataset, row[0], *t] for row, t in zip(rows, truth, strict=True)]
     written["truth/records.csv"] = _write(out / "truth" / "records.csv",

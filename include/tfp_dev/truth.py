@@ -368,7 +368,13 @@ def truth_progress(
         baseline[ref] = min(chosen, reference_date)
 
     def family_hits(members: pd.DataFrame, on: date) -> dict[str, set[str]]:
-        hits = person_flags(members, needs, records, on, **rules)
+        # only these members' rows: the same answer (a flag is a member's own), and much less to merge
+        refs = set(members["person_ref"])
+        own = {d: f[f["person_ref"].isin(refs)] for d, f in records.items() if f is not None}
+        own_needs = needs[needs["person_ref"].isin(refs)]
+        if own_needs.empty and all(f.empty for f in own.values()):
+            return {flag: set() for flag in FLAGS}
+        hits = person_flags(members, own_needs, {d: f for d, f in own.items() if not f.empty}, on, **rules)
         family_of = dict(zip(members["person_ref"], members["family_ref"], strict=True))
         return {flag: {family_of[p] for p in hits[flag] if p in family_of} for flag in FLAGS}
 

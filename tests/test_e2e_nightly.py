@@ -134,7 +134,8 @@ def test_the_run_succeeds_and_the_recipient_verifies_it(night):
     names = sorted(p.name for p in night["delivered"].iterdir())
     d = R.strftime("%Y%m%d")
     assert names == sorted([f"tfp_submission_{LA}_{d}.csv.age", f"tfp_summary_{LA}_{d}.csv.age",
-                            f"tfp_withdrawals_{LA}_{d}.csv.age", f"tfp_identifiers_{LA}_{d}.csv.age",
+                            f"tfp_withdrawals_{LA}_{d}.csv.age", f"tfp_progress_{LA}_{d}.csv.age",
+                            f"tfp_identifiers_{LA}_{d}.csv.age",
                             f"tfp_manifest_{LA}_{d}.json", f"tfp_manifest_{LA}_{d}.json.sig"])
     # the analysts verify everything, the identifiers file by its signed checksum only (they cannot open it)
     assert f"OK tfp_identifiers_{LA}_{d}.csv.age (checksum; sealed for the trusted third party" in night["verify"].stdout
@@ -147,7 +148,7 @@ def test_the_linkage_function_opens_the_identifiers_of_every_submitted_person_an
     assert night["verify_linkage"].returncode == 0, night["verify_linkage"].stdout + night["verify_linkage"].stderr
     d = R.strftime("%Y%m%d")
     assert [p.name for p in (night["root"] / "linkage").iterdir()] == [f"tfp_identifiers_{LA}_{d}.csv"]
-    assert night["verify_linkage"].stdout.count("(checksum; not decrypted") == 3
+    assert night["verify_linkage"].stdout.count("(checksum; not decrypted") == 4  # the four attribute CSVs
     pseudonym = bytes.fromhex(night["keys"]["TFP_PSEUDONYM_KEY"])
     roster = {_h(pseudonym, "person:" + r["person_ref"]): r
               for r in _read(night["partners"] / "children_services" / f"families_{R:%Y%m%d}.csv")}
@@ -193,6 +194,23 @@ def test_submission_is_what_the_truth_implies(night):
             "-" in row["year_of_birth"] and row["year_of_birth"][:4] <= year <= row["year_of_birth"][5:])
     combos = Counter((r["year_of_birth"], r["postcode_district"], r["sex"]) for r in rows)
     assert min(combos.values()) >= 5
+
+
+def test_progress_file_is_what_the_truth_says_for_every_family(night):
+    """The progress file (contract section 10) as received, against the generator's truth (pandas, true
+    links) for every family: the baseline month, twelve flags, both counts and both outcome measures."""
+    pseudonym = bytes.fromhex(night["keys"]["TFP_PSEUDONYM_KEY"])
+    truth = {_h(pseudonym, "family:" + t["family_ref"]): t for t in _read(night["truth"] / "progress_consent.csv")}
+    rows = _read(night["root"] / "received" / f"tfp_progress_{LA}_{R:%Y%m%d}.csv")
+    assert [r["family_token"] for r in rows] == sorted(truth)
+    for row in rows:
+        expected = {k: v for k, v in truth[row["family_token"]].items() if k != "family_ref"}
+        expected["baseline_date"] = expected["baseline_date"][:7]
+        assert {k: v for k, v in row.items() if k != "family_token"} == expected
+    # the generator's stories are there: sustained progress, and adults off out-of-work benefits
+    assert sum(r["sustained_progress"] == "1" for r in rows) > 0
+    assert sum(r["off_out_of_work_benefits"] == "1" for r in rows) > 0
+    assert any(r["crime_asb_baseline"] == "1" and r["crime_asb_now"] == "0" for r in rows)
 
 
 def test_nothing_personal_left_in_airflow_home_reports_or_delivery(night):

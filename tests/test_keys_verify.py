@@ -137,7 +137,7 @@ def run(delivery, capsys, **kwargs) -> tuple[int, str]:
 def test_a_good_delivery_verifies_and_decrypts(delivery, capsys, tmp_path):
     code, said = run(delivery, capsys, out=tmp_path / "plain")
     assert code == 0, said
-    assert said.count("OK ") == 4  # the manifest and three files
+    assert said.count("OK ") == 5  # the manifest and four files (the progress file has no row here)
     assert f"OK {SUBMISSION}.age (2 rows" in said
     assert (tmp_path / "plain" / SUBMISSION).read_text() == OUTPUTS.submission
     assert (tmp_path / "plain" / SUMMARY).read_bytes() == OUTPUTS.summary.encode()
@@ -335,7 +335,7 @@ def test_an_unsigned_tfp_file_beside_a_valid_delivery_fails_naming_it(tmp_path, 
     assert code == 1, said
     assert f"NOT COVERED {stray}: no manifest that verifies lists it" in said
     assert "zzz" not in said  # names, never contents
-    assert said.count("OK ") == 4  # the genuine files still verify
+    assert said.count("OK ") == 5  # the genuine files still verify
 
 
 def test_a_tfp_folder_beside_a_delivery_fails(tmp_path, delivery, capsys):
@@ -395,11 +395,12 @@ def test_two_valid_deliveries_in_one_folder_verify_each_with_its_own_manifest(tm
         (folder / path.name).write_bytes(path.read_bytes())
     code, said = run(delivery, capsys, out=tmp_path / "plain")
     assert code == 0, said
-    assert said.count("OK ") == 8
+    assert said.count("OK ") == 10  # per delivery: the manifest and four files
     stamp = on.strftime("%Y%m%d")
     assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == sorted(
-        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv", f"tfp_submission_{la}_{stamp}.csv",
-         f"tfp_summary_{la}_{stamp}.csv", f"tfp_withdrawals_{la}_{stamp}.csv"])
+        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv", f"tfp_progress_{LA}_20250331.csv",
+         f"tfp_submission_{la}_{stamp}.csv", f"tfp_summary_{la}_{stamp}.csv", f"tfp_withdrawals_{la}_{stamp}.csv",
+         f"tfp_progress_{la}_{stamp}.csv"])
 
 
 def test_a_non_tfp_file_is_listed_as_ignored_and_does_not_fail(tmp_path, delivery, capsys):

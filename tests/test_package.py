@@ -19,7 +19,7 @@ from tfp.package import OutboxTampered, PackageTarget, packaged_files, write_pac
 R = date(2025, 3, 31)
 LA = "E09000031"
 CSV_NAMES = [f"tfp_submission_{LA}_20250331.csv", f"tfp_summary_{LA}_20250331.csv",
-             f"tfp_withdrawals_{LA}_20250331.csv"]
+             f"tfp_withdrawals_{LA}_20250331.csv", f"tfp_progress_{LA}_20250331.csv"]
 MANIFEST = f"tfp_manifest_{LA}_20250331.json"
 
 
@@ -49,15 +49,15 @@ def test_plain_package_names_manifest_and_signature(tmp_path, keys_env):
     folder = tmp_path / "2025-03-31"
     assert [f.name for f in files] == [*CSV_NAMES, MANIFEST, MANIFEST + ".sig"]
     assert all(f.path == folder / f.name for f in files)
-    assert [f.rows for f in files] == [2, 1, 1, None, None]
-    plain = [outputs().submission, outputs().summary, outputs().withdrawals]
+    assert [f.rows for f in files] == [2, 1, 1, 0, None, None]  # the progress file: its header only here
+    plain = [outputs().submission, outputs().summary, outputs().withdrawals, outputs().progress]
     for f, text in zip(files, plain, strict=False):
         assert f.path.read_bytes() == text.encode("utf-8")
         assert f.plaintext_sha256 == sha(text.encode("utf-8"))
 
     entries = ",".join(
         f'{{"bytes":{len(t.encode())},"name":"{n}","rows":{r},"sha256":"{sha(t.encode())}"}}'
-        for n, t, r in zip(CSV_NAMES, plain, (2, 1, 1), strict=True))
+        for n, t, r in zip(CSV_NAMES, plain, (2, 1, 1, 0), strict=True))
     expected = f'{{"files":[{entries}],"la_code":"{LA}","pipeline_version":"1.2.3","reference_date":"2025-03-31"}}'
     manifest = (folder / MANIFEST).read_bytes()
     assert manifest == expected.encode("utf-8")
@@ -80,9 +80,10 @@ def test_age_round_trip_and_manifest_of_the_ciphertext(tmp_path, keys_env):
     identity = pyrage.x25519.Identity.generate()
     recipient = str(identity.to_public())
     files = write_package(outputs(), PackageTarget(tmp_path, LA, R, "age", recipient, signing_key(keys_env), "1.2.3"))
-    assert [f.name for f in files[:3]] == [n + ".age" for n in CSV_NAMES]
-    manifest = json.loads(files[3].path.read_bytes())
-    for f, text, entry in zip(files, [outputs().submission, outputs().summary, outputs().withdrawals],
+    assert [f.name for f in files[:4]] == [n + ".age" for n in CSV_NAMES]
+    manifest = json.loads(files[4].path.read_bytes())
+    for f, text, entry in zip(files, [outputs().submission, outputs().summary, outputs().withdrawals,
+                                      outputs().progress],
                               manifest["files"], strict=False):
         data = f.path.read_bytes()
         assert text.encode() not in data

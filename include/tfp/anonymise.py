@@ -27,6 +27,7 @@ from tfp.config import Config, SecretKeys
 from tfp.consent import as_date
 from tfp.current import current_rows
 from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, postcode_district
+from tfp.progress import PROGRESS_HEADER
 from tfp.statuses import ConsentState, FlagScope
 from tfp.warehouse import FLAGS, family_flags, insert_rows, person_consent, released_generalisation
 
@@ -352,7 +353,7 @@ class Outputs:
     # person_ref -> level per quasi-identifier as released: for record_release, never for a log or XCom
     released: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     # the progress file (contract section 10, tfp.progress): its CSV text and data rows
-    progress: str = ""
+    progress: str = PROGRESS_HEADER
     progress_rows: int = 0
 
 

@@ -62,6 +62,8 @@ PROGRESS_COLUMNS: tuple[str, ...] = (
     "problems_baseline", "problems_now", "sustained_progress", "off_out_of_work_benefits",
 )
 
+PROGRESS_HEADER = ",".join(PROGRESS_COLUMNS) + "\n"  # the file with no family in it
+
 _MEMBERS = "progress_members"
 _FIRST_LISTED = """
 SELECT s.family_ref, MIN(l.file_date) AS first_listed

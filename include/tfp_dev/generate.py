@@ -670,6 +670,10 @@ class _Borough:
             r, on = self.r, self.on
             year_ago = add_months(on, -12)
             off_since = on - timedelta(weeks=26)
+
+            def before(day: date, days: int) -> date:  # up to ``days`` before ``day``, never before the earliest
+                return max(min(self.earliest, day), day - timedelta(days=r.randrange(0, days)))
+
             for fam in fams:
                 if fam.status != "intervention" or not fam.attached:
                     continue
@@ -677,13 +681,13 @@ class _Borough:
                 adults = [p for p in fam.members if p.role == "adult"] or fam.members
                 x = r.random()
                 if b <= add_months(on, -30) and x < 0.5:  # a relapse: gone for a year, then back lately
-                    self.incident(r.choice(adults), b - timedelta(days=r.randrange(0, 200)), "asb", "subject")
+                    self.incident(r.choice(adults), before(b, 200), "asb", "subject")
                     self.incident(r.choice(adults), year_ago - timedelta(days=r.randrange(1, 140)), "asb", "subject")
                 elif b <= add_months(on, -18) and x < 0.6:  # improved and stayed improved
                     self.tenancy(r.choice(adults), r.choice(("asb_warning", "asb_injunction")),
-                                 b - timedelta(days=r.randrange(0, 200)))
+                                 before(b, 200))
                 elif add_months(on, -17) < b <= year_ago and x < 0.6:  # improved, not for long enough yet
-                    self.incident(r.choice(adults), b - timedelta(days=r.randrange(0, 60)), "asb", "subject")
+                    self.incident(r.choice(adults), before(b, 60), "asb", "subject")
                 if b <= add_months(on, -8) and r.random() < 0.35:  # on out-of-work benefits at the baseline
                     y = r.random()
                     if y < 0.6:
@@ -693,7 +697,7 @@ class _Borough:
                     else:
                         end = off_since + timedelta(days=r.randrange(1, 100))  # off too lately
                     self.benefit(r.choice(adults), r.choice(("jsa", "esa", "uc")), "Y",
-                                 b - timedelta(days=r.randrange(30, 400)), min(end, on - timedelta(days=1)))
+                                 before(b - timedelta(days=30), 370), min(end, on - timedelta(days=1)))
             self.progress_rows = self.rows
         finally:
             self.r, self.rows = saved

@@ -48,7 +48,7 @@ def test_dry_run_delivers_nothing_and_a_sources_run_pulls_only_its_partner(tmp_p
     _run(config, env, {"dry_run": True})
     assert _states(root / "airflow")["deliver"] == "success"
     assert not (root / "delivered").exists() or files_bytes(root / "delivered") == {}
-    assert len(list((root / "work" / "outbox").rglob("tfp_*"))) == 5  # packaged all the same
+    assert len(list((root / "work" / "outbox").rglob("tfp_*"))) == 6  # packaged all the same (four CSVs)
 
     _run(config, env, {})
     delivered = files_bytes(root / "delivered")

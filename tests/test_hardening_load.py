@@ -172,7 +172,7 @@ def test_two_boroughs_and_a_parallel_backfill_through_the_scheduler_and_local_ex
             assert submission and {(r["reference_date"], r["la_code"]) for r in submission} == {(d.isoformat(), LA)}
         assert sorted(p.name for p in (second / "delivered").iterdir()) == sorted(
             f"tfp_{kind}_{second_la}_{second_date:%Y%m%d}.{ext}" for kind, ext in
-            (("submission", "csv"), ("summary", "csv"), ("withdrawals", "csv"), ("manifest", "json"),
+            (("submission", "csv"), ("summary", "csv"), ("withdrawals", "csv"), ("progress", "csv"), ("manifest", "json"),
              ("manifest", "json.sig")))
         submission = _rows(second / "delivered" / f"tfp_submission_{second_la}_{second_date:%Y%m%d}.csv")
         assert submission and {(r["reference_date"], r["la_code"]) for r in submission} == {

@@ -65,7 +65,7 @@ def _delivered_hashes(tmp_path: Path) -> dict[str, str]:
 
 def test_a_generated_borough_delivers_the_recorded_bytes(tmp_path):
     hashes = _delivered_hashes(tmp_path)
-    assert len(hashes) == 4, hashes  # submission, summary, withdrawals, manifest
+    assert len(hashes) == 5, hashes  # submission, summary, withdrawals, progress, manifest
     submission = tmp_path / "borough" / "delivered" / f"tfp_submission_E09000031_{R:%Y%m%d}.csv"
     assert len(submission.read_text(encoding="utf-8").splitlines()) > 20  # a real night, not an empty one
     if os.environ.get("TFP_UPDATE_GOLDEN") == "1":

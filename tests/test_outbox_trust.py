@@ -281,19 +281,20 @@ def stat_mode(path: Path) -> int:
 
 # -- 3. "unchanged" means the destination holds what the log says ------------------------------------
 
+# (a delivery is four CSVs, the manifest and its signature: six files)
 def test_a_same_size_different_file_at_the_destination_is_replaced(tmp_path, keys):
     outbox, dest = tmp_path / "outbox", tmp_path / "ons"
     engine = engine_at(tmp_path)
     write_package(outputs(), PackageTarget(outbox, LA, R, "none", None, keys["signing"], "x"))
     kw = {"transport": "directory", "path": str(dest), "conn_id": None}
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 6, "skipped": 0}
     good = (dest / SUBMISSION).read_bytes()
     (dest / SUBMISSION).write_bytes(b"h\nfake\n")
     assert len(good) == len(b"h\nfake\n")
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 1, "skipped": 4}
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 1, "skipped": 5}
     assert (dest / SUBMISSION).read_bytes() == good
     assert verify_delivery(dest, keys["public"], None, tmp_path / "plain") == 0
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 5}
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 6}
 
 
 def test_a_same_size_different_file_on_the_sftp_server_is_replaced(tmp_path, keys):
@@ -306,14 +307,14 @@ def test_a_same_size_different_file_on_the_sftp_server_is_replaced(tmp_path, key
         endpoint = SftpEndpoint(host=server.host, port=server.port, username=server.username,
                                 password=server.password, private_key=None, host_key=server.host_key)
         kw = {"transport": "sftp", "path": "/inbound", "conn_id": None, "endpoint": endpoint}
-        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
+        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 6, "skipped": 0}
         name = SUBMISSION + ".age"
         good = (remote / name).read_bytes()
         other = good[:-1] + bytes([good[-1] ^ 1])  # an old ciphertext, a damaged one: of the same size
         (remote / name).write_bytes(other)
-        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 1, "skipped": 4}
+        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 1, "skipped": 5}
         assert (remote / name).read_bytes() == good
-        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 5}
+        assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 6}
     assert verify_delivery(remote, keys["public"], keys["identity"], tmp_path / "plain") == 0
 
 
@@ -325,12 +326,12 @@ def test_a_fresh_ciphertext_of_an_unchanged_output_is_delivered_with_its_manifes
     engine = engine_at(tmp_path)
     kw = {"transport": "directory", "path": str(dest), "conn_id": None}
     write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 6, "skipped": 0}
     write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 5}  # contract 7
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 0, "skipped": 6}  # contract 7
 
     (outbox / R.isoformat() / ".package_state.json").unlink()
     write_package(outputs(), PackageTarget(outbox, LA, R, "age", keys["recipient"], keys["signing"], "x"))
-    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 5, "skipped": 0}
+    assert packaged_then_delivered(outbox, keys, engine, **kw) == {"uploaded": 6, "skipped": 0}
     assert verify_delivery(dest, keys["public"], keys["identity"], tmp_path / "plain") == 0
     assert (tmp_path / "plain" / SUBMISSION).read_bytes() == b"h\nreal\n"

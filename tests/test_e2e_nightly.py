@@ -75,7 +75,7 @@ def _expected_keys(key: bytes, p: dict[str, str]) -> dict[str, str]:
 def night(tmp_path_factory):
     root = tmp_path_factory.mktemp("night")
     partners, recipient = root / "partners", root / "recipient"
-    generate(partners, families=150, seed=2024, on=R)
+    generate(partners, families=150, seed=2024, on=R, progress_truth=True)
     truth = root / "truth"
     (partners / "truth").rename(truth)
     (recipient / "inbound" / LA).mkdir(parents=True)

@@ -118,7 +118,7 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
     generate(other, families=120, seed=6, on=ON)
     files = sorted(p.relative_to(first) for p in first.rglob("*.csv"))
     assert files == sorted(p.relative_to(second) for p in second.rglob("*.csv"))
-    assert len(files) == len(DATASETS) + 6  # truth: records, persons, three families files, progress
+    assert len(files) == len(DATASETS) + 5
     for f in files:
         assert (first / f).read_bytes() == (second / f).read_bytes(), f
     assert (first / "police" / file_name("incidents", ON)).read_bytes() != \

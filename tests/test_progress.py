@@ -248,3 +248,16 @@ def test_a_year_of_month_end_nights_matches_the_truth_night_by_night(warehouse_u
     assert sustained["relapses"] == [0] * 7 + [1, 1, 0, 0, 0]
     assert sustained["off"] == [0] * 6 + [1] * 6  # worklessness at the baseline, last at 2024-01-31
     assert off == [0] * 7 + [1] * 5
+
+
+def test_a_generated_borough_tells_every_progress_story(tmp_path):
+    """The generator's stories are in its truth: families whose baseline problem went and stayed gone,
+    some whose problem went only lately or came back, and adults off out-of-work benefits."""
+    from tfp_dev.generate import generate
+
+    generate(tmp_path, families=120, seed=7, on=date(2025, 3, 31), progress_truth=True)
+    rows = pd.read_csv(tmp_path / "truth" / "progress_consent.csv", dtype=str)
+    improved = rows[(rows["crime_asb_baseline"] == "1") & (rows["crime_asb_now"] == "0")]
+    assert (improved["sustained_progress"] == "1").any() and (improved["sustained_progress"] == "0").any()
+    assert (rows["off_out_of_work_benefits"] == "1").any()
+    assert set(rows["programme_status"]) == {"intervention", "comparison"}

@@ -30,9 +30,10 @@ import calendar
 import csv
 import io
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Date, Engine, bindparam, text
 
@@ -47,11 +48,9 @@ from tfp.criteria import (
     flag_sql,
 )
 from tfp.current import create_current_tables, sql_file
+from tfp.feeds import DATASETS
 from tfp.statuses import FlagScope
 from tfp.warehouse import FLAGS, no_personal_statistics
-
-if TYPE_CHECKING:
-    from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +115,50 @@ def _as_date(value: object) -> date | None:
     return date.fromisoformat(str(value)[:10])
 
 
-def _flags_at(conn: Connection, at: date, night: date, criteria: Criteria) -> dict[str, set[str]]:
-    """The families of ``counted_persons`` having each flag, the rules evaluated at ``at`` with tonight's links."""
+def _flags_at(conn: Connection, at: date, night: date, criteria: Criteria,
+              flags: Iterable[str] = FLAGS) -> dict[str, set[str]]:
+    """The families of ``counted_persons`` having each flag, the rules evaluated at ``at`` with tonight's links
+    (only ``flags`` are queried; the others are empty)."""
     params = criteria_parameters(at, criteria, night=night)
-    return {flag: set(conn.execute(_statement(flag_sql(flag)), params).scalars()) for flag in FLAGS}
+    wanted = set(flags)
+    return {flag: set(conn.execute(_statement(flag_sql(flag)), params).scalars()) if flag in wanted else set()
+            for flag in FLAGS}
+
+
+def datasets_read(flag: str) -> tuple[str, ...]:
+    """The datasets (besides the roster) whose ``cur_`` table a flag's SQL reads, from the SQL itself: every
+    rule needs a row of one of them for a member, so a family without any cannot have the flag."""
+    sql = flag_sql(flag)
+    return tuple(d for d in DATASETS if d != "families" and re.search(rf"\bcur_{d}\b", sql))
+
+
+def _dates_with_rows(conn: Connection, night: date) -> dict[str, set[date]]:
+    """Per dataset the rules read, the baseline dates with a member who has a row of it: a record linked to
+    them tonight (partner datasets) or one naming them (datasets keyed by person_ref, such as needs)."""
+    out: dict[str, set[date]] = {}
+    for dataset in sorted({d for flag in FLAGS for d in datasets_read(flag)}):
+        if "person_ref" in DATASETS[dataset].columns:
+            sql = (f"SELECT DISTINCT m.baseline_date FROM {_MEMBERS} m "
+                   f"JOIN cur_{dataset} x ON x.person_ref = m.person_ref")
+        else:
+            sql = (f"SELECT DISTINCT m.baseline_date FROM {_MEMBERS} m JOIN links k ON k.reference_date = :night "
+                   f"AND k.dataset = '{dataset}' AND k.person_ref = m.person_ref")
+        statement = text(sql).bindparams(bindparam("night", type_=Date)) if ":night" in sql else text(sql)
+        out[dataset] = {_as_date(day) for day in conn.execute(statement, {"night": night} if ":night" in sql else {})
+                        .scalars()}
+    return out
+
+
+def _empty_counted_persons(conn: Connection) -> None:
+    """Empty ``counted_persons``. On PostgreSQL with TRUNCATE: the table's pages go, so the planner scales its
+    row estimate down to the few members of one baseline date and starts its joins from them; after a DELETE
+    it would still plan for every member and scan each dataset, once per query."""
+    conn.execute(text("TRUNCATE counted_persons" if conn.dialect.name == "postgresql" else "DELETE FROM counted_persons"))
 
 
 def _count_only(conn: Connection, where: str = "", **params: object) -> None:
     """Narrow ``counted_persons`` to the members in the progress file (those of one baseline date, say)."""
-    conn.execute(text("DELETE FROM counted_persons"))
+    _empty_counted_persons(conn)
     sql = f"INSERT INTO counted_persons (person_ref) SELECT person_ref FROM {_MEMBERS} {where}"
     statement = text(sql).bindparams(*(bindparam(k, type_=Date) for k in params if isinstance(params[k], date)))
     conn.execute(statement, params)
@@ -187,15 +221,20 @@ def compute_progress(engine: Engine, reference_date: date, criteria: Criteria) -
                                          "off_since": off_since}).scalars())
 
         at_baseline: dict[str, set[str]] = {flag: set() for flag in FLAGS}
+        with_rows = _dates_with_rows(conn, reference_date)
         for day in sorted(set(baseline.values())):
+            # only the flags whose datasets hold a row of a member of these families: the others cannot be set
+            possible = [flag for flag in FLAGS if any(day in with_rows[d] for d in datasets_read(flag))]
+            if not possible:
+                continue
             _count_only(conn, "WHERE baseline_date = :day", day=day)
-            for flag, families in _flags_at(conn, day, reference_date, criteria).items():
+            for flag, families in _flags_at(conn, day, reference_date, criteria, possible).items():
                 at_baseline[flag] |= {f for f in families if baseline.get(f) == day}
 
         with_problem = {f for flag in FLAGS for f in at_baseline[flag]}
         flagged_since: dict[str, set[str]] = {flag: set() for flag in FLAGS}  # at any of the month-ends
         if with_problem:
-            conn.execute(text("DELETE FROM counted_persons"))
+            _empty_counted_persons(conn)
             conn.execute(text("INSERT INTO counted_persons (person_ref) VALUES (:p)"),
                          [{"p": p} for p, f in members if f in with_problem])
             for day in month_ends(reference_date, criteria.sustain_months):

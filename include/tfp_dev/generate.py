@@ -910,8 +910,12 @@ def _write(path: Path, columns: tuple[str, ...], rows: list[list[str]]) -> int:
     return len(rows)
 
 
-def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float = 0.01) -> dict[str, int]:
+def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float = 0.01,
+             progress_truth: bool = False) -> dict[str, int]:
     """Write the feeds dated ``on`` under ``out/<source>/`` and the truth under ``out/truth/``.
+
+    ``progress_truth`` also writes ``truth/progress_consent.csv`` (the progress file's truth): it judges each
+    family at its own baseline date, about 30 ms per distinct date, so it is asked for where it is compared.
 
     Returns rows written per file (feed files by name, truth files as ``truth/<name>``).
     """
@@ -920,13 +924,14 @@ def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _generate(Path(out), families, seed, on, invalid_rate)
+        return _generate(Path(out), families, seed, on, invalid_rate, progress_truth)
     finally:
         if collecting:
             gc.enable()
 
 
-def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float) -> dict[str, int]:
+def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float,
+              progress_truth: bool = False) -> dict[str, int]:
     b = _Borough(seed, on, invalid_rate)
     fams = b.families(families)
     strangers = b.strangers(fams, max(1, families * 3 // 10))
@@ -961,5 +966,5 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
         truth_rows += [[dataset, row[0], *t] for row, t in zip(rows, truth, strict=True)]
     written["truth/records.csv"] = _write(out / "truth" / "records.csv",
                                           ("dataset", "record_id", "person_ref", "valid", "broken_rule"), truth_rows)
-    written.update(write_truth(out, on))
+    written.update(write_truth(out, on, progress=progress_truth))
     return written

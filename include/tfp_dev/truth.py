@@ -289,13 +289,13 @@ def read_borough(out, on: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     return roster, needs, consent, records
 
 
-def write_truth(out, on: date) -> dict[str, int]:
+def write_truth(out, on: date, progress: bool = False) -> dict[str, int]:
     """Read the feeds dated ``on`` and ``truth/records.csv`` under ``out``; write the other truth files.
 
     Only rows marked valid count, each for its true person (``read_borough``). Writes persons.csv,
     families.csv (everyone counted but the withdrawn), families_consent.csv and
-    families_public_task.csv (only the people each lawful basis keeps), and progress_consent.csv (the
-    progress file under lawful basis consent, by family_ref). Returns rows per file.
+    families_public_task.csv (only the people each lawful basis keeps), and with ``progress``
+    progress_consent.csv (the progress file under lawful basis consent, by family_ref). Returns rows per file.
     """
     from pathlib import Path
 
@@ -311,10 +311,10 @@ def write_truth(out, on: date) -> dict[str, int]:
         flags = family_flags(roster, hits, on, kept=kept)
         flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")
         written[f"truth/{name}.csv"] = len(flags)
-    # the progress file under lawful basis consent (section 10); this night's roster is the only one known
-    progress = truth_progress({on: roster}, needs, records, on, kept=kept_persons(states, "consent"))
-    progress.to_csv(truth_dir / "progress_consent.csv", index=False, lineterminator="\n")
-    written["truth/progress_consent.csv"] = len(progress)
+    if progress:  # the progress file under lawful basis consent (section 10); this roster is the only one known
+        rows = truth_progress({on: roster}, needs, records, on, kept=kept_persons(states, "consent"))
+        rows.to_csv(truth_dir / "progress_consent.csv", index=False, lineterminator="\n")
+        written["truth/progress_consent.csv"] = len(rows)
     return written
 
 

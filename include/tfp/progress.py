@@ -34,6 +34,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 
 from sqlalchemy import Connection, Date, Engine, bindparam, text
 
@@ -121,10 +122,17 @@ def _flags_at(conn: Connection, at: date, night: date, criteria: Criteria,
     (only ``flags`` are queried; the others are empty)."""
     params = criteria_parameters(at, criteria, night=night)
     wanted = set(flags)
-    return {flag: set(conn.execute(_statement(flag_sql(flag)), params).scalars()) if flag in wanted else set()
+    return {flag: set(conn.execute(_flag_statement(flag), params).scalars()) if flag in wanted else set()
             for flag in FLAGS}
 
 
+@cache
+def _flag_statement(flag: str):
+    """A flag's statement, built once: hundreds of baseline dates run the same six."""
+    return _statement(flag_sql(flag))
+
+
+@cache
 def datasets_read(flag: str) -> tuple[str, ...]:
     """The datasets (besides the roster) whose ``cur_`` table a flag's SQL reads, from the SQL itself: every
     rule needs a row of one of them for a member, so a family without any cannot have the flag."""

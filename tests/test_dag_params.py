@@ -52,7 +52,7 @@ def test_dry_run_delivers_nothing_and_a_sources_run_pulls_only_its_partner(tmp_p
 
     _run(config, env, {})
     delivered = files_bytes(root / "delivered")
-    assert len(delivered) == 5
+    assert len(delivered) == 6  # four CSVs, the manifest, its signature
     engine = connect(f"sqlite:///{root / 'work' / 'warehouse.db'}")
     before = landings(engine)
 

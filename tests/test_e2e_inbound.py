@@ -34,7 +34,7 @@ def test_two_runs_remove_the_plaintext_deliver_the_same_and_write_nothing_readab
         os.umask(old)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "warning:" not in first.stderr  # pytest's folders are the owner's only
-    assert len(delivered) == 5 and files_bytes(root / "delivered") == delivered
+    assert len(delivered) == 6 and files_bytes(root / "delivered") == delivered  # four CSVs, manifest, signature
     assert list((root / "inbound").rglob("*.csv")) == []
     rows = landings(connect(f"sqlite:///{root / 'work' / 'warehouse.db'}"))
     assert len(rows) == len(list(borough.rglob("*.csv"))) and {r["status"] for r in rows} == {"staged"}

@@ -251,7 +251,7 @@ def test_a_stale_feed_fails_the_night_with_fail_and_is_reported_with_warn(tmp_pa
     out = warned.stdout + warned.stderr
     assert warned.returncode == 0, out[-4000:]
     assert _states(root / "airflow")["deliver"] == "success"
-    assert len(files_bytes(root / "delivered")) == 5
+    assert len(files_bytes(root / "delivered")) == 6  # four CSVs, the manifest, its signature
     assert "feed overdue: incidents newest file 2025-03-20 is 11 days old (max age 8 days)" in out, out[-4000:]
     report = json.loads((root / "work" / "reports" / R.isoformat() / "run_report.json").read_text())
     assert [o["dataset"] for o in report["freshness"]["overdue"]] == ["incidents"]

@@ -174,7 +174,7 @@ def test_quotes_and_semicolons_go_through_every_stage(tmp_path_factory, warehous
     packaged = pipeline.package(str(config_path), R)
     delivered = pipeline.deliver(str(config_path), R)
     assert linked["records_linked"] > 0 and consented and assessed["kept"]
-    assert packaged["persons_submitted"] > 0 and delivered["uploaded"] == 5
+    assert packaged["persons_submitted"] > 0 and delivered["uploaded"] == 6  # four CSVs, manifest, signature
     assert_counts_add_up(engine)
     from sqlalchemy import select
 

@@ -317,7 +317,7 @@ def test_run_killed_at_every_stage_boundary_and_mid_stage_then_rerun_equals_an_u
         if calm.poll() is None:
             os.killpg(calm.pid, signal.SIGKILL)
     expected = files_bytes(calm_root / "delivered")
-    assert len(expected) == 5
+    assert len(expected) == 6  # four CSVs, the manifest, its signature
     for point, seen in zip(KILL_POINTS, seen_at_destination, strict=True):
         complete = {name: body for name, body in seen.items() if ".part-" not in name}
         assert all(expected[name] == body for name, body in complete.items()), f"killed at {point}"

@@ -327,7 +327,7 @@ def test_two_boroughs_at_once_under_the_scheduler_each_as_its_tfp_run_and_nothin
         done = tfp_run(reference, run_env(reference.parent, {name: env[name] for name in keys[la_code].values()}))
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         delivered, expected = files_bytes(root / "delivered"), files_bytes(reference.parent / "delivered")
-        assert len(expected) == 5 and delivered == expected, (sorted(delivered), sorted(expected))
+        assert len(expected) == 6 and delivered == expected, (sorted(delivered), sorted(expected))
         order = _outcome_order(done.stdout)
         assert order[:2] == ["check_setup", "choose_sources"] and order[-1] == "report", order
         for source in ("police", "schools", "children_services"):

@@ -90,8 +90,8 @@ def test_nightly_run_through_celery_on_postgresql_and_redis(tmp_path, airflow_db
     stamp = f"{R:%Y%m%d}"
     names = sorted(p.name for p in delivered.iterdir())
     assert names == sorted([f"tfp_submission_{LA}_{stamp}.csv", f"tfp_summary_{LA}_{stamp}.csv",
-                            f"tfp_withdrawals_{LA}_{stamp}.csv", f"tfp_manifest_{LA}_{stamp}.json",
-                            f"tfp_manifest_{LA}_{stamp}.json.sig"])
+                            f"tfp_withdrawals_{LA}_{stamp}.csv", f"tfp_progress_{LA}_{stamp}.csv",
+                            f"tfp_manifest_{LA}_{stamp}.json", f"tfp_manifest_{LA}_{stamp}.json.sig"])
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 

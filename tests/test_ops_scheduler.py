@@ -102,7 +102,7 @@ def test_backfill_through_the_scheduler_matches_tfp_run_and_a_rerun_changes_noth
         by_hand_files = _delivered(by_hand / "delivered")
         for day in DATES:
             names = {n for n in scheduled_files if f"_{day:%Y%m%d}." in n}
-            assert len(names) == 5, sorted(scheduled_files)
+            assert len(names) == 6, sorted(scheduled_files)
         assert sorted(scheduled_files) == sorted(by_hand_files)
         for name in scheduled_files:
             assert scheduled_files[name][0] == by_hand_files[name][0], f"{name} differs from tfp run's"

@@ -95,7 +95,7 @@ def test_packaged_sealed_to_its_own_recipient_listed_and_never_in_plaintext(nigh
     files = write_package(outputs, target, ids)
     folder = tmp_path / "outbox" / R.isoformat()
 
-    assert [f.name for f in files][3] == NAME
+    assert [f.name for f in files][4] == NAME  # after the four CSVs, before the manifest
     manifest = json.loads((folder / f"tfp_manifest_{LA}_20250331.json").read_bytes())
     entry = next(e for e in manifest["files"] if e["name"] == NAME)
     data = (folder / NAME).read_bytes()
@@ -118,7 +118,7 @@ def test_packaged_sealed_to_its_own_recipient_listed_and_never_in_plaintext(nigh
     # deliver reads it back, checked against the signed manifest and the state
     back = packaged_files(tmp_path / "outbox", LA, R, keys.signing)
     assert [f.name for f in back] == [f.name for f in files]
-    assert next(f for f in back if f.name == NAME).plaintext_sha256 == files[3].plaintext_sha256
+    assert next(f for f in back if f.name == NAME).plaintext_sha256 == files[4].plaintext_sha256
 
 
 def test_a_rerun_reuses_the_ciphertext_and_turning_it_off_removes_it(night, tmp_path):
@@ -139,7 +139,8 @@ def test_a_rerun_reuses_the_ciphertext_and_turning_it_off_removes_it(night, tmp_
     # off, the package is the package written without the option at all: same names, same plaintexts
     plain_names = [f.name for f in files]
     assert plain_names == [f"tfp_submission_{LA}_20250331.csv.age", f"tfp_summary_{LA}_20250331.csv.age",
-                           f"tfp_withdrawals_{LA}_20250331.csv.age", f"tfp_manifest_{LA}_20250331.json",
+                           f"tfp_withdrawals_{LA}_20250331.csv.age", f"tfp_progress_{LA}_20250331.csv.age",
+                           f"tfp_manifest_{LA}_20250331.json",
                            f"tfp_manifest_{LA}_20250331.json.sig"]
 
 
@@ -200,7 +201,7 @@ def test_retention_deletes_the_outbox_copy_like_any_other(night, tmp_path):
                            identifiers_recipient=target.identifiers_recipient)
     files = write_package(outputs, target, ids)
     sealed = cfg.outbox_dir / R.isoformat() / NAME
-    assert sealed.is_file() and len(files) == 6
+    assert sealed.is_file() and len(files) == 7
     end = cfg.retention.delete_all_after
     dry = run_category(engine, cfg, "programme_end", end, dry_run=True)
     without = dry.found

@@ -49,8 +49,8 @@ def test_the_readme_table_covers_every_output_and_every_reader():
     for reader in ("without keys", "the recipient", "a reader of published reports"):
         assert reader in header
     body = "\n".join(rows[2:])
-    for output in ("tfp_submission_", "tfp_summary_", "tfp_withdrawals_", "tfp_identifiers_", "tfp_manifest_",
-                   "run report", "alerts"):
+    for output in ("tfp_submission_", "tfp_summary_", "tfp_withdrawals_", "tfp_progress_", "tfp_identifiers_",
+                   "tfp_manifest_", "run report", "alerts"):
         assert output in body, output
     for row in rows[2:]:
         assert row.count("|") - row.count("\\|") == header.count("|"), row

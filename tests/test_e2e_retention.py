@@ -153,6 +153,6 @@ def test_retention_between_two_runs_of_a_date_changes_nothing_delivered(tmp_path
     # The progress file judges baselines over what is known tonight (contract section 10), and retention
     # rightly narrowed that: a baseline older than staging_months - lookback_months may lose evidence, and
     # the manifest that lists the file changes with it. See the README's progress section.
-    assert {name for (name,) in changed} <= {f"tfp_progress_{LA}_{R:%Y%m%d}.csv.age",
+    assert {name for (name,) in changed} <= {f"tfp_progress_{LA}_{R:%Y%m%d}.csv",
                                             f"tfp_manifest_{LA}_{R:%Y%m%d}.json",
                                             f"tfp_manifest_{LA}_{R:%Y%m%d}.json.sig"}

@@ -246,10 +246,30 @@ def _keyed_landing(engine, count: int) -> list[bytes]:
     return keys
 
 
+def _compact_while_open(engine, session) -> bool:
+    """Run compact() while ``session`` (an open transaction) commits and closes two seconds later in
+    another thread; True when compact returned only after that."""
+    import threading
+
+    ended = threading.Event()
+
+    def end_it() -> None:
+        ended.wait(2.0)
+        session.exec_driver_sql("COMMIT")
+        ended.set()
+
+    closer = threading.Thread(target=end_it)
+    closer.start()
+    compact(engine)
+    waited = ended.is_set()  # read before join(), which would make it true anyway
+    closer.join()
+    session.close()
+    return waited
+
+
 def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_ends(pg_url, tmp_path):
     """VACUUM FULL keeps the row versions an open snapshot may still read: a session that began before
     retention (a report, a pg_dump) would keep destroyed keys in the file. Retention waits for it."""
-    import threading
 
     from helpers import make_config
 
@@ -270,20 +290,7 @@ def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_end
         held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
     assert any(k in held for k in keys[1::2])
 
-    ended = threading.Event()
-
-    def end_the_reader() -> None:
-        ended.wait(2.0)
-        reader.exec_driver_sql("COMMIT")
-        ended.set()
-
-    closer = threading.Thread(target=end_the_reader)
-    closer.start()
-    compact(engine)
-    waited = ended.is_set()  # read before join(), which would make it true anyway
-    closer.join()
-    reader.close()
-    assert waited  # compact returned only after the older session ended
+    assert _compact_while_open(engine, reader)  # compact returned only after the older session ended
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
     assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]
@@ -312,7 +319,6 @@ def test_a_session_that_wrote_before_the_deletion_delays_the_vacuum_though_it_ha
     """A read-committed session idle in transaction after a write (a client that inserted, an ETL that never
     commits) shows no backend_xmin between statements, only its backend_xid; yet PostgreSQL keeps every row
     version deleted after that xid began, so VACUUM FULL copies the destroyed keys into the new file."""
-    import threading
 
     from helpers import make_config
 
@@ -331,20 +337,7 @@ def test_a_session_that_wrote_before_the_deletion_delays_the_vacuum_though_it_ha
     assert xmin is None and xid is not None  # what pg_stat_activity shows of it
     assert run_category(engine, config, "landing_copies", datetime.now(UTC).date(), dry_run=False).deleted == 5
 
-    ended = threading.Event()
-
-    def end_the_writer() -> None:
-        ended.wait(2.0)
-        writer.exec_driver_sql("COMMIT")
-        ended.set()
-
-    closer = threading.Thread(target=end_the_writer)
-    closer.start()
-    compact(engine)
-    waited = ended.is_set()  # read before join(), which would make it true anyway
-    closer.join()
-    writer.close()
-    assert waited  # compact returned only after the writer ended
+    assert _compact_while_open(engine, writer)  # compact returned only after the writer ended
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         held = b"".join(p.read_bytes() for p in _files(conn, "landing_key"))
     assert [i for i, k in enumerate(keys) if k in held] == [0, 2, 4, 6, 8]

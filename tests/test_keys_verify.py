@@ -521,7 +521,8 @@ def test_identifiers_are_listed_and_checked_without_a_key_and_never_opened_with_
         assert f"OK {IDENTIFIERS} (checksum; sealed for the trusted third party" in said
     assert (tmp_path / "analysts" / SUBMISSION).read_text() == OUTPUTS.submission
     assert sorted(p.name for p in (tmp_path / "analysts").iterdir()) == sorted(
-        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv"])  # no identifiers file among them
+        [SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv",
+         f"tfp_progress_{LA}_20250331.csv"])  # the four attribute CSVs; no identifiers file among them
     # the analysts' key cannot open it, even when offered as the identifiers key
     with pytest.raises(pyrage.DecryptError):
         pyrage.decrypt((folder / IDENTIFIERS).read_bytes(), [_identity_of(analysts)])
@@ -548,13 +549,13 @@ def test_the_linkage_key_opens_the_identifiers_and_nothing_else(sealed, capsys, 
     assert stat.S_IMODE((tmp_path / "ttp" / IDENTIFIERS.removesuffix(".age")).stat().st_mode) == 0o600
     # nothing of the content is printed
     assert "O'Neil" not in said and "AB123456C" not in said
-    for name in (SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv"):
+    for name in (SUBMISSION, SUMMARY, f"tfp_withdrawals_{LA}_20250331.csv", f"tfp_progress_{LA}_20250331.csv"):
         with pytest.raises(pyrage.DecryptError):
             pyrage.decrypt((folder / (name + ".age")).read_bytes(), [_identity_of(linkage)])
     # offered as the analysts' key, it opens none of the attribute files
     code = verify_delivery(folder, pub, linkage, tmp_path / "wrong")
     said = capsys.readouterr().out
-    assert code == 1 and said.count("cannot be decrypted with this age identity (--age-identity)") == 3
+    assert code == 1 and said.count("cannot be decrypted with this age identity (--age-identity)") == 4
 
 
 def test_both_identities_at_once_or_identifiers_without_out_are_refused(sealed, capsys, tmp_path):

@@ -246,6 +246,21 @@ def _keyed_landing(engine, count: int) -> list[bytes]:
     return keys
 
 
+@pytest.fixture
+def keyed_night(pg_url, tmp_path):
+    """A config, its engine and ten keyed landing copies (every odd one past landing_days), where the test
+    can read the key table's files; skipped where the data directory is not readable."""
+    from helpers import make_config
+
+    config = make_config(tmp_path, pg_url)
+    engine = connect(pg_url)
+    keys = _keyed_landing(engine, 10)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if _files(conn, "landing_key") is None:
+            pytest.skip("the data directory is not readable here")
+    return config, engine, keys
+
+
 def _compact_while_open(engine, session) -> bool:
     """Run compact() while ``session`` (an open transaction) commits and closes two seconds later in
     another thread; True when compact returned only after that."""
@@ -267,18 +282,10 @@ def _compact_while_open(engine, session) -> bool:
     return waited
 
 
-def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_ends(pg_url, tmp_path):
+def test_a_session_open_since_before_the_deletion_delays_the_vacuum_until_it_ends(keyed_night):
     """VACUUM FULL keeps the row versions an open snapshot may still read: a session that began before
     retention (a report, a pg_dump) would keep destroyed keys in the file. Retention waits for it."""
-
-    from helpers import make_config
-
-    config = make_config(tmp_path, pg_url)
-    engine = connect(pg_url)
-    keys = _keyed_landing(engine, 10)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if _files(conn, "landing_key") is None:
-            pytest.skip("the data directory is not readable here")
+    config, engine, keys = keyed_night
     reader = engine.connect()
     reader.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
     reader.exec_driver_sql("SELECT 1").scalar_one()  # its snapshot, from before the deletion (and no lock)
@@ -315,19 +322,11 @@ def test_a_session_that_never_ends_makes_retention_incomplete_naming_no_query(pg
     wait_for_older_snapshots(engine, timeout=5.0)  # nothing older now: returns at once
 
 
-def test_a_session_that_wrote_before_the_deletion_delays_the_vacuum_though_it_has_no_snapshot_now(pg_url, tmp_path):
+def test_a_session_that_wrote_before_the_deletion_delays_the_vacuum_though_it_has_no_snapshot_now(keyed_night):
     """A read-committed session idle in transaction after a write (a client that inserted, an ETL that never
     commits) shows no backend_xmin between statements, only its backend_xid; yet PostgreSQL keeps every row
     version deleted after that xid began, so VACUUM FULL copies the destroyed keys into the new file."""
-
-    from helpers import make_config
-
-    config = make_config(tmp_path, pg_url)
-    engine = connect(pg_url)
-    keys = _keyed_landing(engine, 10)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if _files(conn, "landing_key") is None:
-            pytest.skip("the data directory is not readable here")
+    config, engine, keys = keyed_night
     writer = engine.connect()
     writer.exec_driver_sql("BEGIN ISOLATION LEVEL READ COMMITTED")
     writer.exec_driver_sql("SELECT txid_current()").scalar_one()  # it holds an xid, and no snapshot between statements

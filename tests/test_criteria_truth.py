@@ -90,4 +90,51 @@ def test_sql_agrees_with_the_truth_on_three_generated_boroughs(boroughs, warehou
                                                                               truth / f"families{suffix}.csv")]
             problems += [f"{on} {suffix or 'default'} {p}" for p in differences(engine, on, "kept",
                                                                               truth / f"families_consent{suffix}.csv")]
+        problems += [f"{on} judged per person: {p}" for p in _judged_per_person_differences(engine, on)]
     assert problems == []
+
+
+def _judged_per_person_differences(engine, on: date) -> list[str]:
+    """The rules with each person judged at a date of their own (what the progress file runs) against the
+    rules run once per date: half the families judged at R, the other half a year and a season earlier."""
+    from sqlalchemy import text
+
+    from tfp.criteria import (
+        CRITERIA_DATASETS,
+        _create_counted_persons,
+        _drop_temporary_tables,
+        _statement,
+        create_judged_persons,
+        criteria_parameters,
+        flag_sql,
+        judged_per_person_sql,
+    )
+    from tfp.current import create_current_tables
+
+    earlier = date(on.year - 1, 1 + (on.month + 5) % 12, 1)
+    out = []
+    with engine.begin() as conn:
+        create_current_tables(conn, on, CRITERIA_DATASETS)
+        _create_counted_persons(conn, on, "all")
+        members = dict(conn.execute(text(
+            "SELECT f.person_ref, MIN(f.family_ref) FROM cur_families f JOIN counted_persons c "
+            "ON c.person_ref = f.person_ref GROUP BY f.person_ref")).all())
+        order = {family: i for i, family in enumerate(sorted(set(members.values())))}
+        at = {person: on if order[family] % 2 else earlier for person, family in members.items()}
+        expected: dict[str, set[str]] = {flag: set() for flag in FLAGS}
+        for day in (on, earlier):
+            conn.execute(text("DELETE FROM counted_persons"))
+            conn.execute(text("INSERT INTO counted_persons (person_ref) VALUES (:p)"),
+                         [{"p": p} for p, d in at.items() if d == day])
+            params = criteria_parameters(day, CRITERIA, night=on)
+            for flag in FLAGS:
+                expected[flag] |= set(conn.execute(_statement(flag_sql(flag)), params).scalars())
+        create_judged_persons(conn, at, CRITERIA)
+        params = criteria_parameters(on, CRITERIA)
+        for flag in FLAGS:
+            got = set(conn.execute(_statement(judged_per_person_sql(flag_sql(flag))), params).scalars())
+            assert expected[flag], f"no family has {flag} at either date: nothing compared"
+            if got != expected[flag]:
+                out.append(f"{flag}: {len(got - expected[flag])} extra, {len(expected[flag] - got)} missing")
+        _drop_temporary_tables(conn)
+    return out

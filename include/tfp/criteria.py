@@ -11,6 +11,7 @@ bind parameters, so the SQL stays portable between SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
@@ -124,6 +125,49 @@ def flag_sql(flag: str) -> str:
     return f"SELECT DISTINCT x.family_ref FROM (\n{indicator_sql(flag)}\n) x"
 
 
+# The parameters that follow from the date the rules are judged at. Every rule reads them where it has
+# joined ``counted_persons c``, so the same SQL can judge each person at a date of their own.
+JUDGED_AT_PARAMETERS: tuple[str, ...] = ("reference_date", "reference_yyyymmdd", "window_start",
+                                         "release_window_end", "term_1", "term_2", "term_3")
+JUDGED_PERSONS = "judged_persons"
+
+
+def judged_per_person_sql(sql: str) -> str:
+    """The same rules with every person judged at a date of their own: each parameter of
+    :data:`JUDGED_AT_PARAMETERS` becomes that person's column of ``judged_persons`` (made by
+    :func:`create_judged_persons`), which takes the place of ``counted_persons``.
+
+    The progress file judges each family at its own baseline date, so this runs each flag once
+    instead of once per baseline date. A rule that read such a parameter where ``counted_persons c``
+    is not joined would fail here with an unknown column, never give another answer.
+    """
+    out = re.sub(r"\bcounted_persons\b", JUDGED_PERSONS, sql)
+    for name in JUDGED_AT_PARAMETERS:
+        out = re.sub(rf":{name}\b", f"c.{name}", out)
+    return out
+
+
+def create_judged_persons(conn: Connection, judged_at: dict[str, date], criteria: Criteria) -> None:
+    """``judged_persons``: each person of ``judged_at`` with the parameters of their own date as columns."""
+    conn.execute(text(f"DROP TABLE IF EXISTS {JUDGED_PERSONS}"))
+    conn.execute(text(
+        f"CREATE TEMPORARY TABLE {JUDGED_PERSONS} (person_ref VARCHAR(100) PRIMARY KEY, reference_date DATE NOT NULL, "
+        "reference_yyyymmdd INTEGER NOT NULL, window_start DATE NOT NULL, release_window_end DATE NOT NULL, "
+        "term_1 VARCHAR(10), term_2 VARCHAR(10), term_3 VARCHAR(10))"))
+    if not judged_at:
+        return
+    at_day = {day: criteria_parameters(day, criteria) for day in set(judged_at.values())}
+    columns = ("person_ref", *JUDGED_AT_PARAMETERS)
+    insert_sql = text(f"INSERT INTO {JUDGED_PERSONS} ({', '.join(columns)}) "
+                      f"VALUES ({', '.join(':' + c for c in columns)})").bindparams(
+        *(bindparam(name, type_=Date) for name in JUDGED_AT_PARAMETERS if name in DATE_PARAMETERS))
+    conn.execute(insert_sql, [{"person_ref": person, **{n: at_day[day][n] for n in JUDGED_AT_PARAMETERS}}
+                              for person, day in judged_at.items()])
+    if conn.dialect.name == "postgresql":
+        no_personal_statistics(conn, (JUDGED_PERSONS,), temporary=True)
+        conn.execute(text(f"ANALYZE {JUDGED_PERSONS}"))
+
+
 def _create_counted_persons(conn: Connection, reference_date: date, scope: str) -> None:
     conn.execute(text("DROP TABLE IF EXISTS counted_persons"))
     conn.execute(text("CREATE TEMPORARY TABLE counted_persons (person_ref VARCHAR(100) PRIMARY KEY)"))
@@ -154,7 +198,7 @@ def _analyze(conn: Connection) -> None:
 
 def _drop_temporary_tables(conn: Connection) -> None:
     """Leave no copy of personal rows behind in a pooled session."""
-    for table in ("counted_persons", *(f"cur_{d}" for d in CRITERIA_DATASETS)):
+    for table in ("counted_persons", JUDGED_PERSONS, *(f"cur_{d}" for d in CRITERIA_DATASETS)):
         conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
 
 

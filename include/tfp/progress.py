@@ -7,9 +7,9 @@ has come off out-of-work benefits.
 The baseline flags are the criteria SQL itself (``include/sql/criteria``) run with the baseline date as
 ``reference_date`` (windows, terms, release window, ages) and R as ``night`` (the links of tonight), over
 the ``cur_<dataset>`` tables as of R: everything known tonight, roster and consent as of R. No rule is
-written twice. The queries run once per distinct baseline date, with ``counted_persons`` narrowed to the
-members of the families of that date, so each run joins only their records; the flags at the
-``sustain_months`` month-ends run once per month-end for the families with a baseline problem.
+written twice: each flag's SQL runs once for every family, each member judged at their family's own
+baseline date (:func:`tfp.criteria.judged_per_person_sql`); the flags at the ``sustain_months``
+month-ends run once per month-end for the families with a baseline problem.
 
 Decisions where the contract leaves room (README "Progress file"):
 
@@ -30,7 +30,6 @@ import calendar
 import csv
 import io
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -41,15 +40,17 @@ from sqlalchemy import Connection, Date, Engine, bindparam, text
 from tfp.config import Criteria
 from tfp.criteria import (
     CRITERIA_DATASETS,
+    JUDGED_AT_PARAMETERS,
     _analyze,
     _create_counted_persons,
     _drop_temporary_tables,
     _statement,
+    create_judged_persons,
     criteria_parameters,
     flag_sql,
+    judged_per_person_sql,
 )
 from tfp.current import create_current_tables, sql_file
-from tfp.feeds import DATASETS
 from tfp.statuses import FlagScope
 from tfp.warehouse import FLAGS, no_personal_statistics
 
@@ -132,44 +133,26 @@ def _flag_statement(flag: str):
     return _statement(flag_sql(flag))
 
 
+def _count_members(conn: Connection) -> None:
+    """Narrow ``counted_persons`` to the members in the progress file."""
+    conn.execute(text("DELETE FROM counted_persons"))
+    conn.execute(text(f"INSERT INTO counted_persons (person_ref) SELECT person_ref FROM {_MEMBERS}"))
+
+
+def _baseline_flags(conn: Connection, baseline: dict[str, date], members: list[tuple[str, str]], night: date,
+                    criteria: Criteria) -> dict[str, set[str]]:
+    """The families having each flag at their own baseline date: every member judged at their family's
+    date (:func:`tfp.criteria.judged_per_person_sql`), each flag's SQL run once for all of them."""
+    create_judged_persons(conn, {person: baseline[family] for person, family in members}, criteria)
+    params = {"night": night, **{k: v for k, v in criteria_parameters(night, criteria).items()
+                                 if k not in JUDGED_AT_PARAMETERS and k != "night"}}
+    return {flag: {f for f in conn.execute(_judged_statement(flag), params).scalars() if f in baseline}
+            for flag in FLAGS}
+
+
 @cache
-def datasets_read(flag: str) -> tuple[str, ...]:
-    """The datasets (besides the roster) whose ``cur_`` table a flag's SQL reads, from the SQL itself: every
-    rule needs a row of one of them for a member, so a family without any cannot have the flag."""
-    sql = flag_sql(flag)
-    return tuple(d for d in DATASETS if d != "families" and re.search(rf"\bcur_{d}\b", sql))
-
-
-def _dates_with_rows(conn: Connection, night: date) -> dict[str, set[date]]:
-    """Per dataset the rules read, the baseline dates with a member who has a row of it: a record linked to
-    them tonight (partner datasets) or one naming them (datasets keyed by person_ref, such as needs)."""
-    out: dict[str, set[date]] = {}
-    for dataset in sorted({d for flag in FLAGS for d in datasets_read(flag)}):
-        if "person_ref" in DATASETS[dataset].columns:
-            sql = (f"SELECT DISTINCT m.baseline_date FROM {_MEMBERS} m "
-                   f"JOIN cur_{dataset} x ON x.person_ref = m.person_ref")
-        else:
-            sql = (f"SELECT DISTINCT m.baseline_date FROM {_MEMBERS} m JOIN links k ON k.reference_date = :night "
-                   f"AND k.dataset = '{dataset}' AND k.person_ref = m.person_ref")
-        statement = text(sql).bindparams(bindparam("night", type_=Date)) if ":night" in sql else text(sql)
-        out[dataset] = {_as_date(day) for day in conn.execute(statement, {"night": night} if ":night" in sql else {})
-                        .scalars()}
-    return out
-
-
-def _empty_counted_persons(conn: Connection) -> None:
-    """Empty ``counted_persons``. On PostgreSQL with TRUNCATE: the table's pages go, so the planner scales its
-    row estimate down to the few members of one baseline date and starts its joins from them; after a DELETE
-    it would still plan for every member and scan each dataset, once per query."""
-    conn.execute(text("TRUNCATE counted_persons" if conn.dialect.name == "postgresql" else "DELETE FROM counted_persons"))
-
-
-def _count_only(conn: Connection, where: str = "", **params: object) -> None:
-    """Narrow ``counted_persons`` to the members in the progress file (those of one baseline date, say)."""
-    _empty_counted_persons(conn)
-    sql = f"INSERT INTO counted_persons (person_ref) SELECT person_ref FROM {_MEMBERS} {where}"
-    statement = text(sql).bindparams(*(bindparam(k, type_=Date) for k in params if isinstance(params[k], date)))
-    conn.execute(statement, params)
+def _judged_statement(flag: str):
+    return _statement(judged_per_person_sql(flag_sql(flag)))
 
 
 def _families(conn: Connection, reference_date: date) -> tuple[dict[str, str], dict[str, date], list[tuple]]:
@@ -209,13 +192,12 @@ def compute_progress(engine: Engine, reference_date: date, criteria: Criteria) -
         conn.execute(text(f"DROP TABLE IF EXISTS {_MEMBERS}"))
         conn.execute(text(f"CREATE TEMPORARY TABLE {_MEMBERS} (person_ref VARCHAR(100) PRIMARY KEY, "
                           "family_ref VARCHAR(100) NOT NULL, baseline_date DATE NOT NULL)"))
-        conn.execute(text(f"CREATE INDEX ix_{_MEMBERS}_baseline ON {_MEMBERS} (baseline_date)"))
         if members:
             conn.execute(text(f"INSERT INTO {_MEMBERS} (person_ref, family_ref, baseline_date) "
                               "VALUES (:person_ref, :family_ref, :baseline_date)")
                          .bindparams(bindparam("baseline_date", type_=Date)),
                          [{"person_ref": p, "family_ref": f, "baseline_date": baseline[f]} for p, f in members])
-        _count_only(conn)
+        _count_members(conn)
         _analyze(conn)
         if conn.dialect.name == "postgresql":
             no_personal_statistics(conn, (_MEMBERS,), temporary=True)
@@ -228,21 +210,12 @@ def compute_progress(engine: Engine, reference_date: date, criteria: Criteria) -
         off = set(conn.execute(off_sql, {"night": reference_date, "reference_date": reference_date,
                                          "off_since": off_since}).scalars())
 
-        at_baseline: dict[str, set[str]] = {flag: set() for flag in FLAGS}
-        with_rows = _dates_with_rows(conn, reference_date)
-        for day in sorted(set(baseline.values())):
-            # only the flags whose datasets hold a row of a member of these families: the others cannot be set
-            possible = [flag for flag in FLAGS if any(day in with_rows[d] for d in datasets_read(flag))]
-            if not possible:
-                continue
-            _count_only(conn, "WHERE baseline_date = :day", day=day)
-            for flag, families in _flags_at(conn, day, reference_date, criteria, possible).items():
-                at_baseline[flag] |= {f for f in families if baseline.get(f) == day}
+        at_baseline = _baseline_flags(conn, baseline, members, reference_date, criteria)
 
         with_problem = {f for flag in FLAGS for f in at_baseline[flag]}
         flagged_since: dict[str, set[str]] = {flag: set() for flag in FLAGS}  # at any of the month-ends
         if with_problem:
-            _empty_counted_persons(conn)
+            conn.execute(text("DELETE FROM counted_persons"))
             conn.execute(text("INSERT INTO counted_persons (person_ref) VALUES (:p)"),
                          [{"p": p} for p, f in members if f in with_problem])
             for day in month_ends(reference_date, criteria.sustain_months):

@@ -296,7 +296,7 @@ def test_the_warehouse_refuses_a_status_outside_its_enum(warehouse_url, real_con
                 conn.execute(warehouse.metadata.tables[table].insert(), [bad])
 
 
-def test_revisions_0003_and_0004_allow_exactly_the_enums(real_connect):
+def test_revisions_0003_to_0005_allow_exactly_the_enums(real_connect):
     """The revisions write their value lists out (history does not follow the code): 0003's lists, as 0004
     replaced or added them, are the enums'."""
     import importlib.util
@@ -304,7 +304,7 @@ def test_revisions_0003_and_0004_allow_exactly_the_enums(real_connect):
     from tfp.statuses import CHECKED
 
     allowed = {}
-    for name in ("0003_status_check_constraints", "0004_review_queue"):
+    for name in ("0003_status_check_constraints", "0004_review_queue", "0005_health_source"):
         path = Path(warehouse.__file__).parent / "migrations" / "versions" / f"{name}.py"
         spec = importlib.util.spec_from_file_location(f"revision_{name}", path)
         module = importlib.util.module_from_spec(spec)

@@ -43,9 +43,9 @@ def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", kee
     if keep_local_files is not None:
         raw["inbound"] = {"keep_local_files": keep_local_files}
     raw = _merge(raw, overrides)
-    for s in SOURCES:
-        if raw["sources"][s]["transport"] == "directory":
-            (folder / raw["sources"][s]["path"]).mkdir(parents=True, exist_ok=True)
+    for source in raw["sources"].values():  # the six, and an optional source an override adds (health)
+        if source["transport"] == "directory":
+            (folder / source["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "tfp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path

@@ -64,7 +64,7 @@ def write_feed(folder: Path, source: str, name: str, header: list[str], rows: li
 
 
 def personal_values(partners: Path, reference_date: date) -> set[str]:
-    """Every name (5+ letters), date of birth, postcode, NINO and UPN in a folder of feeds."""
+    """Every name (5+ letters), date of birth, postcode, NINO, UPN and NHS number in a folder of feeds."""
     values: set[str] = set()
     for path in partners.glob("*/*.csv"):
         if path.parent.name == "truth":
@@ -74,7 +74,7 @@ def personal_values(partners: Path, reference_date: date) -> set[str]:
                 for column in ("forename", "surname"):
                     if len(row.get(column) or "") >= 5:
                         values.add(row[column])
-                for column in ("postcode", "nino", "upn"):
+                for column in ("postcode", "nino", "upn", "nhs_number"):
                     if len(row.get(column) or "") >= 6:
                         values.add(row[column])
                 if row.get("date_of_birth"):

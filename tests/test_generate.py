@@ -14,7 +14,13 @@ import pytest
 
 from tfp import cli
 from tfp.feeds import DATASETS, HEALTH_DATASETS, PARTNER_DATASETS, file_name
-from tfp.identifiers import is_valid_nhs_number, is_valid_nino, is_valid_postcode, is_valid_upn, normalise_postcode
+from tfp.identifiers import (
+    is_valid_nhs_number,
+    is_valid_nino,
+    is_valid_postcode,
+    is_valid_upn,
+    normalise_postcode,
+)
 from tfp.warehouse import FLAGS
 from tfp_dev.generate import (
     BAD_NHS_NUMBER,

@@ -49,7 +49,7 @@ def _h(key: bytes, text: str) -> str:
 
 def test_a_night_with_the_health_source_delivers_what_the_truth_implies(tmp_path):
     root, partners = tmp_path, tmp_path / "partners"
-    generate(partners, families=150, seed=2024, on=R, health=True)
+    generate(partners, families=150, seed=2024, on=R, health=True, progress_truth=True)
     truth = root / "truth"
     (partners / "truth").rename(truth)
     roster = {r["person_ref"]: r for r in _read(partners / "children_services" / f"families_{R:%Y%m%d}.csv")}
@@ -130,6 +130,15 @@ def test_a_night_with_the_health_source_delivers_what_the_truth_implies(tmp_path
         assert {f: row[f] for f in FLAGS} == {f: family[f] for f in FLAGS}, person["family_ref"]
     assert sum(1 for r in rows.values() if r["mk_nhs"]) > 20
     assert sum(1 for f in families.values() if f["health"] == "1") > 5
+
+    # the progress file: its baseline and current health flags use the health feed too (truth: pandas)
+    progress_truth = {_h(pseudonym, "family:" + t["family_ref"]): t for t in _read(truth / "progress_consent.csv")}
+    progress = _read(root / "received" / f"tfp_progress_{LA}_{R:%Y%m%d}.csv")
+    assert [r["family_token"] for r in progress] == sorted(progress_truth)
+    for row in progress:
+        want = {k: v for k, v in progress_truth[row["family_token"]].items() if k != "family_ref"}
+        want["baseline_date"] = want["baseline_date"][:7]
+        assert {k: v for k, v in row.items() if k != "family_token"} == want
 
     # the identifiers file for the trusted third party: nhs_number filled from the roster
     identifiers = _read(root / "linkage" / f"tfp_identifiers_{LA}_{R:%Y%m%d}.csv")

@@ -31,7 +31,9 @@ def _copy_rows(source_url: str, target_url: str, tables) -> int:
     with source.connect() as src, target.begin() as dst:
         for table in warehouse.metadata.sorted_tables:
             if table.name in tables:
-                rows = [dict(r._mapping) for r in src.execute(select(table))]
+                # without the columns later revisions add (an older schema has none of them; they are empty here)
+                added = warehouse.ADDED_COLUMNS.get(table.name, ())
+                rows = [{k: v for k, v in r._mapping.items() if k not in added} for r in src.execute(select(table))]
                 if table.name == "links":  # as a tfp before the review queue (0004) wrote them: unlinked
                     rows = [dict(r, method="unlinked") if r["method"] == "queued" else r for r in rows]
                 if rows:

@@ -114,6 +114,19 @@ class Warehouse:
                              fixed_term_exclusions=fixed_term_exclusions, exclusion_days=None,
                              permanent_exclusion=permanent_exclusion, alternative_provision=alternative_provision)
 
+    def treatment_episode(self, person_ref: str | None, episode_start: date, episode_end: date | None = None,
+                          substance_group: str = "alcohol", record_id: str | None = None) -> str:
+        """A substance-misuse treatment episode of the health feed (contract section 10)."""
+        return self._partner("treatment_episodes", person_ref, record_id, nhs_number="9434765919",
+                             episode_start=episode_start, episode_end=episode_end, substance_group=substance_group,
+                             treatment_type="community")
+
+    def mental_health_contact(self, person_ref: str | None, referral_date: date, discharge_date: date | None = None,
+                              service_type: str = "iapt", record_id: str | None = None) -> str:
+        """A mental-health service contact of the health feed (contract section 10)."""
+        return self._partner("mental_health_contacts", person_ref, record_id, nhs_number="9434765919",
+                             referral_date=referral_date, discharge_date=discharge_date, service_type=service_type)
+
     # --- writing and reading -----------------------------------------------------------------------
     def save(self) -> None:
         """Insert what was added since the last save (one staged landing per dataset per save)."""
@@ -191,7 +204,7 @@ def _typed(dataset: str, row: dict[str, str]) -> dict:
 
 def load_generated(engine, out: Path, on: date) -> None:
     """Stage every valid row of a generated borough and link each record to its true person."""
-    from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
+    from tfp.feeds import DATASETS, OPTIONAL_SOURCES, PARTNER_DATASETS, file_name
 
     def read(path: Path) -> list[dict[str, str]]:
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -201,6 +214,8 @@ def load_generated(engine, out: Path, on: date) -> None:
     with engine.begin() as conn:
         for dataset in ("families", "needs", "consent", *PARTNER_DATASETS):
             d = DATASETS[dataset]
+            if d.source in OPTIONAL_SOURCES and not (out / d.source / file_name(dataset, on)).exists():
+                continue  # generated without the optional source
             rows = read(out / d.source / file_name(dataset, on))
             if dataset in PARTNER_DATASETS:
                 valid = [t for t in truth if t["dataset"] == dataset]

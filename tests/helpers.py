@@ -43,9 +43,9 @@ def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", kee
     if keep_local_files is not None:
         raw["inbound"] = {"keep_local_files": keep_local_files}
     raw = _merge(raw, overrides)
-    for s in SOURCES:
-        if raw["sources"][s]["transport"] == "directory":
-            (folder / raw["sources"][s]["path"]).mkdir(parents=True, exist_ok=True)
+    for source in raw["sources"].values():  # the six, and an optional source an override adds (health)
+        if source["transport"] == "directory":
+            (folder / source["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "tfp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path
@@ -64,7 +64,7 @@ def write_feed(folder: Path, source: str, name: str, header: list[str], rows: li
 
 
 def personal_values(partners: Path, reference_date: date) -> set[str]:
-    """Every name (5+ letters), date of birth, postcode, NINO and UPN in a folder of feeds."""
+    """Every name (5+ letters), date of birth, postcode, NINO, UPN and NHS number in a folder of feeds."""
     values: set[str] = set()
     for path in partners.glob("*/*.csv"):
         if path.parent.name == "truth":
@@ -74,7 +74,7 @@ def personal_values(partners: Path, reference_date: date) -> set[str]:
                 for column in ("forename", "surname"):
                     if len(row.get(column) or "") >= 5:
                         values.add(row[column])
-                for column in ("postcode", "nino", "upn"):
+                for column in ("postcode", "nino", "upn", "nhs_number"):
                     if len(row.get(column) or "") >= 6:
                         values.add(row[column])
                 if row.get("date_of_birth"):

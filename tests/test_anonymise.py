@@ -80,7 +80,21 @@ def test_match_keys_follow_the_recipes(forename, surname, fore, sur):
         "mk5": hm(LINK, f"{sur}|{dob}|{post}"),
         "mk_nino": hm(LINK, "AB123456C"),
         "mk_upn": hm(LINK, "B801200005001"),
+        "mk_nhs": "",  # no NHS number given
     }
+
+
+def test_mk_nhs_is_the_hmac_of_the_ten_digits_and_empty_when_unknown():
+    """Contract section 10: mk_nhs = HMAC-SHA256(linkage key, the 10 digits), after mk_upn."""
+    keys = match_keys(LINK, "Ann", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", None, None, "9434765919")
+    assert keys["mk_nhs"] == hm(LINK, "9434765919")
+    assert match_keys(LINK, "Ann", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", None, None, "943 476 5919") == keys
+    for unknown in (None, "", float("nan"), pd.NA):
+        assert match_keys(LINK, "Ann", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", None, None, unknown)["mk_nhs"] == ""
+    assert list(keys)[-2:] == ["mk_upn", "mk_nhs"]
+    from tfp.anonymise import SUBMISSION_COLUMNS
+
+    assert SUBMISSION_COLUMNS[SUBMISSION_COLUMNS.index("mk_upn") + 1] == "mk_nhs"
 
 
 def test_match_keys_accept_warehouse_shapes_of_a_date():
@@ -90,15 +104,17 @@ def test_match_keys_accept_warehouse_shapes_of_a_date():
 
 
 def test_missing_inputs_give_empty_keys():
-    full = match_keys(LINK, "Zoë", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", "AB123456C", "B801200005001")
+    full = match_keys(LINK, "Zoë", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", "AB123456C", "B801200005001",
+                      "9434765919")
     assert all(full.values())
-    no_fore = match_keys(LINK, None, "Ng", date(1985, 3, 7), "SW1A 1AA", "F", "AB123456C", "B801200005001")
+    no_fore = match_keys(LINK, None, "Ng", date(1985, 3, 7), "SW1A 1AA", "F", "AB123456C", "B801200005001",
+                         "9434765919")
     assert [k for k, v in no_fore.items() if not v] == ["mk1", "mk2", "mk3", "mk4"]
     assert no_fore["mk5"] == full["mk5"]
     no_post = match_keys(LINK, "Zoë", "Ng", date(1985, 3, 7), "", "F", float("nan"), pd.NA)
-    assert [k for k, v in no_post.items() if not v] == ["mk1", "mk2", "mk5", "mk_nino", "mk_upn"]
+    assert [k for k, v in no_post.items() if not v] == ["mk1", "mk2", "mk5", "mk_nino", "mk_upn", "mk_nhs"]
     no_dob = match_keys(LINK, "Zoë", "Ng", None, "SW1A 1AA", "F", "AB123456C", "")
-    assert [k for k, v in no_dob.items() if not v] == ["mk1", "mk2", "mk3", "mk4", "mk5", "mk_upn"]
+    assert [k for k, v in no_dob.items() if not v] == ["mk1", "mk2", "mk3", "mk4", "mk5", "mk_upn", "mk_nhs"]
     only_punctuation = match_keys(LINK, "-'", "Ng", date(1985, 3, 7), "SW1A 1AA", "F", None, None)
     assert only_punctuation["mk1"] == "" and only_punctuation["mk5"] == full["mk5"]
 

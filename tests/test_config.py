@@ -10,7 +10,7 @@ import yaml
 
 from helpers import write_config
 from tfp.config import EXAMPLE, ConfigError, Sources, load_config, load_keys, parse_config
-from tfp.feeds import SOURCES
+from tfp.feeds import ALL_SOURCES, SOURCES
 
 
 def _edit(path, change):
@@ -149,8 +149,10 @@ def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypa
 
 
 def test_config_sources_are_the_one_source_list():
-    """The config's per-source sections are the sources of tfp.feeds.SOURCES, in the contract's order."""
-    assert tuple(Sources.model_fields) == SOURCES
+    """The config's per-source sections are the sources of tfp.feeds (the six required, then the optional
+    ones of contract section 10), in the contract's order."""
+    assert tuple(Sources.model_fields) == ALL_SOURCES
+    assert tuple(n for n, f in Sources.model_fields.items() if f.is_required()) == SOURCES
 
 
 # -- the identifiers file for the trusted third party (contract section 10, issue 19 item 3) -------------------
@@ -193,4 +195,20 @@ def test_bad_identifiers_settings_are_refused_naming_the_key(tmp_path, recipient
         parse_config(raw, tmp_path)
     raw["delivery"]["identifiers"]["extra"] = 1
     with pytest.raises(ConfigError, match=re.escape("delivery.identifiers.extra: unknown key")):
+        parse_config(raw, tmp_path)
+
+
+def test_the_health_source_is_optional(tmp_path):
+    """Contract section 10: a config without ``sources.health`` runs its six sources; with it, seven."""
+    raw = yaml.safe_load(EXAMPLE.read_text())
+    raw["sources"].pop("health", None)
+    config = parse_config(raw, tmp_path)
+    assert config.sources.health is None and config.configured_sources == SOURCES
+    assert config.in_config(list(ALL_SOURCES)) == SOURCES and config.in_config(["health", "police"]) == ("police",)
+    raw["sources"]["health"] = {"transport": "directory", "path": "data/inbound/health"}
+    config = parse_config(raw, tmp_path)
+    assert config.configured_sources == ALL_SOURCES
+    assert config.source("health").path == (tmp_path / "data/inbound/health").resolve()
+    raw["sources"]["health"] = {"transport": "ftp", "path": "x"}
+    with pytest.raises(ConfigError, match="sources.health"):
         parse_config(raw, tmp_path)

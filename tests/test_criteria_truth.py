@@ -138,3 +138,28 @@ def _judged_per_person_differences(engine, on: date) -> list[str]:
                 out.append(f"{flag}: {len(got - expected[flag])} extra, {len(expected[flag] - got)} missing")
         _drop_temporary_tables(conn)
     return out
+
+
+def test_sql_agrees_with_the_truth_on_a_borough_with_the_health_source(tmp_path, warehouse_url):
+    """Contract section 10's health feed: the SQL's health flag (needs, treatment episodes, mental-health
+    contacts) against the pandas truth, on a borough generated with health on; the feed must decide the
+    flag for some families, or the comparison would not test it."""
+    from tfp_dev.generate import generate
+    from tfp_dev.truth import person_flags, read_borough
+
+    on = date(2024, 6, 30)
+    generate(tmp_path, families=300, seed=41, on=on, health=True)
+    roster, needs, _, records = read_borough(tmp_path, on)
+    assert len(records["treatment_episodes"]) and len(records["mental_health_contacts"])
+    with_feed = person_flags(roster, needs, records, on)["health"]
+    without = person_flags(roster, needs, {d: f for d, f in records.items()
+                                           if d not in ("treatment_episodes", "mental_health_contacts")}, on)["health"]
+    assert len(with_feed - without) >= 5
+    engine = connect(warehouse_url)
+    load_generated(engine, tmp_path, on)
+    problems = []
+    for scope, name in (("all", "families.csv"), ("kept", "families_consent.csv")):
+        compute_family_flags(engine, on, CRITERIA, scope=scope)
+        problems += differences(engine, on, scope, tmp_path / "truth" / name)
+    problems += [f"judged per person: {p}" for p in _judged_per_person_differences(engine, on)]
+    assert problems == []

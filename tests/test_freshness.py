@@ -26,7 +26,7 @@ from helpers import make_config, write_config
 from tfp import pipeline
 from tfp.config import ConfigError, Freshness, load_config
 from tfp.errors import FeedOverdue, TfpError
-from tfp.feeds import DATASETS, file_name
+from tfp.feeds import DATASETS, SOURCES, file_name
 from tfp.freshness import MIN_HISTORY, assess, check_freshness
 from tfp.report import write_run_report
 from tfp.statuses import LandingStatus
@@ -34,6 +34,8 @@ from tfp.warehouse import connect, landing_log
 
 R = date(2025, 3, 31)
 ALL = sorted(DATASETS)
+# the datasets of a config without the optional health source (what helpers.make_config writes)
+CONFIGURED = sorted(d for d, spec in DATASETS.items() if spec.source in SOURCES)
 
 
 def _land(engine, dataset: str, file_date: date, rows: int | None = 100, landed_by: date | None = None,
@@ -60,7 +62,7 @@ def test_defaults_follow_the_contract():
     assert (cfg.on_overdue, cfg.volume_factor, cfg.volume_history) == ("warn", 3, 5)
     assert {d: cfg.max_age(d) for d in ALL} == {
         "attendance": 8, "benefits": 35, "cases": 35, "consent": 35, "families": 2, "incidents": 8,
-        "needs": 35, "tenancy_events": 35}
+        "needs": 35, "tenancy_events": 35, "treatment_episodes": 35, "mental_health_contacts": 35}
     assert Freshness(max_age_days={"families": 5, "cases": 10}).max_age("families") == 5
     assert Freshness(max_age_days={"cases": 10}).max_age("families") == 2  # an entry replaces its default only
 
@@ -161,7 +163,7 @@ def test_check_inputs_returns_the_flags_and_the_report_shows_them(tmp_path, ware
     report = json.loads(path.read_text())
     fresh = report["freshness"]
     assert fresh["on_overdue"] == "warn" and [o["dataset"] for o in fresh["overdue"]] == ["incidents"]
-    assert sorted(fresh["datasets"]) == ALL  # every dataset, as the night uses them all
+    assert sorted(fresh["datasets"]) == CONFIGURED  # every dataset of the config's sources, as the night uses them
     page = (path.parent / "run_report.html").read_text(encoding="utf-8")
     section = page[page.index("<h2 id=feed-freshness>Feed freshness</h2>"):page.index("<h2>Files</h2>")]
     assert "1 feed(s) overdue, 0 file(s) with unusual row counts" in section

@@ -13,10 +13,17 @@ import pandas as pd
 import pytest
 
 from tfp import cli
-from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
-from tfp.identifiers import is_valid_nino, is_valid_postcode, is_valid_upn, normalise_postcode
+from tfp.feeds import DATASETS, HEALTH_DATASETS, PARTNER_DATASETS, file_name
+from tfp.identifiers import (
+    is_valid_nhs_number,
+    is_valid_nino,
+    is_valid_postcode,
+    is_valid_upn,
+    normalise_postcode,
+)
 from tfp.warehouse import FLAGS
 from tfp_dev.generate import (
+    BAD_NHS_NUMBER,
     BAD_NINO,
     BAD_POSTCODE,
     BAD_UPN_CHECK_LETTER,
@@ -56,7 +63,7 @@ def feed(out: Path, dataset: str) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def borough(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("borough")
-    generate(out, families=600, seed=11, on=ON, invalid_rate=0.02)
+    generate(out, families=600, seed=11, on=ON, invalid_rate=0.02, health=True)  # every dataset, health too
     return out
 
 
@@ -95,6 +102,8 @@ def broken_rules(dataset: str, row: dict[str, str], on: date) -> set[str]:
         broken.add(BAD_NINO)
     if row.get("upn") and not is_valid_upn(row["upn"]):
         broken.add(BAD_UPN_CHECK_LETTER)
+    if row.get("nhs_number") and not is_valid_nhs_number(row["nhs_number"]):
+        broken.add(BAD_NHS_NUMBER)
     if row.get("postcode") and not is_valid_postcode(row["postcode"]):
         broken.add(BAD_POSTCODE)
     for column in d.integers:
@@ -118,14 +127,40 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
     generate(other, families=120, seed=6, on=ON)
     files = sorted(p.relative_to(first) for p in first.rglob("*.csv"))
     assert files == sorted(p.relative_to(second) for p in second.rglob("*.csv"))
-    assert len(files) == len(DATASETS) + 5
+    assert len(files) == len(DATASETS) - len(HEALTH_DATASETS) + 5  # health is opt-in
     for f in files:
         assert (first / f).read_bytes() == (second / f).read_bytes(), f
     assert (first / "police" / file_name("incidents", ON)).read_bytes() != \
         (other / "police" / file_name("incidents", ON)).read_bytes()
     for dataset in DATASETS:
+        if dataset in HEALTH_DATASETS:
+            assert not (first / "health").exists()
+            continue
         rows = len(read(first / DATASETS[dataset].source / file_name(dataset, ON)))
         assert counts[file_name(dataset, ON)] == rows
+    assert "nhs_number" not in (first / "children_services" / file_name("families", ON)).read_text().split("\n")[0]
+
+
+def test_the_health_source_is_opt_in_and_changes_no_other_feed(tmp_path):
+    """``--health`` adds the health feeds and the roster's nhs_number column; every other feed file is byte for
+    byte the one generated without it, and the same seed gives the same health files."""
+    plain, health, again = tmp_path / "plain", tmp_path / "health", tmp_path / "again"
+    generate(plain, families=120, seed=5, on=ON)
+    assert cli.main(["generate", "--out", str(health), "--families", "120", "--seed", "5", "--date", ON.isoformat(),
+                     "--health"]) == 0
+    generate(again, families=120, seed=5, on=ON, health=True)
+    for path in sorted(plain.glob("*/*.csv")):
+        if path.parent.name != "truth" and path.name != file_name("families", ON):
+            assert path.read_bytes() == (health / path.relative_to(plain)).read_bytes(), path.name
+    for path in sorted(health.rglob("*.csv")):
+        assert path.read_bytes() == (again / path.relative_to(health)).read_bytes(), path.name
+    with_nhs, without = feed(health, "families"), feed(plain, "families")
+    assert (with_nhs.drop(columns="nhs_number") == without).all().all()
+    numbers = with_nhs["nhs_number"][with_nhs["nhs_number"] != ""]
+    assert 0.5 * len(with_nhs) < len(numbers) < len(with_nhs) and numbers.is_unique
+    assert all(is_valid_nhs_number(n) for n in numbers)
+    for dataset in HEALTH_DATASETS:
+        assert len(feed(health, dataset)) > 10
 
 
 # ------------------------------------------------------------------ validity

@@ -129,7 +129,7 @@ def test_rows_are_staged_or_quarantined_with_their_rule(tmp_path, warehouse_url,
 
 def test_every_rule_broken_one_at_a_time_in_every_dataset(tmp_path, warehouse_url):
     """Each rule of test_validate.BROKEN, one row each, in one file per dataset, through the warehouse."""
-    config = make_config(tmp_path, warehouse_url, quality={"max_bad_row_fraction": 1.0})
+    config = make_config(tmp_path, warehouse_url, quality={"max_bad_row_fraction": 1.0}, sources=HEALTH)
     engine = connect(warehouse_url)
     expected: dict[str, str] = {}
     for dataset, d in feeds.DATASETS.items():
@@ -148,7 +148,7 @@ def test_every_rule_broken_one_at_a_time_in_every_dataset(tmp_path, warehouse_ur
             expected[f"{dataset}-huge"] = f"integer:{d.integers[0]}"
         (tmp_path / "inbound" / d.source / feeds.file_name(dataset, FILE_DATE)).write_bytes(
             csv_bytes(rows, d.columns))
-    process(engine, config)
+    process(engine, config, sources=feeds.ALL_SOURCES)
     got = quarantined(engine)
     assert set(got) == set(expected)
     for record_id, rule in expected.items():
@@ -172,6 +172,69 @@ ODD_TEXT = {
     "pnc_id": "@SUM(1+1)*cmd|' /C calc'!A0",
     "school_urn": "'||(SELECT pg_sleep(5))||'",
 }
+
+
+# -- the health source (contract section 10) ------------------------------------------------------
+
+HEALTH = {"health": {"transport": "directory", "path": "inbound/health"}}
+
+
+def _health_rows(n: int, dataset: str = "treatment_episodes") -> list[dict[str, str]]:
+    return [{"record_id": f"h{i}", **GOOD[dataset]} for i in range(n)]
+
+
+def test_health_rows_with_a_bad_nhs_number_are_quarantined_and_the_rest_staged(tmp_path, warehouse_url):
+    """Wrong check digits, a check digit of 10, letters, too few digits, spacing: each bad row is quarantined
+    with nhs_number_check_digit, a spaced valid number is staged as its ten digits, an empty one as unknown,
+    and no number appears in the error-free counts or the file's landing record."""
+    config = make_config(tmp_path, warehouse_url, sources=HEALTH)
+    engine = connect(warehouse_url)
+    rows = _health_rows(120)  # five bad rows stay under max_bad_row_fraction (5 %)
+    bad = {"h1": "9434765918", "h2": "1000000010", "h3": "94347659l9", "h4": "943476591", "h5": "09434765919"}
+    for record_id, value in bad.items():
+        rows[int(record_id[1:])]["nhs_number"] = value
+    rows[10]["nhs_number"] = "943-476-5919"
+    rows[11]["nhs_number"] = ""
+    _drop(tmp_path, "treatment_episodes_20250131.csv", csv_bytes(rows, feeds.DATASETS["treatment_episodes"].columns),
+          source="health")
+    out = process(engine, config, sources=["health"])
+    assert quarantined(engine) == {r: "nhs_number_check_digit" for r in bad}
+    staged_rows = {r["record_id"]: r for r in staged(engine, "treatment_episodes")}
+    assert len(staged_rows) == 115 and staged_rows["h10"]["nhs_number"] == "9434765919"
+    assert staged_rows["h11"]["nhs_number"] is None
+    assert "9434765918" not in repr(out) and "94347659" not in repr(landings(engine))
+    assert_counts_add_up(engine)
+
+
+def test_a_health_file_without_its_nhs_number_column_fails_naming_file_and_rule(tmp_path, warehouse_url):
+    """The roster may leave nhs_number out (it was added later); a health feed may not."""
+    config = make_config(tmp_path, warehouse_url, sources=HEALTH)
+    engine = connect(warehouse_url)
+    columns = [c for c in feeds.DATASETS["mental_health_contacts"].columns if c != "nhs_number"]
+    name = "mental_health_contacts_20250131.csv"
+    _drop(tmp_path, name, csv_bytes(_health_rows(5, "mental_health_contacts"), columns), source="health")
+    with pytest.raises(FilesRejected) as info:
+        process(engine, config, sources=["health"])
+    assert str(info.value) == f"file {name} rejected: required column missing: nhs_number"
+    assert staged_count(engine, "mental_health_contacts") == 0
+
+
+def test_a_roster_with_or_without_nhs_number_is_staged_and_a_bad_one_quarantined(tmp_path, warehouse_url):
+    config = make_config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    without = [c for c in feeds.DATASETS["families"].columns if c != "nhs_number"]
+    rows = [{**GOOD["families"], "record_id": f"P{i}", "person_ref": f"P{i}"} for i in range(40)]
+    _drop(tmp_path, "families_20250130.csv", csv_bytes(rows, without))
+    process(engine, config, reference_date=FILE_DATE, sources=["children_services"])
+    assert staged_count(engine, "families") == 40 and quarantined(engine) == {}
+    rows[3]["nhs_number"] = "9434765918"
+    rows[4]["nhs_number"] = "4010232137"
+    _drop(tmp_path, "families_20250131.csv", csv_bytes(rows, feeds.DATASETS["families"].columns))
+    process(engine, config, reference_date=FILE_DATE, sources=["children_services"])
+    assert quarantined(engine) == {"P3": "nhs_number_check_digit"}
+    newest = {r["record_id"]: r for r in staged(engine, "families") if r["file_date"] == FILE_DATE}
+    assert newest["P4"]["nhs_number"] == "4010232137" and len(newest) == 39
+    assert_counts_add_up(engine)
 
 
 # -- files re-sent, records re-sent ---------------------------------------------------------------

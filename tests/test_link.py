@@ -87,6 +87,30 @@ def test_exact_identifiers_win_over_names(roster):
     assert one(result, "r3")["method"] == "nino"
 
 
+def test_an_nhs_number_links_outright_after_nino_and_upn(roster):
+    """Contract section 10: a health record whose NHS number equals a roster person's links to that person,
+    whatever its names say; a NINO or UPN link wins over it; a roster without the column links as before."""
+    with_nhs = roster.assign(nhs_number=None)
+    with_nhs.loc[with_nhs["person_ref"] == "P2", "nhs_number"] = "9434765919"
+    with_nhs.loc[with_nhs["person_ref"] == "P4", "nhs_number"] = "4010232137"
+    health = records(
+        # Siân's NHS number on a record whose names are someone else's
+        {"record_id": "h1", "forename": "Quentin", "surname": "Vasquez", "date_of_birth": "1961-01-02",
+         "nhs_number": "9434765919"},
+        # Oliver's NHS number, but Grace's NINO: the NINO wins
+        {"record_id": "h2", "surname": "Okafor", "nino": "CE654321A", "nhs_number": "4010232137"},
+        # an NHS number nobody on the roster has: the names decide (nobody here)
+        {"record_id": "h3", "forename": "Quentin", "surname": "Vasquez-Thornbury", "date_of_birth": "1961-01-02",
+         "sex": "M", "postcode": "TR1 1UH", "nhs_number": "9876543210"},
+    )
+    result = link_records(with_nhs, health)
+    assert one(result, "h1") == {"person_ref": "P2", "match_probability": 1.0, "method": "nhs_number"}
+    assert one(result, "h2") == {"person_ref": "P5", "match_probability": 1.0, "method": "nino"}
+    assert one(result, "h3")["person_ref"] is None and one(result, "h3")["method"] == "unlinked"
+    # no nhs_number column on the roster: no identifier link, the record falls to the names
+    assert one(link_records(roster, health), "h1")["method"] == "unlinked"
+
+
 def test_a_record_matching_nobody_stays_unlinked(roster):
     result = link_records(roster, records(
         {"record_id": "n1", "forename": "Quentin", "surname": "Vasquez-Thornbury", "date_of_birth": "1961-01-02",

@@ -233,3 +233,73 @@ def test_programme_end_purges_everything_personal(setup):
     assert _count(engine, quarantine) == 0
     assert not any(config.outbox_dir.rglob("*"))
     assert _count(engine, landing_log) == 1  # names and checksums only: kept
+
+
+# -- the health source (contract section 10) ------------------------------------------------------------------
+
+def _health_rows(conn, spells: dict[str, tuple[date, date | None]]) -> None:
+    """A treatment episode and a mental-health contact per spell, with record ids t_<name> and m_<name>."""
+    tlid = _landing(conn, dataset="treatment_episodes", source="health")
+    mlid = _landing(conn, dataset="mental_health_contacts", source="health")
+    for i, (name, (start, end)) in enumerate(spells.items()):
+        conn.execute(insert(staging["treatment_episodes"]).values(
+            landing_id=tlid, record_id=f"t_{name}", file_date=date(2025, 1, 1), row_number=i + 1, surname="X",
+            date_of_birth=date(1980, 1, 1), nhs_number="9434765919", episode_start=start, episode_end=end,
+            substance_group="alcohol"))
+        conn.execute(insert(staging["mental_health_contacts"]).values(
+            landing_id=mlid, record_id=f"m_{name}", file_date=date(2025, 1, 1), row_number=i + 1, surname="X",
+            date_of_birth=date(1980, 1, 1), nhs_number="9434765919", referral_date=start, discharge_date=end,
+            service_type="iapt"))
+
+
+def test_health_spells_age_at_the_boundary_and_open_ones_never(setup):
+    """An episode or contact is aged when its start and end are before R - staging_months; an open one (no end
+    or discharge) or one ending on or after the cutoff is kept, however long ago it started."""
+    config, engine = setup
+    cutoff = add_months(D, -15)
+    spells = {"on_cutoff": (cutoff - timedelta(days=30), cutoff),
+              "day_before": (cutoff - timedelta(days=30), cutoff - timedelta(days=1)),
+              "old_but_ends_late": (date(2019, 1, 1), D), "old_ended": (date(2019, 1, 1), date(2020, 1, 1)),
+              "old_and_open": (date(2019, 1, 1), None), "recent": (D - timedelta(days=10), None)}
+    with engine.begin() as conn:
+        _health_rows(conn, spells)
+    dry = run_category(engine, config, "staging", D, dry_run=True)
+    assert dry.found == 4 and _count(engine, staging["treatment_episodes"]) == len(spells)
+    assert run_category(engine, config, "staging", D, dry_run=False).deleted == 4
+    kept = ["old_and_open", "old_but_ends_late", "on_cutoff", "recent"]
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(staging["treatment_episodes"].c.record_id)).scalars()) == \
+            [f"t_{k}" for k in kept]
+        assert sorted(conn.execute(select(staging["mental_health_contacts"].c.record_id)).scalars()) == \
+            [f"m_{k}" for k in kept]
+
+
+def test_a_withdrawn_person_loses_their_health_records_and_roster_nhs_number(setup):
+    config, engine = setup
+    with engine.begin() as conn:
+        consent_lid = _landing(conn, dataset="consent", source="children_services")
+        for i, (person, status) in enumerate((("P1", "withdrawn"), ("P2", "given"))):
+            conn.execute(insert(staging["consent"]).values(
+                landing_id=consent_lid, record_id=f"c{i}", file_date=date(2025, 1, 1), row_number=i + 1,
+                person_ref=person, purpose="tfp_evaluation", status=status,
+                recorded_at=datetime(2025, 3, 1, 10, 0)))
+        roster_lid = _landing(conn, dataset="families", source="children_services")
+        for i, person in enumerate(("P1", "P2")):
+            conn.execute(insert(staging["families"]).values(
+                landing_id=roster_lid, record_id=person, file_date=date(2025, 1, 1), row_number=i + 1,
+                surname="X", date_of_birth=date(1980, 1, 1), family_ref="F1", person_ref=person, role="adult",
+                programme_status="comparison", nhs_number="9434765919" if person == "P1" else "4010232137"))
+        _health_rows(conn, {"P1": (date(2024, 5, 1), None), "P2": (date(2024, 5, 1), None)})
+        for person in ("P1", "P2"):
+            for dataset, prefix in (("treatment_episodes", "t"), ("mental_health_contacts", "m")):
+                conn.execute(insert(links).values(reference_date=D, dataset=dataset, record_id=f"{prefix}_{person}",
+                                                  person_ref=person, match_probability=1.0, method="nhs_number"))
+    dry = run_category(engine, config, "withdrawn", D, dry_run=True)
+    assert dry.found == 5  # two records, two links, one roster row
+    run_category(engine, config, "withdrawn", D, dry_run=False)
+    with engine.connect() as conn:
+        assert conn.execute(select(staging["treatment_episodes"].c.record_id)).scalars().all() == ["t_P2"]
+        assert conn.execute(select(staging["mental_health_contacts"].c.record_id)).scalars().all() == ["m_P2"]
+        assert sorted(conn.execute(select(links.c.record_id)).scalars()) == ["m_P2", "t_P2"]
+        numbers = dict(conn.execute(select(staging["families"].c.person_ref, staging["families"].c.nhs_number)).all())
+    assert numbers == {"P1": None, "P2": "4010232137"}

@@ -50,6 +50,11 @@ GOOD: dict[str, dict[str, str]] = {
                    "term": "2024-AUT", "sessions_possible": "100", "sessions_missed": "5",
                    "fixed_term_exclusions": "0", "exclusion_days": "0", "permanent_exclusion": "N",
                    "alternative_provision": "N"},
+    # contract section 10: the health source
+    "treatment_episodes": {**PERSON, "nhs_number": "9434765919", "episode_start": "2024-03-01",
+                           "episode_end": "", "substance_group": "alcohol", "treatment_type": "community"},
+    "mental_health_contacts": {**PERSON, "nhs_number": "4010232137", "referral_date": "2024-05-01",
+                               "service_type": "iapt", "discharge_date": "2025-06-01"},
 }
 
 
@@ -126,6 +131,17 @@ BROKEN = [
     ("attendance", "term", "24-AUT", "term_format"),
     ("attendance", "upn", "B80120000500", "upn_check_letter"),
     ("attendance", "permanent_exclusion", "yes", "code:permanent_exclusion"),
+    ("treatment_episodes", "nhs_number", "9434765918", "nhs_number_check_digit"),  # wrong check digit
+    ("treatment_episodes", "nhs_number", "943476591", "nhs_number_check_digit"),  # nine digits
+    ("treatment_episodes", "nhs_number", "1000000010", "nhs_number_check_digit"),  # body whose check would be 10
+    ("treatment_episodes", "substance_group", "cannabis", "code:substance_group"),
+    ("treatment_episodes", "episode_start", "2025-02-01", "not_after_file_date:episode_start"),
+    ("treatment_episodes", "episode_start", "", "required:episode_start"),
+    ("mental_health_contacts", "nhs_number", "401023213X", "nhs_number_check_digit"),
+    ("mental_health_contacts", "service_type", "camhs_inpatient", "code:service_type"),
+    ("mental_health_contacts", "discharge_date", "2025-02-30", "date:discharge_date"),
+    ("mental_health_contacts", "referral_date", "", "required:referral_date"),
+    ("families", "nhs_number", "9434765918", "nhs_number_check_digit"),
 ]
 
 
@@ -139,6 +155,36 @@ def test_a_broken_rule_quarantines_only_that_row_with_that_rule(dataset, column,
     assert result.rule_counts == {rule: 1}
     raw = json.loads(result.quarantined["row_json"].iloc[0])
     assert raw[column] == value  # the raw row, as the partner sent it
+
+
+def test_nhs_numbers_are_checked_by_their_modulus_11_check_digit():
+    from tfp.identifiers import is_valid_nhs_number, nhs_check_digit
+
+    for valid in ("9434765919", "4010232137", "9876543210", "943 476 5919", "0000000000"):
+        assert is_valid_nhs_number(valid), valid
+    for invalid in ("9434765918", "4010232138", "1000000010", "943476591", "94347659190", "94347659A9", "", None):
+        assert not is_valid_nhs_number(invalid), invalid
+    assert nhs_check_digit("943476591") == 9
+    assert nhs_check_digit("100000001") is None  # 11 - (10 + 2) % 11 = 10: no number has this body
+    assert nhs_check_digit("000000000") == 0  # 11 -> 0
+
+
+def test_an_nhs_number_is_staged_as_its_ten_digits_and_may_be_empty():
+    result = run("mental_health_contacts", [row("mental_health_contacts", "G1", nhs_number="401 023 2137"),
+                                            row("mental_health_contacts", "G2", nhs_number="")])
+    assert result.quarantined.empty
+    assert result.clean["nhs_number"].tolist() == ["4010232137", ""]
+
+
+def test_a_roster_file_without_the_nhs_number_column_is_accepted_unchanged():
+    columns = [c for c in feeds.DATASETS["families"].columns if c != "nhs_number"]
+    name = feeds.file_name("families", FILE_DATE)
+    frame = read_feed(to_csv([row("families", "G1")], columns), name, "families")
+    result = validate_feed(frame, "families", FILE_DATE, name, 1.0)
+    assert result.clean["record_id"].tolist() == ["G1"] and result.quarantined.empty
+    assert result.clean["nhs_number"].tolist() == [""]
+    with pytest.raises(FileRejected, match="required column missing: nino"):
+        read_feed(to_csv([row("families", "G1")], [c for c in columns if c != "nino"]), name, "families")
 
 
 def test_a_row_breaking_several_rules_lists_them_all():

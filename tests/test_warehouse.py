@@ -11,6 +11,7 @@ from sqlalchemy import MetaData, create_engine, insert, inspect, select
 
 from tfp.config import ConfigError
 from tfp.warehouse import (
+    ADDED_COLUMNS,
     ADDED_TABLES,
     LEGACY_ADDED_COLUMNS,
     STATUS_CHECKS,
@@ -31,7 +32,7 @@ def test_an_older_warehouse_gains_the_added_columns_and_keeps_its_rows(warehouse
         table.to_metadata(older)
         copy = older.tables[table.name]  # without what later revisions added: 0003's CHECK constraints
         copy.constraints = {c for c in copy.constraints if c.name not in STATUS_CHECKS}
-        for name in LEGACY_ADDED_COLUMNS.get(table.name, ()):
+        for name in (*LEGACY_ADDED_COLUMNS.get(table.name, ()), *ADDED_COLUMNS.get(table.name, ())):
             copy = older.tables[table.name]
             copy._columns.remove(copy.c[name])
     engine = create_engine(warehouse_url)

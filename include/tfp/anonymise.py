@@ -26,7 +26,13 @@ from sqlalchemy import Engine, delete, func, select, text
 from tfp.config import Config, SecretKeys
 from tfp.consent import as_date
 from tfp.current import current_rows
-from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, postcode_district
+from tfp.identifiers import (
+    is_valid_postcode,
+    normalise_name,
+    normalise_nhs_number,
+    normalise_nino,
+    postcode_district,
+)
 from tfp.progress import PROGRESS_HEADER
 from tfp.statuses import ConsentState, FlagScope
 from tfp.warehouse import FLAGS, family_flags, insert_rows, person_consent, released_generalisation
@@ -35,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SUBMISSION_COLUMNS: tuple[str, ...] = (
     "reference_date", "la_code", "family_token", "person_token", "mk1", "mk2", "mk3", "mk4", "mk5", "mk_nino",
-    "mk_upn", "role", "sex", "year_of_birth", "postcode_district", "programme_status", "attached_month", *FLAGS,
+    "mk_upn", "mk_nhs", "role", "sex", "year_of_birth", "postcode_district", "programme_status", "attached_month", *FLAGS,
     "problem_count", "eligible",
 )
 SUMMARY_COLUMNS: tuple[str, ...] = ("measure", "programme_status", "count")
@@ -88,8 +94,8 @@ def _sex(value: object) -> str:
 
 
 def match_keys(linkage_key: bytes, forename: object, surname: object, date_of_birth: object, postcode: object,
-               sex: object, nino: object, upn: object) -> dict[str, str]:
-    """The seven match keys of contract section 7; a key with any input missing is "".
+               sex: object, nino: object, upn: object, nhs_number: object = None) -> dict[str, str]:
+    """The eight match keys of contract sections 7 and 10 (``mk_nhs``); a key with any input missing is "".
 
     Sex is never missing (an unknown sex is ``U``), so mk4 needs only the names and date of birth.
     """
@@ -110,6 +116,7 @@ def match_keys(linkage_key: bytes, forename: object, surname: object, date_of_bi
         "mk5": key(sur, dob, post),
         "mk_nino": key(nino_value),
         "mk_upn": key(upn_value),
+        "mk_nhs": key(normalise_nhs_number(_text(nhs_number))),  # the 10 digits
     }
 
 
@@ -479,7 +486,7 @@ def build_outputs(engine: Engine, reference_date: date, config: Config, keys: Se
             "family_token": family_token(keys.pseudonym, person.family_ref),
             "person_token": person_token(keys.pseudonym, person.person_ref),
             **match_keys(keys.linkage, person.forename, person.surname, person.date_of_birth, person.postcode,
-                         person.sex, person.nino, person.upn),
+                         person.sex, person.nino, person.upn, getattr(person, "nhs_number", None)),
             "role": _text(person.role),
             "sex": _sex(person.sex),
             "year_of_birth": _year(person.date_of_birth),

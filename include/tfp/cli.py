@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--families", required=True, type=int)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--date", required=True, type=_date)
+    p.add_argument("--health", action="store_true",
+                   help="add the optional health source (NHS numbers, treatment episodes, mental-health contacts)")
 
     sub.add_parser("demo", help="from nothing: generate, serve over SFTP, run, deliver, verify")
 
@@ -134,7 +136,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_local_airflow(args.config, args.port)
     if args.command == "generate":
         generate = _dev_tool("generate", "tfp_dev.generate", ("faker",)).generate
-        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date)
+        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date, health=args.health)
         print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
         return 0
     if args.command == "demo":

@@ -56,6 +56,8 @@ class Sources(_Strict):
     dwp: Source
     schools: Source
     children_services: Source
+    # optional sources (contract section 10): a config without them runs as before
+    health: Source | None = None
 
 
 class Quality(_Strict):
@@ -265,6 +267,18 @@ class Config(_Strict):
 
     def source(self, name: str) -> DirectorySource | SftpSource:
         return getattr(self.sources, name)
+
+    @property
+    def configured_sources(self) -> tuple[str, ...]:
+        """The six required sources and the optional ones this config names, in tfp.feeds' order."""
+        from tfp.feeds import ALL_SOURCES
+
+        return tuple(s for s in ALL_SOURCES if getattr(self.sources, s, None) is not None)
+
+    def in_config(self, sources: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+        """``sources`` (all when None) without the optional ones this config leaves out."""
+        configured = self.configured_sources
+        return configured if sources is None else tuple(s for s in sources if s in configured)
 
     @property
     def reports_dir(self) -> Path:

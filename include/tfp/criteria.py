@@ -33,7 +33,7 @@ SCOPES: tuple[FlagScope, ...] = tuple(FlagScope)
 RELEASE_WINDOW_MONTHS = 12
 # The datasets the rules read; consent is settled by the consent stage (table person_consent).
 CRITERIA_DATASETS: tuple[str, ...] = ("families", "needs", "incidents", "cases", "tenancy_events", "benefits",
-                                      "attendance")
+                                      "attendance", "treatment_episodes", "mental_health_contacts")
 DATE_PARAMETERS: tuple[str, ...] = ("night", "reference_date", "window_start", "release_window_end")
 # The rules under each flag, as the SQL names them in its ``indicator`` column; the run report counts the
 # families meeting each one (so an analyst sees which indicators drive eligibility). Need-based
@@ -46,7 +46,8 @@ INDICATORS: dict[str, tuple[str, ...]] = {
                            "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing"),
     "worklessness": ("out_of_work_benefit", "rent_arrears", "notice_seeking_possession", "eviction", "neet"),
     "domestic_abuse": ("domestic_abuse_incident", "domestic_abuse_need"),
-    "health": ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health"),
+    "health": ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health",
+               "treatment_episode", "mental_health_contact"),  # the last two: the health feed (section 10)
 }
 
 # Everyone on the roster but the withdrawn: their rows keep references only (programme_status, a required

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, insert, select
 from tfp.config import Config, DirectorySource
 from tfp.context import utc_now
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
-from tfp.feeds import DATASETS, SOURCES, parse_file_name
+from tfp.feeds import DATASETS, parse_file_name
 from tfp.fsmodes import private_dir
 from tfp.landing import LandingStore
 from tfp.statuses import LandingStatus
@@ -291,7 +291,7 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
     (names of that source's datasets, any date), whatever ``keep_local_files`` says. Only regular
     files directly in the configured folder; links are neither followed nor removed. Returns how many."""
     found = 0
-    for source in SOURCES:
+    for source in config.configured_sources:
         cfg = config.source(source)
         if not isinstance(cfg, DirectorySource) or not cfg.path.is_dir():
             continue

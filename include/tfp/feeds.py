@@ -30,6 +30,8 @@ class Dataset:
     codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     integers: tuple[str, ...] = ()
     decimals: tuple[str, ...] = ()
+    # columns a file may leave out of its header (read as empty): added later, so older files stay valid
+    optional: tuple[str, ...] = ()
 
 
 def _p(*extra: str) -> tuple[str, ...]:
@@ -43,12 +45,13 @@ DATASETS: dict[str, Dataset] = {
             source="children_services",
             name="families",
             columns=_p("family_ref", "person_ref", "role", "upn", "nino", "uprn", "programme_status",
-                       "attached_date"),
+                       "attached_date", "nhs_number"),
             required=("record_id", "family_ref", "person_ref", "role", "programme_status"),
             dates=("date_of_birth", "attached_date"),
             not_after_file_date=("date_of_birth", "attached_date"),
             codes={"sex": SEX_CODES, "role": ("adult", "child"),
                    "programme_status": ("intervention", "comparison")},
+            optional=("nhs_number",),  # contract section 10: a roster without it is accepted unchanged
         ),
         Dataset(
             source="children_services",
@@ -128,11 +131,36 @@ DATASETS: dict[str, Dataset] = {
             integers=("sessions_possible", "sessions_missed", "fixed_term_exclusions"),
             decimals=("exclusion_days",),
         ),
+        # contract section 10: the optional health source (NDTMS- and MHSDS-shaped)
+        Dataset(
+            source="health",
+            name="treatment_episodes",
+            columns=_p("nhs_number", "episode_start", "episode_end", "substance_group", "treatment_type"),
+            required=("record_id", "surname", "date_of_birth", "episode_start", "substance_group"),
+            dates=("date_of_birth", "episode_start", "episode_end"),
+            not_after_file_date=("date_of_birth", "episode_start"),
+            codes={"sex": SEX_CODES,
+                   "substance_group": ("opiates", "non_opiates", "alcohol", "alcohol_and_non_opiates")},
+        ),
+        Dataset(
+            source="health",
+            name="mental_health_contacts",
+            columns=_p("nhs_number", "referral_date", "service_type", "discharge_date"),
+            required=("record_id", "surname", "date_of_birth", "referral_date", "service_type"),
+            dates=("date_of_birth", "referral_date", "discharge_date"),
+            not_after_file_date=("date_of_birth", "referral_date"),
+            codes={"sex": SEX_CODES, "service_type": ("cahms", "adult_community", "crisis", "iapt")},
+        ),
     )
 }
 
 SOURCES: tuple[str, ...] = ("police", "probation", "housing", "dwp", "schools", "children_services")
-PARTNER_DATASETS: tuple[str, ...] = ("incidents", "cases", "tenancy_events", "benefits", "attendance")
+# contract section 10: sources a config may leave out; a config without them runs as before
+OPTIONAL_SOURCES: tuple[str, ...] = ("health",)
+ALL_SOURCES: tuple[str, ...] = SOURCES + OPTIONAL_SOURCES
+HEALTH_DATASETS: tuple[str, ...] = ("treatment_episodes", "mental_health_contacts")
+PARTNER_DATASETS: tuple[str, ...] = ("incidents", "cases", "tenancy_events", "benefits", "attendance",
+                                     *HEALTH_DATASETS)
 
 
 def parse_file_name(name: str) -> tuple[str, date] | None:

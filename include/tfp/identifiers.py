@@ -60,3 +60,23 @@ def normalise_name(value: str | None) -> str:
     decomposed = unicodedata.normalize("NFKD", value or "")
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return re.sub(r"[^A-Z]", "", stripped.upper())
+
+
+NHS_SHAPE = re.compile(r"^[0-9]{10}$")
+
+
+def normalise_nhs_number(value: str | None) -> str:
+    """The ten digits without the spaces or hyphens a form may put between its 3-3-4 groups."""
+    return re.sub(r"[\s-]+", "", value or "")
+
+
+def nhs_check_digit(body: str) -> int | None:
+    """The modulus-11 check digit of the first nine digits (weights 10 down to 2): 11 - (sum mod 11),
+    where 11 gives 0 and 10 means no valid number has this body (None)."""
+    check = 11 - sum(int(c) * w for c, w in zip(body, range(10, 1, -1), strict=True)) % 11
+    return 0 if check == 11 else None if check == 10 else check
+
+
+def is_valid_nhs_number(value: str | None) -> bool:
+    digits = normalise_nhs_number(value)
+    return bool(NHS_SHAPE.match(digits)) and nhs_check_digit(digits[:9]) == int(digits[9])

@@ -1,6 +1,6 @@
 """Stage 4: link partner records to roster persons (contract section 4).
 
-A record is linked to at most one roster person: first by an exact NINO or UPN, otherwise by
+A record is linked to at most one roster person: first by an exact NINO, UPN or NHS number, otherwise by
 Splink (DuckDB, in memory) on forename, surname, date of birth, postcode and sex, with the model
 versioned in ``models/linkage_model.json`` and never re-estimated from a night's data.
 
@@ -387,7 +387,7 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
 
     Returns one row per record: record_id, person_ref (None when unlinked), match_probability (1.0
     for an identifier link; otherwise the best candidate's probability even below the threshold, or
-    None when nobody was a candidate) and method (nino, upn, probabilistic, unlinked), then the
+    None when nobody was a candidate) and method (nino, upn, nhs_number, probabilistic, unlinked), then the
     REVIEW_COLUMNS: the best Splink candidate (``best_ref``, whether linked or not), the runner-up candidate
     and its probability (None when there was none) and
     ``doubtful``, and ``review_reason`` (ReviewReason, or None). The probabilities of all candidates and of
@@ -412,9 +412,12 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
 
     by_nino = _exact_links(roster, records, "nino")
     by_upn = _exact_links(roster, records, "upn")
+    by_nhs = _exact_links(roster, records, "nhs_number")
     has_nino = np.array([p is not None for p in by_nino.tolist()], dtype=bool)
     has_upn = np.array([p is not None for p in by_upn.tolist()], dtype=bool) & ~has_nino
-    rest = records[~(has_nino | has_upn)]
+    has_nhs = np.array([p is not None for p in by_nhs.tolist()], dtype=bool) & ~has_nino & ~has_upn
+    by_identifier = has_nino | has_upn | has_nhs
+    rest = records[~by_identifier]
 
     best = best_candidates(pd.DataFrame())
     if len(rest) and len(roster):
@@ -438,7 +441,6 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     above[candidate] = np.array([p >= threshold for p in best_probability[candidate].tolist()], dtype=bool)
     runner_up = np.array(best["runner_up_ref"].tolist() + [None], dtype=object)[position]
     runner_up_p = np.array(best["runner_up_probability"].tolist() + [None], dtype=object)[position]
-    by_identifier = has_nino | has_upn
     on_roster = set(roster["person_ref"].tolist())
     decided = {r: p for r, p in (decided or {}).items() if p in on_roster}
     reviewed = np.array([r in decided for r in record_ids], dtype=bool) & ~by_identifier
@@ -452,11 +454,12 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
 
     person_ref = np.full(n, None, dtype=object)
     person_ref[probabilistic] = best_person[probabilistic]
+    person_ref[has_nhs] = by_nhs[has_nhs]
     person_ref[has_upn] = by_upn[has_upn]
     person_ref[has_nino] = by_nino[has_nino]
     probability = np.full(n, None, dtype=object)
     probability[candidate] = best_probability[candidate]
-    probability[has_upn | has_nino] = 1.0
+    probability[by_identifier] = 1.0
     # a reviewer's link: that pair's probability tonight when it is the best or the runner-up, else None
     for i in np.flatnonzero(reviewed).tolist():
         chosen = decided[record_ids[i]]
@@ -467,11 +470,12 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     method[probabilistic] = LinkMethod.PROBABILISTIC
     method[queued] = LinkMethod.QUEUED
     method[reviewed] = LinkMethod.REVIEWED
+    method[has_nhs] = LinkMethod.NHS_NUMBER
     method[has_upn] = LinkMethod.UPN
     method[has_nino] = LinkMethod.NINO
-    best_person[has_upn | has_nino] = None
-    runner_up[has_upn | has_nino] = None
-    runner_up_p[has_upn | has_nino] = None
+    best_person[by_identifier] = None
+    runner_up[by_identifier] = None
+    runner_up_p[by_identifier] = None
     doubtful = np.array([m in (LinkMethod.UNLINKED, LinkMethod.QUEUED) and p is not None
                          and p + (q or 0.0) >= DOUBTFUL_FROM
                          for m, p, q in zip(method.tolist(), probability.tolist(), runner_up_p.tolist(),
@@ -535,11 +539,11 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
     from sqlalchemy import delete
 
     from tfp.current import current_rows
-    from tfp.feeds import PARTNER_DATASETS
+    from tfp.feeds import HEALTH_DATASETS, PARTNER_DATASETS
     from tfp.review import decisions_as_of, record_queue
     from tfp.warehouse import insert_rows, links
 
-    person_columns = ["forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn"]
+    person_columns = ["forename", "surname", "date_of_birth", "sex", "postcode", "nino", "upn", "nhs_number"]
     with engine.connect() as conn:
         roster = current_rows(conn, "families", reference_date)
         parts = []
@@ -590,6 +594,8 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
     counts: dict[str, dict[str, int]] = {}
     for dataset in PARTNER_DATASETS:
         mine = result[result["dataset"] == dataset]
+        if dataset in HEALTH_DATASETS and mine.empty:
+            continue  # the optional source, without records (not configured): no rate to report
         linked = int(mine["person_ref"].notna().sum())
         counts[dataset] = {"linked": linked, "unlinked": int(len(mine) - linked)}
     review = {"review_queued": int(len(queued)),

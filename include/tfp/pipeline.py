@@ -59,11 +59,10 @@ def _check_transports(config, sources) -> None:
     """Every folder and Connection the night reads or writes exists: a typo fails here, in seconds."""
     from tfp.config import DirectorySource
     from tfp.extract import check_folder
-    from tfp.feeds import SOURCES
     from tfp.sftp import SftpError, endpoint_from_connection
 
     conn_ids = []
-    for source in (SOURCES if sources is None else sources):
+    for source in config.in_config(sources):
         cfg = config.source(source)
         if isinstance(cfg, DirectorySource):
             check_folder(source, cfg.path)
@@ -135,11 +134,18 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
+    sources = ctx.config.in_config(sources)  # an optional source the config leaves out needs no file
     counts = guarded("check_inputs", lambda: check(ctx.warehouse, ctx.reference_date, sources))
     fresh = guarded("check_inputs", lambda: check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date,
                                                             sources))
     return {**counts, "datasets_overdue": len(fresh.overdue), "files_volume_flagged": len(fresh.volume),
             "freshness": fresh.to_json()}
+
+
+def chosen_sources(config_path: str, chosen: list[str] | tuple[str, ...]) -> list[str]:
+    """The source groups a night runs: those chosen (a manual run's ``sources``) that the config has; an
+    optional source it leaves out (health) is skipped."""
+    return list(load_config(config_path).in_config(chosen))
 
 
 def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:

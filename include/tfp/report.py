@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, func, select
 
 from tfp.config import WEAK_DISCLOSURE_FLOOR, Config
-from tfp.feeds import SOURCES
 from tfp.freshness import assess
 from tfp.fsmodes import atomic_write
 from tfp.inputs import required_datasets
@@ -295,7 +294,7 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         # every dataset's newest file and max age, and the night's flags (names, dates, counts: tfp.freshness);
         # all sources, as the night uses what a source left out of a manual run staged before
         "freshness": {"on_overdue": config.freshness.on_overdue,
-                      **assess(engine, config.freshness, reference_date, required_datasets(SOURCES)).to_json()},
+                      **assess(engine, config.freshness, reference_date, required_datasets(config.configured_sources)).to_json()},
     }
 
 

@@ -149,10 +149,16 @@ def _open_spell(dataset: str):
 
     A benefit claim is open while ``claim_end`` is empty. A probation order is open while
     ``end_date`` is empty, except custody, which ends at release: open only while both are empty.
+    The health feed's spells (contract section 10): a treatment episode while ``episode_end`` is empty,
+    a mental-health contact while ``discharge_date`` is empty.
     """
     table = staging[dataset]
     if dataset == "benefits":
         return table.c.claim_end.is_(None)
+    if dataset == "treatment_episodes":
+        return table.c.episode_end.is_(None)
+    if dataset == "mental_health_contacts":
+        return table.c.discharge_date.is_(None)
     if dataset == "cases":
         return and_(table.c.end_date.is_(None),
                     or_(table.c.order_type.is_(None), table.c.order_type != "custody", table.c.release_date.is_(None)))

@@ -28,6 +28,7 @@ class LinkMethod(StrEnum):
 
     NINO = "nino"
     UPN = "upn"
+    NHS_NUMBER = "nhs_number"  # contract section 10: a health record's NHS number equals a roster person's
     PROBABILISTIC = "probabilistic"
     UNLINKED = "unlinked"
     # issue 15: left unlinked because it waits for a reviewer (in the review band, or a near-tie)

@@ -72,8 +72,8 @@ def _value(value: object) -> str:
 def build_identifiers(engine: Engine, reference_date: date, person_refs: Iterable[str],
                       pseudonym_key: bytes) -> IdentifiersCsv:
     """The identifiers of ``person_refs`` (the people in R's submission), from the roster as of R, one row
-    per person sorted by ``person_token``. Values are taken as the roster holds them; ``nhs_number`` is empty
-    when the roster has no such column or no value. Raises, naming counts only, when a person of the
+    per person sorted by ``person_token``. Values are taken as the roster holds them; ``nhs_number`` (the
+    roster's optional column, contract section 10) is empty when the roster's file had no such column or value. Raises, naming counts only, when a person of the
     submission is not in the roster."""
     from tfp.anonymise import person_token
     from tfp.current import current_rows

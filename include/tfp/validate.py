@@ -288,8 +288,9 @@ def scan_feed(open_pieces: Callable[[], Iterable[bytes]], file_name: str, datase
         # A row longer than a block fails to parse as if it were broken: try once with the whole
         # file as one block before calling the file unreadable.
         block_size = source.size + 2
+    optional = feeds.DATASETS[dataset].optional
     for column in columns:
-        if column not in names:
+        if column not in names and column not in optional:
             raise FileRejected(file_name, f"required column missing: {column}")
         if names.count(column) > 1:
             raise FileRejected(file_name, f"not readable as CSV (column repeated: {column})")
@@ -331,8 +332,13 @@ def _to_frame(batches: list[Any], columns: list[str]) -> pd.DataFrame:
     if not batches:
         return pd.DataFrame()
     table = pa.Table.from_batches(batches)
-    frame = table.select([table.column_names.index(c) for c in columns]).to_pandas()
-    frame.columns = columns
+    present = [c for c in columns if c in table.column_names]  # an optional column left out reads as empty
+    frame = table.select([table.column_names.index(c) for c in present]).to_pandas()
+    frame.columns = present
+    for column in columns:
+        if column not in present:
+            frame[column] = ""
+    frame = frame[columns]
     for column in columns:  # a header-only file gives no rows to convert
         frame[column] = frame[column].astype("str")
     return frame.reset_index(drop=True)
@@ -395,6 +401,9 @@ def suite_dict(dataset: str) -> dict[str, Any]:
     if "upn" in d.columns:
         exps.append(_expectation("expect_column_values_to_be_in_set", "upn_check_letter",
                                  column="upn__valid", value_set=[True]))
+    if "nhs_number" in d.columns:
+        exps.append(_expectation("expect_column_values_to_be_in_set", "nhs_number_check_digit",
+                                 column="nhs_number__valid", value_set=[True]))
     if "postcode" in d.columns:
         exps.append(_expectation("expect_column_values_to_match_regex", "postcode_format",
                                  column="postcode", regex=identifiers.POSTCODE.pattern))
@@ -534,6 +543,8 @@ def _normalised(frame: pd.DataFrame, d: feeds.Dataset) -> pd.DataFrame:
         out["nino"] = _map_distinct(out["nino"], identifiers.normalise_nino, "str")
     if "upn" in out:
         out["upn"] = out["upn"].str.upper()
+    if "nhs_number" in out:
+        out["nhs_number"] = _map_distinct(out["nhs_number"], identifiers.normalise_nhs_number, "str")
     if "sex" in out:
         out["sex"] = out["sex"].where(out["sex"] != "", "U")
     out[ROW] = frame[ROW].to_numpy()
@@ -570,6 +581,9 @@ def _gx_frame(values: pd.DataFrame, d: feeds.Dataset) -> pd.DataFrame:
     if "upn" in d.columns:
         upn = values["upn"]
         g["upn__valid"] = _present_flag(upn, _map_distinct(upn, identifiers.is_valid_upn, "bool"))
+    if "nhs_number" in d.columns:
+        nhs = values["nhs_number"]
+        g["nhs_number__valid"] = _present_flag(nhs, _map_distinct(nhs, identifiers.is_valid_nhs_number, "bool"))
     g[FITS] = _values_fit(values, d)
     for column in d.integers:
         g[f"{column}__number"] = pd.to_numeric(values[column].where(values[column].str.match(INTEGER)),

@@ -305,6 +305,7 @@ STATISTICS_KEPT: frozenset[str] = frozenset({
     "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",
     "run_date", "unit", "dry_run", "problem_count", "eligible", *FLAGS,
     "reason", "decision", "first_queued_on", "decided_on",  # the review queue's states and dates
+    "substance_group", "service_type",  # the health feeds' codes
     "version_num",  # alembic_version: the schema's revision
 })
 
@@ -347,7 +348,9 @@ SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (
 FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
 # Tables in metadata that revision 0001 does not create (added by later revisions).
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
-                                          "review_decision"})
+                                          "review_decision", "stg_treatment_episodes", "stg_mental_health_contacts"})
+# Columns of tables 0001 creates that later revisions add (0005: the roster's optional NHS number).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stg_families": ("nhs_number",)}
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.
 STATUS_CHECKS: tuple[str, ...] = tuple(f"ck_{table}_{column}" for table, column in CHECKED)
 # A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tfp.feeds import DATASETS, PARTNER_DATASETS, PERSON_COLUMNS, file_name, term_end
-from tfp.identifiers import upn_check_letter
+from tfp.feeds import DATASETS, HEALTH_DATASETS, PARTNER_DATASETS, PERSON_COLUMNS, file_name, term_end
+from tfp.identifiers import nhs_check_digit, upn_check_letter
 from tfp_dev.truth import add_months, write_truth
 
 # The rule each deliberately invalid row breaks (truth/records.csv ``broken_rule``).
@@ -49,8 +49,10 @@ BAD_UPN_CHECK_LETTER = "bad_upn_check_letter"
 BAD_POSTCODE = "bad_postcode"
 SESSIONS_MISSED_OVER_POSSIBLE = "sessions_missed_over_possible"
 DUPLICATE_RECORD_ID = "duplicate_record_id"
+BAD_NHS_NUMBER = "bad_nhs_number"  # the health feed (contract section 10): a wrong modulus-11 check digit
 RULES = (MISSING_SURNAME, UNPARSEABLE_DATE, DOB_BEFORE_1900, CODE_NOT_IN_LIST, DATE_AFTER_FILE_DATE,
-         BAD_NINO, BAD_UPN_CHECK_LETTER, BAD_POSTCODE, SESSIONS_MISSED_OVER_POSSIBLE, DUPLICATE_RECORD_ID)
+         BAD_NINO, BAD_UPN_CHECK_LETTER, BAD_POSTCODE, SESSIONS_MISSED_OVER_POSSIBLE, DUPLICATE_RECORD_ID,
+         BAD_NHS_NUMBER)
 
 KEY_DATE = {"incidents": "incident_date", "cases": "start_date", "tenancy_events": "event_date",
             "benefits": "claim_start", "attendance": "date_of_birth"}
@@ -60,7 +62,10 @@ BAD_CODE = {"incidents": ("category", "burglary"), "cases": ("order_type", "curf
 BAD_POSTCODES = ("Q1 1AA", "E17 1CI", "12345", "E17", "EI7 4AB", "SW1A 1A")
 BAD_NINOS = ("AB12345C", "TN123456A", "AB123456E", "D1234567A", "QQ123456C")
 RECORD_PREFIX = {"incidents": "INC", "cases": "PRB", "tenancy_events": "TEN", "benefits": "DWP",
-                 "attendance": "ATT"}
+                 "attendance": "ATT", "treatment_episodes": "TRT", "mental_health_contacts": "MHC"}
+SUBSTANCE_GROUPS = ("opiates", "non_opiates", "alcohol", "alcohol_and_non_opiates")
+TREATMENT_TYPES = ("community", "inpatient", "residential", "recovery_support")
+SERVICE_TYPES = ("cahms", "adult_community", "crisis", "iapt")
 
 BOROUGH_DISTRICTS = ("E4", "E10", "E11", "E17", "E18", "IG8")
 ELSEWHERE_DISTRICTS = ("N17", "N15", "IG1", "RM6", "M14", "B33", "CR0", "SW9", "W1T", "EC1A", "LS6",
@@ -118,6 +123,8 @@ class Person:
     pnc: str = ""
     roster_nino: str = ""
     roster_upn: str = ""
+    nhs: str = ""  # the health source (contract section 10): drawn only when a borough has it
+    roster_nhs: str = ""
     role: str = "adult"
     family: Family | None = None
 
@@ -189,6 +196,8 @@ class _Borough:
         self._terms: tuple[list[str], str | None] | None = None
         self._ages: dict[Person, int] = {}
         self.progress_rows: dict[str, list[tuple[Person, tuple[str, ...]]]] = {}
+        self.health_r = self.r  # health_stories gives the health source a generator of its own
+        self.health_rows: dict[str, list[tuple[Person, tuple[str, ...]]]] = {}
 
     # ---------------------------------------------------------------- pools and identifiers
     def _build_pools(self, seed: int) -> None:
@@ -712,6 +721,100 @@ class _Borough:
             truth.append((p.ref, "Y", ""))
         return rows, truth
 
+    def health_stories(self, fams: list[Family], strangers: list[Person], seed: int) -> None:
+        """The optional health source (contract section 10): NHS numbers for everyone, on the roster for
+        most, and treatment episodes and mental-health contacts, many on the window's edges.
+
+        Drawn with a random generator of their own after everything else, so that a borough with health
+        has the same rows in every other file as one without (only the roster gains its column). A record
+        carries its person's own name, date of birth and postcode (as ``progress_file_rows``), and mostly the
+        NHS number; ``health_file_rows`` makes a few NHS numbers invalid.
+        """
+        saved = self.r
+        self.r = self.health_r = _Random(seed * 37 + 11)
+        try:
+            self._health_stories(fams, strangers)
+        finally:
+            self.r = saved
+
+    def _health_stories(self, fams: list[Family], strangers: list[Person]) -> None:
+        r = self.r
+        on, ws = self.on, self.window_start
+        serial = 0
+
+        def nhs() -> str:
+            nonlocal serial
+            while True:
+                serial += 1
+                body = f"{400_000_000 + serial * 7:09d}"
+                check = nhs_check_digit(body)
+                if check is not None:
+                    return body + str(check)
+
+        for fam in fams:
+            for p in fam.members:
+                p.nhs = nhs()
+                p.roster_nhs = p.nhs if r.random() < 0.7 else ""
+        for p in strangers:
+            p.nhs = nhs()
+        self.health_rows = {d: [] for d in HEALTH_DATASETS}
+
+        def spell() -> tuple[date, date | None]:
+            kind = r.choice(("open", "ended_before", "ended_on_edge", "ended_day_after_edge", "ends_ahead",
+                             "starts_on_r", "in_window"))
+            if kind == "open":
+                return self.before_window(), None
+            if kind == "ended_before":
+                return self.earliest, ws - timedelta(days=r.randrange(1, 200))
+            if kind == "ended_on_edge":  # end = R - lookback: not active in the window
+                return self.earliest, ws
+            if kind == "ended_day_after_edge":
+                return self.earliest, ws + timedelta(days=1)
+            if kind == "ends_ahead":
+                return self.in_window(), on + timedelta(days=r.randrange(1, 300))
+            if kind == "starts_on_r":
+                return on, None
+            start = self.in_window()
+            return start, start + timedelta(days=r.randrange(0, (on - start).days + 1))
+
+        def add(p: Person) -> None:
+            start, end = spell()
+            start = max(start, p.dob)
+            end = max(end, start) if end else None
+            number = p.nhs if r.random() < 0.85 else ""
+            if r.random() < 0.5:
+                fields = (number, start.isoformat(), end.isoformat() if end else "", r.choice(SUBSTANCE_GROUPS),
+                          r.choice(TREATMENT_TYPES))
+                self.health_rows["treatment_episodes"].append((p, fields))
+            else:
+                fields = (number, start.isoformat(), r.choice(SERVICE_TYPES), end.isoformat() if end else "")
+                self.health_rows["mental_health_contacts"].append((p, fields))
+
+        for fam in fams:
+            if r.random() < 0.3:
+                for _ in range(r.randrange(1, 3)):
+                    add(r.choice(fam.members))
+        for p in strangers:
+            if r.random() < 0.2:
+                add(p)
+
+    def health_file_rows(self, dataset: str) -> tuple[list[list[str]], list[tuple[str, str, str]]]:
+        """The rows of one health file in a shuffled order, and their truth; about 2 % (at least one) carry
+        an NHS number whose check digit is wrong (rule ``bad_nhs_number``)."""
+        r = self.health_r
+        drawn = list(self.health_rows[dataset])
+        r.shuffle(drawn)
+        rows, truth = [], []
+        for i, (p, fields) in enumerate(drawn, start=1):
+            rows.append([f"{RECORD_PREFIX[dataset]}{i:08d}", p.forename, p.surname, p.dob.isoformat(), p.sex,
+                         p.postcode, *fields])
+            truth.append((p.ref, "Y", ""))
+        for target in r.sample(range(len(rows)), min(len(rows), max(1, round(len(rows) * 0.02)))):
+            right = rows[target][6] or drawn[target][0].nhs
+            rows[target][6] = right[:9] + str((int(right[9]) + 1 + r.randrange(8)) % 10)
+            truth[target] = (truth[target][0], "N", BAD_NHS_NUMBER)
+        return rows, truth
+
     def stranger_life(self, p: Person) -> None:
         r = self.r
         if self.age(p) < 18:
@@ -911,8 +1014,11 @@ def _write(path: Path, columns: tuple[str, ...], rows: list[list[str]]) -> int:
 
 
 def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float = 0.01,
-             progress_truth: bool = False) -> dict[str, int]:
+             progress_truth: bool = False, health: bool = False) -> dict[str, int]:
     """Write the feeds dated ``on`` under ``out/<source>/`` and the truth under ``out/truth/``.
+
+    ``health`` adds the optional health source (contract section 10): ``out/health/`` and the roster's
+    ``nhs_number`` column. Off, the borough is byte for byte what it was before that source existed.
 
     ``progress_truth`` also writes ``truth/progress_consent.csv`` (the progress file's truth): it judges each
     family at its own baseline date, about 30 ms per distinct date, so it is asked for where it is compared.
@@ -924,14 +1030,14 @@ def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _generate(Path(out), families, seed, on, invalid_rate, progress_truth)
+        return _generate(Path(out), families, seed, on, invalid_rate, progress_truth, health)
     finally:
         if collecting:
             gc.enable()
 
 
 def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float,
-              progress_truth: bool = False) -> dict[str, int]:
+              progress_truth: bool = False, health: bool = False) -> dict[str, int]:
     b = _Borough(seed, on, invalid_rate)
     fams = b.families(families)
     strangers = b.strangers(fams, max(1, families * 3 // 10))
@@ -941,16 +1047,22 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
     for p in strangers:
         b.stranger_life(p)
     b.progress_stories(fams, seed)
+    if health:
+        b.health_stories(fams, strangers, seed)
 
     written: dict[str, int] = {}
 
-    def feed(dataset: str, rows) -> None:
+    def feed(dataset: str, rows, columns: tuple[str, ...] | None = None) -> None:
         d = DATASETS[dataset]
-        written[file_name(dataset, on)] = _write(out / d.source / file_name(dataset, on), d.columns, rows)
+        written[file_name(dataset, on)] = _write(out / d.source / file_name(dataset, on), columns or d.columns, rows)
 
+    # the roster's optional nhs_number column only in a borough with the health source
+    roster_columns = DATASETS["families"].columns if health else tuple(
+        c for c in DATASETS["families"].columns if c not in DATASETS["families"].optional)
     feed("families", [[p.ref, p.forename, p.surname, p.dob.isoformat(), p.sex, p.postcode, fam.ref, p.ref,
-                       p.role, p.roster_upn, p.roster_nino, fam.uprn, fam.status, fam.attached]
-                      for fam in fams for p in fam.members])
+                       p.role, p.roster_upn, p.roster_nino, fam.uprn, fam.status, fam.attached,
+                       *((p.roster_nhs,) if health else ())]
+                      for fam in fams for p in fam.members], roster_columns)
     needs = sorted(b.needs, key=lambda n: (n[0].ref, n[2], n[1]))
     feed("needs", [[f"N{i:08d}", p.ref, need, start.isoformat(), end.isoformat() if end else ""]
                    for i, (p, need, start, end) in enumerate(needs, start=1)])
@@ -959,9 +1071,14 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
                      for i, (p, purpose, status, at) in enumerate(consent, start=1)])
     truth_rows: list[list[str]] = []
     for dataset in PARTNER_DATASETS:
-        rows, truth = b.partner_file(dataset)
-        extra, extra_truth = b.progress_file_rows(dataset, len(b.rows[dataset]) + 1)
-        rows, truth = rows + extra, [*truth, *extra_truth]
+        if dataset in HEALTH_DATASETS:
+            if not health:
+                continue
+            rows, truth = b.health_file_rows(dataset)
+        else:
+            rows, truth = b.partner_file(dataset)
+            extra, extra_truth = b.progress_file_rows(dataset, len(b.rows[dataset]) + 1)
+            rows, truth = rows + extra, [*truth, *extra_truth]
         feed(dataset, rows)
         truth_rows += [[dataset, row[0], *t] for row, t in zip(rows, truth, strict=True)]
     written["truth/records.csv"] = _write(out / "truth" / "records.csv",

@@ -256,6 +256,13 @@ def person_flags(
         mark("domestic_abuse", nd, active & (nd["need"] == "domestic_abuse"))
         mark("health", nd, active & nd["need"].isin(HEALTH_NEEDS))
 
+    # contract section 10: the optional health feed; a spell active in the window, at any age
+    for dataset, start, end in (("treatment_episodes", "episode_start", "episode_end"),
+                                ("mental_health_contacts", "referral_date", "discharge_date")):
+        spells = of_counted(records.get(dataset))
+        if not spells.empty:
+            mark("health", spells, active_in_window(_dates(spells[start]), _dates(spells[end])))
+
     return hits
 
 
@@ -269,7 +276,7 @@ def read_borough(out, on: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     ``truth/records.csv``, which lists each partner file's rows in file order."""
     from pathlib import Path
 
-    from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
+    from tfp.feeds import DATASETS, OPTIONAL_SOURCES, PARTNER_DATASETS, file_name
 
     out = Path(out)
 
@@ -280,6 +287,9 @@ def read_borough(out, on: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFram
     truth = _read(out / "truth" / "records.csv")
     records: dict[str, pd.DataFrame] = {}
     for dataset in PARTNER_DATASETS:
+        if DATASETS[dataset].source in OPTIONAL_SOURCES and not (
+                out / DATASETS[dataset].source / file_name(dataset, on)).exists():
+            continue  # a borough generated without the optional source
         rows = feed(dataset)
         if len(rows) != int((truth["dataset"] == dataset).sum()):
             raise ValueError(f"truth/records.csv does not list every row of {dataset}")

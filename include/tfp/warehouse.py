@@ -51,10 +51,18 @@ from tfp.statuses import (
 
 metadata = MetaData()
 
+
+def _source_as_partner(context) -> str:
+    """A landing row written without a partner came from the short form's: the source's own name."""
+    return context.get_current_parameters()["source"]
+
 landing_log = Table(
     "landing_log", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(40), nullable=False),
+    # the partner the file came from (revision 0005); the source's own name in the short form. A record_id
+    # is unique per partner, and the as-of rules of contract section 3 apply per partner.
+    Column("partner", String(40), nullable=False, server_default="", default=_source_as_partner),
     Column("dataset", String(40), nullable=False),
     Column("file_name", String(255), nullable=False),
     Column("file_date", Date, nullable=False),
@@ -299,7 +307,7 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
 # columns, none of them personal, keep statistics; every other column's statistics target is 0, so
 # no name, date of birth, identifier, reference or key is ever sampled. A new column starts at 0.
 STATISTICS_KEPT: frozenset[str] = frozenset({
-    "id", "landing_id", "source", "dataset", "status", "file_date", "row_number", "landed_by_run",
+    "id", "landing_id", "source", "partner", "dataset", "status", "file_date", "row_number", "landed_by_run",
     "reference_date", "scope", "method", "match_probability", "state", "kept", "programme_status",
     "category", "proven", "order_type", "parenting_responsibility", "event", "benefit", "out_of_work",
     "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",

@@ -111,3 +111,29 @@ def borough_dags(build: Callable[[str, str | None, str | None], DAG], dag_id: st
     from tfp.deployment import boroughs
 
     return {f"dag_{code}": build(f"{dag_id}__{code}", path, code) for code, path in boroughs().items()}
+
+
+def partner_layout(bound_config: str | None) -> dict[str, list[str]]:
+    """Each source's partner ids as the DAG's task groups show them, read when the DAG file is parsed from
+    the borough's file or the ``TFP_CONFIG`` environment variable (never an Airflow Variable at parse time).
+    A source in the short form, or a config not at hand, is ``[source]``: the groups of today, and a source's
+    tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
+    import os
+
+    from tfp.config import load_config
+    from tfp.errors import TfpError
+    from tfp.feeds import SOURCES
+
+    layout = {source: [source] for source in SOURCES}
+    path = bound_config or os.environ.get("TFP_CONFIG")
+    if not path:
+        return layout
+    try:
+        config = load_config(path)
+    except (TfpError, OSError):  # the tasks load it again and fail naming the problem
+        return layout
+    for source in SOURCES:
+        partners = config.partners(source)
+        if len(partners) > 1 or not partners[0].short_form:
+            layout[source] = [p.id for p in partners]
+    return layout

@@ -42,10 +42,14 @@ def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", kee
     })
     if keep_local_files is not None:
         raw["inbound"] = {"keep_local_files": keep_local_files}
+    sources = overrides.pop("sources", {})
     raw = _merge(raw, overrides)
+    for s, entry in sources.items():  # a source entry merges, unless it switches to the partners form
+        raw["sources"][s] = entry if "partners" in entry else _merge(raw["sources"][s], entry)
     for s in SOURCES:
-        if raw["sources"][s]["transport"] == "directory":
-            (folder / raw["sources"][s]["path"]).mkdir(parents=True, exist_ok=True)
+        for entry in raw["sources"][s].get("partners", [raw["sources"][s]]):  # the short form is one partner
+            if entry["transport"] == "directory":
+                (folder / entry["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "tfp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path

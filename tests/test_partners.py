@@ -1,0 +1,132 @@
+"""Partners, not just sources (issue 17 item 1; contract section 10): rows carry their partner through
+landing, quarantine and staging; a record_id is unique per partner; the as-of rules apply per partner;
+identical files of two partners are two landings. On SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from helpers import make_config
+from tfp.current import current_rows
+from tfp.extract import land_source
+from tfp.stage import stage_source
+from tfp.statuses import LandingStatus
+from tfp.validate import FilesRejected, validate_source
+from tfp.warehouse import connect, landing_log, quarantine
+
+R = date(2025, 3, 31)
+EVENTS = ["record_id", "forename", "surname", "date_of_birth", "sex", "postcode", "uprn", "tenancy_ref", "event",
+          "event_date", "arrears_amount"]
+PARTNERS = ("clarion", "peabody")
+
+
+def _row(record_id: str, event: str, day: str, surname: str = "Smith") -> list[str]:
+    return [record_id, "Ann", surname, "1980-01-01", "F", "SW1A 1AA", "100000000001", "T1", event, day, ""]
+
+
+def _write(folder: Path, partner: str, name: str, rows: list[list[str]]) -> None:
+    path = folder / "in" / partner / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([",".join(EVENTS), *(",".join(r) for r in rows)]) + "\n", encoding="utf-8")
+
+
+def _config(tmp_path: Path, url: str):
+    return make_config(tmp_path, url, sources={"housing": {"partners": [
+        {"id": p, "transport": "directory", "path": f"in/{p}"} for p in PARTNERS]}})
+
+
+def _night(engine, config, day: date) -> None:
+    for partner in PARTNERS:
+        land_source(engine, config, "housing", day, partner=partner)
+        validate_source(engine, config, "housing", day, partner=partner)
+        stage_source(engine, config, "housing", day, partner=partner)
+
+
+def _current(engine, day: date) -> dict[str, tuple[str, str]]:
+    with engine.connect() as conn:
+        frame = current_rows(conn, "tenancy_events", day)
+    return {r.record_id: (r.event, r.surname) for r in frame.itertuples()}
+
+
+def test_the_same_record_id_from_two_partners_is_two_records(tmp_path, warehouse_url):
+    config = _config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    _write(tmp_path, "clarion", "tenancy_events_20250301.csv", [_row("H1", "rent_arrears", "2025-02-01")])
+    _write(tmp_path, "peabody", "tenancy_events_20250301.csv", [_row("H1", "eviction", "2025-02-02", "Jones")])
+    _night(engine, config, R)
+    assert _current(engine, R) == {"clarion:H1": ("rent_arrears", "Smith"), "peabody:H1": ("eviction", "Jones")}
+    with engine.connect() as conn:
+        logged = conn.execute(select(landing_log.c.source, landing_log.c.partner, landing_log.c.status)
+                              .order_by(landing_log.c.partner)).all()
+    assert [tuple(r) for r in logged] == [("housing", p, LandingStatus.STAGED) for p in PARTNERS]
+
+
+def test_as_of_and_supersede_apply_per_partner(tmp_path, warehouse_url):
+    config = _config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    _write(tmp_path, "clarion", "tenancy_events_20250301.csv", [_row("H1", "rent_arrears", "2025-02-01")])
+    _write(tmp_path, "peabody", "tenancy_events_20250315.csv", [_row("H1", "eviction", "2025-03-01")])
+    _night(engine, config, R)
+    # clarion's newer file takes H1's row from clarion, and from clarion only: peabody's H1 is another record
+    _write(tmp_path, "clarion", "tenancy_events_20250320.csv", [_row("H1", "asb_warning", "2025-03-10")])
+    _night(engine, config, R)
+    assert _current(engine, R) == {"clarion:H1": ("asb_warning", "Smith"), "peabody:H1": ("eviction", "Smith")}
+    # as of a date before clarion's newer file, its older row counts; peabody's file is not there yet
+    assert _current(engine, date(2025, 3, 10)) == {"clarion:H1": ("rent_arrears", "Smith")}
+    # clarion re-sends its first file (new bytes, same name): it supersedes clarion's landing of that name only
+    _write(tmp_path, "peabody", "tenancy_events_20250301.csv", [_row("P9", "eviction", "2025-02-01")])
+    _night(engine, config, R)
+    _write(tmp_path, "clarion", "tenancy_events_20250301.csv", [_row("H1", "notice_seeking_possession", "2025-02-01")])
+    _night(engine, config, R)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(landing_log.c.partner, landing_log.c.file_name, landing_log.c.status)
+                                .order_by(landing_log.c.id)).all()
+    assert [tuple(r) for r in statuses] == [
+        ("clarion", "tenancy_events_20250301.csv", LandingStatus.SUPERSEDED),
+        ("peabody", "tenancy_events_20250315.csv", LandingStatus.STAGED),
+        ("clarion", "tenancy_events_20250320.csv", LandingStatus.STAGED),
+        ("peabody", "tenancy_events_20250301.csv", LandingStatus.STAGED),
+        ("clarion", "tenancy_events_20250301.csv", LandingStatus.STAGED),
+    ]
+    assert _current(engine, date(2025, 3, 10)) == {"clarion:H1": ("notice_seeking_possession", "Smith"),
+                                                   "peabody:P9": ("eviction", "Smith")}
+
+
+def test_identical_files_of_two_partners_are_two_landings(tmp_path, warehouse_url):
+    """Two partners' header-only (or otherwise identical) files are not one partner's repeat."""
+    config = _config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    for partner in PARTNERS:
+        _write(tmp_path, partner, "tenancy_events_20250301.csv", [])
+    _night(engine, config, R)
+    with engine.connect() as conn:
+        statuses = conn.execute(select(landing_log.c.partner, landing_log.c.status).order_by(landing_log.c.id)).all()
+    assert [tuple(r) for r in statuses] == [(p, LandingStatus.STAGED) for p in PARTNERS]
+    # the same bytes again from one partner under another name: that partner's duplicate
+    _write(tmp_path, "clarion", "tenancy_events_20250302.csv", [])
+    assert land_source(engine, config, "housing", R, partner="clarion")["duplicates"] == 1
+
+
+def test_a_partners_bad_rows_and_broken_file_are_its_own(tmp_path, warehouse_url):
+    """Quarantine rows belong to the partner's landing; a broken file fails that partner's validate, naming
+    the file, and the other partner's validate goes on."""
+    config = _config(tmp_path, warehouse_url)
+    engine = connect(warehouse_url)
+    good = [_row(f"R{i}", "rent_arrears", "2025-02-01") for i in range(40)]
+    _write(tmp_path, "clarion", "tenancy_events_20250301.csv", [*good, _row("BAD", "party", "2025-02-01")])
+    _write(tmp_path, "peabody", "tenancy_events_20250301.csv", [_row("X", "party", "2025-02-01")])
+    land_source(engine, config, "housing", R, partner="clarion")
+    land_source(engine, config, "housing", R, partner="peabody")
+    assert validate_source(engine, config, "housing", R, partner="clarion")["rows_quarantined"] == 1
+    with pytest.raises(FilesRejected, match="tenancy_events_20250301.csv"):
+        validate_source(engine, config, "housing", R, partner="peabody")
+    stage_source(engine, config, "housing", R, partner="clarion")
+    with engine.connect() as conn:
+        held = conn.execute(select(landing_log.c.partner, quarantine.c.rules)
+                            .join(landing_log, landing_log.c.id == quarantine.c.landing_id)).all()
+    assert [r.partner for r in held] == ["clarion"] and "event" in held[0].rules
+    assert len(_current(engine, R)) == 40 and all(k.startswith("clarion:") for k in _current(engine, R))

@@ -130,3 +130,47 @@ def test_a_partners_bad_rows_and_broken_file_are_its_own(tmp_path, warehouse_url
                             .join(landing_log, landing_log.c.id == quarantine.c.landing_id)).all()
     assert [r.partner for r in held] == ["clarion"] and "event" in held[0].rules
     assert len(_current(engine, R)) == 40 and all(k.startswith("clarion:") for k in _current(engine, R))
+
+
+def test_the_generator_splits_a_source_among_partners_with_the_truth_unchanged(tmp_path):
+    """Opt-in: the same borough, each split file's rows dealt among the partners (a record_id to one partner),
+    the truth's flags byte for byte, and records.csv naming a split record as tfp does (<partner>:<id>)."""
+    import csv
+
+    from tfp_dev.generate import generate
+
+    split = {"housing": ("clarion", "peabody", "hyde"), "probation": ("nps", "crc")}
+    generate(tmp_path / "one", families=40, seed=9, on=R)
+    written = generate(tmp_path / "many", families=40, seed=9, on=R, partners=split)
+
+    def rows(path: Path) -> list[list[str]]:
+        with path.open(encoding="utf-8", newline="") as handle:
+            return list(csv.reader(handle))
+
+    for source, dataset in (("housing", "tenancy_events"), ("probation", "cases")):
+        name = f"{dataset}_20250331.csv"
+        header, *whole = rows(tmp_path / "one" / source / name)
+        parts = {p: rows(tmp_path / "many" / source / p / name) for p in split[source]}
+        assert all(part[0] == header for part in parts.values())
+        assert sorted(r for part in parts.values() for r in part[1:]) == sorted(whole)
+        owners = {r[0]: p for p, part in parts.items() for r in part[1:]}
+        assert all(owners[r[0]] == p for p, part in parts.items() for r in part[1:])  # one partner per record_id
+        assert all(len(part) > 1 for part in parts.values())
+        assert not (tmp_path / "many" / source / name).exists()
+        assert {written[f"{p}/{name}"] for p in split[source]} and name not in written
+    for name in ("families.csv", "families_consent.csv", "families_public_task.csv", "persons.csv"):
+        assert (tmp_path / "many" / "truth" / name).read_bytes() == (tmp_path / "one" / "truth" / name).read_bytes()
+    one, many = rows(tmp_path / "one/truth/records.csv"), rows(tmp_path / "many/truth/records.csv")
+    assert len(one) == len(many)
+    for a, b in zip(one[1:], many[1:], strict=True):
+        if a[0] in ("tenancy_events", "cases"):
+            assert b[1].split(":", 1)[1] == a[1] and b[1].split(":", 1)[0] in (*split["housing"], *split["probation"])
+            assert b[2:] == a[2:]
+        else:
+            assert a == b
+    # default off: the other sources' files are the same bytes
+    for path in (tmp_path / "one").glob("*/*.csv"):
+        if path.parts[-2] not in ("housing", "probation", "truth"):
+            assert (tmp_path / "many" / path.relative_to(tmp_path / "one")).read_bytes() == path.read_bytes()
+    with pytest.raises(ValueError, match="cannot split children_services"):
+        generate(tmp_path / "bad", families=5, seed=1, on=R, partners={"children_services": ("a", "b")})

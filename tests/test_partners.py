@@ -174,3 +174,25 @@ def test_the_generator_splits_a_source_among_partners_with_the_truth_unchanged(t
             assert (tmp_path / "many" / path.relative_to(tmp_path / "one")).read_bytes() == path.read_bytes()
     with pytest.raises(ValueError, match="cannot split children_services"):
         generate(tmp_path / "bad", families=5, seed=1, on=R, partners={"children_services": ("a", "b")})
+
+
+def test_the_nightly_dag_has_a_chain_per_partner_grouped_under_its_source(tmp_path, monkeypatch):
+    """With the deployment's config at hand when the DAG file is parsed: <source>.<partner>.<step> for a
+    source with partners, today's <source>.<step> for the others; a manual run may pick a partner id."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from helpers import write_config
+
+    path = write_config(tmp_path, "sqlite:///w.db", sources={"housing": {"partners": [
+        {"id": p, "transport": "directory", "path": f"in/{p}"} for p in PARTNERS]}})
+    monkeypatch.setenv("TFP_CONFIG", str(path))
+    dag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags")).dags["tfp_nightly"]
+    ids = set(dag.task_ids)
+    for partner in PARTNERS:
+        assert {f"housing.{partner}.{step}" for step in ("extract", "validate", "stage")} <= ids
+        extract = dag.get_task(f"housing.{partner}.extract")
+        assert extract.downstream_task_ids == {f"housing.{partner}.validate"}
+        assert "choose_sources" in extract.upstream_task_ids
+        assert dag.get_task(f"housing.{partner}.stage").downstream_task_ids == {"check_inputs"}
+    assert "housing.extract" not in ids and "police.extract" in ids
+    assert set(dag.params.get_param("sources").schema["items"]["enum"]) >= {"housing", "clarion", "peabody"}

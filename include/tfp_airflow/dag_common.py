@@ -120,14 +120,15 @@ def partner_layout(bound_config: str | None) -> dict[str, list[str]]:
     tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
     import os
 
-    from tfp.config import load_config
-    from tfp.errors import TfpError
     from tfp.feeds import SOURCES
 
     layout = {source: [source] for source in SOURCES}
     path = bound_config or os.environ.get("TFP_CONFIG")
     if not path:
         return layout
+    from tfp.config import load_config
+    from tfp.errors import TfpError
+
     try:
         config = load_config(path)
     except (TfpError, OSError):  # the tasks load it again and fail naming the problem

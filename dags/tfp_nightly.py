@@ -13,6 +13,7 @@ from tfp_airflow.dag_common import (
     dry_run_param,
     header,
     param,
+    parse_time_config,
     partner_layout,
     run_inputs,
     warn_flags,
@@ -105,6 +106,9 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         return run_inputs(bound_config)
 
     layout = partner_layout(bound_config)  # {source: its partner ids}; [source] in the short form
+    parsed = parse_time_config(bound_config)
+    # feedback to partners (contract section 10): a task only when some partner has an outbound path
+    feedback_wanted = parsed is not None and any(p.outbound for p in parsed.all_partners())
     partner_ids = [p for source in SOURCES for p in layout[source] if p != source]
 
     with DAG(dag_id, **header(
@@ -198,6 +202,14 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
             return pipeline.link(*_run())
 
+        @task(**NETWORK_RETRIES)
+        def feedback() -> dict:
+            """Each partner with an outbound path: its files' fate, its quarantined record_ids and its link
+            rate, once per landed file; nothing in a dry run."""
+            from tfp import pipeline
+
+            return pipeline.feedback(*_run(), dry_run=bool(param("dry_run")))
+
         @task
         def consent() -> dict:
             from tfp import pipeline
@@ -238,6 +250,8 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         check_setup() >> choose_sources() >> groups >> check_inputs() >> linked
         consented = consent()
         linked >> consented
+        if feedback_wanted:  # beside the night's main line: a partner's server down does not hold the delivery
+            linked >> feedback()
         assessed = criteria()
         consented >> assessed
         packaged = package()

@@ -188,6 +188,11 @@ def link(config_path: str, reference_date: date) -> dict:
     return run_stage("link", open_context(config_path, reference_date)).to_xcom()
 
 
+def feedback(config_path: str, reference_date: date, dry_run: bool = False) -> dict[str, int]:
+    """Each partner with an ``outbound`` path gets its feedback for R (tfp.feedback); none in a dry run."""
+    return run_stage("feedback", open_context(config_path, reference_date, dry_run=dry_run)).to_xcom()
+
+
 def consent(config_path: str, reference_date: date) -> dict[str, int]:
     return run_stage("consent", open_context(config_path, reference_date)).to_xcom()
 

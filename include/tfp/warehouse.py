@@ -86,6 +86,18 @@ landing_log = Table(
     CheckConstraint(check_sql("status", LandingStatus), name="ck_landing_log_status"),
 )
 
+# Partner feedback (contract section 10): which landings a partner has been told about, by which feedback
+# file on which night. A landing is reported once; nothing personal (ids, names, dates, checksums).
+feedback_log = Table(
+    "feedback_log", metadata,
+    Column("landing_id", Integer, ForeignKey("landing_log.id"), primary_key=True),
+    Column("partner", String(40), nullable=False),
+    Column("reference_date", Date, nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the feedback CSV sent
+    Column("sent_at", DateTime(timezone=True), nullable=False),
+)
+
 # One AES-256-GCM key per landing copy. Deleting the row destroys the copy (crypto-shredding).
 landing_key = Table(
     "landing_key", metadata,
@@ -355,7 +367,7 @@ SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (
 FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
 # Tables in metadata that revision 0001 does not create (added by later revisions).
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
-                                          "review_decision"})
+                                          "review_decision", "feedback_log"})
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.
 STATUS_CHECKS: tuple[str, ...] = tuple(f"ck_{table}_{column}" for table, column in CHECKED)
 # A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.

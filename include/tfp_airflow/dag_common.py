@@ -113,25 +113,33 @@ def borough_dags(build: Callable[[str, str | None, str | None], DAG], dag_id: st
     return {f"dag_{code}": build(f"{dag_id}__{code}", path, code) for code, path in boroughs().items()}
 
 
+def parse_time_config(bound_config: str | None):
+    """The config as the DAG file sees it when parsed (the borough's file or ``TFP_CONFIG`` from the
+    environment), or None when none is at hand or it does not load (the tasks then fail naming why)."""
+    import os
+
+    path = bound_config or os.environ.get("TFP_CONFIG")
+    if not path:
+        return None
+    from tfp.config import load_config
+    from tfp.errors import TfpError
+
+    try:
+        return load_config(path)
+    except (TfpError, OSError):
+        return None
+
+
 def partner_layout(bound_config: str | None) -> dict[str, list[str]]:
     """Each source's partner ids as the DAG's task groups show them, read when the DAG file is parsed from
     the borough's file or the ``TFP_CONFIG`` environment variable (never an Airflow Variable at parse time).
     A source in the short form, or a config not at hand, is ``[source]``: the groups of today, and a source's
     tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
-    import os
-
     from tfp.feeds import SOURCES
 
     layout = {source: [source] for source in SOURCES}
-    path = bound_config or os.environ.get("TFP_CONFIG")
-    if not path:
-        return layout
-    from tfp.config import load_config
-    from tfp.errors import TfpError
-
-    try:
-        config = load_config(path)
-    except (TfpError, OSError):  # the tasks load it again and fail naming the problem
+    config = parse_time_config(bound_config)
+    if config is None:
         return layout
     for source in SOURCES:
         partners = config.partners(source)

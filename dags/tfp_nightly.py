@@ -57,6 +57,9 @@ other sources' groups, which show as *skipped*, and the night uses what they sta
 **Partners.** A source with several partners (`partners:` in the config) has one group per partner inside
 its source's group (`housing.clarion.extract`, ...); `sources` then also takes a partner id, to pull that
 partner alone. A source in the short form is one partner named after the source, with the groups above.
+When a partner has an `outbound` path, `feedback` (after `link`) sends it `tfp_feedback_<partner>_<date>.csv`
+and `.txt`: its files' fate, its quarantined record_ids by rule, its link rate; once per landed file, never
+in a dry run.
 
 **The config** is the deployment's, never the trigger form's: `TFP_CONFIG` (environment variable, or
 the Airflow Variable only Op and Admin can set) for `tfp_nightly`; the file of `TFP_BOROUGHS_DIR`

@@ -55,14 +55,15 @@ def test_a_night_with_several_partners_per_source_delivers_the_single_partner_ni
 
     split = _borough(tmp_path / "split", partners=SPLIT)
     assert not list((split / "inbound" / "housing").glob("*.csv"))
+    (split / "inbound" / "housing" / "feedback").mkdir()
     with SftpServer(split / "inbound" / "housing", password="h-secret") as hyde:
         write_config(split, "sqlite:///work/warehouse.db", sources={
             "housing": {"partners": [
                 {"id": "clarion", "transport": "directory", "path": "inbound/housing/clarion",
-                 "cadence": "monthly", "contact": "data@clarion.example"},
+                 "outbound": "outbound/clarion", "cadence": "monthly", "contact": "data@clarion.example"},
                 {"id": "peabody", "transport": "directory", "path": "inbound/housing/peabody"},
                 {"id": "hyde", "transport": "sftp", "conn_id": "sftp_hyde", "path": "/hyde",
-                 "remove_after_pickup": True}]},
+                 "outbound": "/feedback", "remove_after_pickup": True}]},
             "probation": {"partners": [
                 {"id": "nps", "transport": "directory", "path": "inbound/probation/nps"},
                 {"id": "crc", "transport": "directory", "path": "inbound/probation/crc"}]}})
@@ -75,7 +76,18 @@ def test_a_night_with_several_partners_per_source_delivers_the_single_partner_ni
         for partner in partners:
             for step in ("extract", "validate", "stage"):
                 assert f"{source}.{partner}.{step}: success" in many.stdout, many.stdout
-    assert "police.extract: success" in many.stdout
+    assert "police.extract: success" in many.stdout and "feedback: success" in many.stdout
+    assert "feedback:" not in one.stdout  # no partner has an outbound path: no feedback task
+    # each partner with an outbound path got its feedback over its own transport; peabody has none
+    day = R.strftime("%Y%m%d")
+    for folder, partner in ((split / "outbound" / "clarion", "clarion"),
+                            (split / "inbound" / "housing" / "feedback", "hyde")):
+        assert sorted(p.name for p in folder.iterdir()) == [f"tfp_feedback_{partner}_{day}.csv",
+                                                            f"tfp_feedback_{partner}_{day}.txt"]
+        with (folder / f"tfp_feedback_{partner}_{day}.csv").open(encoding="utf-8") as handle:
+            fed = list(csv.DictReader(handle))
+        assert fed[0] == {"file": f"tenancy_events_{day}.csv", "record_id": "", "status": "landed", "rules": ""}
+        assert "link rate" in (folder / f"tfp_feedback_{partner}_{day}.txt").read_text()
     assert not list((split / "inbound" / "housing" / "hyde").glob("*.csv"))  # picked up over SFTP and removed
 
     # the same delivery, byte for byte, and the generator's truth

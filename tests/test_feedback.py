@@ -111,5 +111,13 @@ def test_each_partner_is_told_of_its_own_files_and_rows_once_and_never_in_a_dry_
     assert send_feedback(engine, config, R)["landings_reported"] == 1
     assert _read(clarion / "tfp_feedback_clarion_20250331_2.csv")[1:] == [
         ["tenancy_events_20250302.csv", "", "landed", ""]]
+    # a re-sent staged file: the earlier landing, reported as landed, is now reported superseded
+    _write(tmp_path, "clarion", "tenancy_events_20250301.csv", good)
+    _night(engine, config)
+    assert send_feedback(engine, config, R)["landings_reported"] == 1
+    assert _read(clarion / "tfp_feedback_clarion_20250331_3.csv")[1:] == [
+        ["tenancy_events_20250301.csv", "", "superseded", ""], ["tenancy_events_20250301.csv", "", "landed", ""]]
+    assert "superseded: 1" in (clarion / "tfp_feedback_clarion_20250331_3.txt").read_text()
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(feedback_log)).scalar_one() == 4
+        assert conn.execute(select(func.count()).select_from(feedback_log)).scalar_one() == 5
+    assert send_feedback(engine, config, R)["partners_sent"] == 0

@@ -98,8 +98,8 @@ def link_rate(engine: Engine, partner: Partner, reference_date: date) -> float |
 
 
 def build(engine: Engine, partner: Partner, reference_date: date) -> Feedback:
-    """The partner's feedback for R: every landing of the partner dated on or before R not yet reported (and
-    the earlier landings of the same file names they superseded)."""
+    """The partner's feedback for R: every landing of the partner dated on or before R not yet reported, and,
+    before each, a ``superseded`` row for an earlier landing of its file name that it replaced."""
     feedback = Feedback(partner, reference_date)
     with engine.connect() as conn:
         todo = conn.execute(
@@ -109,6 +109,16 @@ def build(engine: Engine, partner: Partner, reference_date: date) -> Feedback:
                 ~select(feedback_log.c.landing_id).where(feedback_log.c.landing_id == landing_log.c.id).exists())
             .order_by(landing_log.c.id)).all()
         for landing in todo:
+            # an earlier landing of this file name, reported before, that this one superseded: say so once
+            replaced = conn.execute(select(landing_log.c.id).where(
+                landing_log.c.partner == partner.id, landing_log.c.source == partner.source,
+                landing_log.c.file_name == landing.file_name, landing_log.c.id < landing.id,
+                landing_log.c.status == LandingStatus.SUPERSEDED,
+                select(feedback_log.c.landing_id).where(feedback_log.c.landing_id == landing_log.c.id).exists()
+            )).scalars().all()
+            for _ in replaced:
+                feedback.counts["superseded"] = feedback.counts.get("superseded", 0) + 1
+                feedback.rows.append((landing.file_name, "", "superseded", ""))
             status = REPORTED[landing.status]
             feedback.counts[status] = feedback.counts.get(status, 0) + 1
             feedback.counts["rows_read"] = feedback.counts.get("rows_read", 0) + (landing.rows_read or 0)

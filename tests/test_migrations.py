@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, inspect, select, text
+from sqlalchemy import MetaData, Table, event, inspect, select, text
 
 from tfp import warehouse
 
@@ -34,11 +34,11 @@ def _copy_rows(source_url: str, target_url: str, tables) -> int:
                 rows = [dict(r._mapping) for r in src.execute(select(table))]
                 if table.name == "links":  # as a tfp before the review queue (0004) wrote them: unlinked
                     rows = [dict(r, method="unlinked") if r["method"] == "queued" else r for r in rows]
-                if table.name == "landing_log" and "partner" not in {
-                        c["name"] for c in inspect(dst).get_columns("landing_log")}:  # a tfp before 0005
-                    rows = [{k: v for k, v in r.items() if k != "partner"} for r in rows]
+                # the target's table as it has it: a warehouse before 0005 has no landing_log.partner
+                target_table = Table(table.name, MetaData(), autoload_with=dst)
+                rows = [{k: v for k, v in r.items() if k in target_table.c} for r in rows]
                 if rows:
-                    dst.execute(table.insert(), rows)
+                    dst.execute(target_table.insert(), rows)
                 copied += len(rows)
         if target.dialect.name == "postgresql":  # serial columns continue after the copied ids
             for name in ("landing_log", "quarantine", "delivery_log", "deletion_log"):

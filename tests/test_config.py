@@ -265,4 +265,6 @@ def test_bad_partners_are_refused_in_one_line_naming_the_key(tmp_path, change, m
 def test_children_services_as_one_named_partner_is_allowed(tmp_path):
     path = _edit(write_config(tmp_path, "sqlite:///w.db"),
                  _partners("children_services", {"id": "la_case_system", "transport": "directory", "path": "x"}))
-    assert [p.id for p in load_config(path).partners("children_services")] == ["la_case_system"]
+    config = load_config(path)
+    assert [p.id for p in config.partners("children_services")] == ["la_case_system"]
+    assert config.partner("children_services").id == "la_case_system"  # a source's only partner, by default

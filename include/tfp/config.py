@@ -374,9 +374,13 @@ class Config(_Strict):
         return [p for source in SOURCES for p in self.partners(source)]
 
     def partner(self, source: str, partner_id: str | None = None) -> Partner:
-        """One partner of a source; ``None`` is the short form's (the source's own name)."""
+        """One partner of a source; ``None`` is the short form's (the source's own name), or the source's only
+        partner whatever its id."""
+        partners = self.partners(source)
+        if partner_id is None and len(partners) == 1:
+            return partners[0]
         wanted = partner_id or source
-        for p in self.partners(source):
+        for p in partners:
             if p.id == wanted:
                 return p
         raise ValueError(f"source {source} has no partner {wanted}")

@@ -196,3 +196,20 @@ def test_the_nightly_dag_has_a_chain_per_partner_grouped_under_its_source(tmp_pa
         assert dag.get_task(f"housing.{partner}.stage").downstream_task_ids == {"check_inputs"}
     assert "housing.extract" not in ids and "police.extract" in ids
     assert set(dag.params.get_param("sources").schema["items"]["enum"]) >= {"housing", "clarion", "peabody"}
+
+
+def test_a_source_task_without_a_partner_runs_each_of_its_partners(tmp_path, sqlite_url):
+    """The DAG parsed without the config at hand has today's per-source tasks: each runs the source's
+    partners in turn, counts added up."""
+    from helpers import write_config
+    from tfp import pipeline
+
+    path = write_config(tmp_path, sqlite_url, sources={"housing": {"partners": [
+        {"id": p, "transport": "directory", "path": f"in/{p}"} for p in PARTNERS]}})
+    connect(sqlite_url)
+    for partner in PARTNERS:
+        _write(tmp_path, partner, "tenancy_events_20250301.csv", [_row("H1", "eviction", "2025-02-01")])
+    assert pipeline.extract(str(path), R, "housing")["landed"] == 2
+    assert pipeline.validate(str(path), R, "housing")["files_validated"] == 2
+    assert pipeline.stage(str(path), R, "housing")["files_staged"] == 2
+    assert set(_current(connect(sqlite_url), R)) == {"clarion:H1", "peabody:H1"}

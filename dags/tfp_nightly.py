@@ -108,8 +108,8 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     def _run() -> tuple[str, date]:
         return run_inputs(bound_config)
 
-    layout = partner_layout(bound_config)  # {source: its partner ids}; [source] in the short form
-    parsed = parse_time_config(bound_config)
+    parsed = parse_time_config(bound_config)  # the borough's file or TFP_CONFIG from the environment, if any
+    layout = partner_layout(parsed)  # {source: its partner ids}; [source] in the short form
     # feedback to partners (contract section 10): a task only when some partner has an outbound path
     feedback_wanted = parsed is not None and any(p.outbound for p in parsed.all_partners())
     partner_ids = [p for source in SOURCES for p in layout[source] if p != source]

@@ -130,15 +130,13 @@ def parse_time_config(bound_config: str | None):
         return None
 
 
-def partner_layout(bound_config: str | None) -> dict[str, list[str]]:
-    """Each source's partner ids as the DAG's task groups show them, read when the DAG file is parsed from
-    the borough's file or the ``TFP_CONFIG`` environment variable (never an Airflow Variable at parse time).
-    A source in the short form, or a config not at hand, is ``[source]``: the groups of today, and a source's
-    tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
+def partner_layout(config) -> dict[str, list[str]]:
+    """Each source's partner ids as the DAG's task groups show them, from the config read when the DAG file
+    is parsed (:func:`parse_time_config`). A source in the short form, or no config at hand, is ``[source]``:
+    the groups of today, and a source's tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
     from tfp.feeds import SOURCES
 
     layout = {source: [source] for source in SOURCES}
-    config = parse_time_config(bound_config)
     if config is None:
         return layout
     for source in SOURCES:

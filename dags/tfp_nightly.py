@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from airflow.sdk import DAG, Param, TriggerRule, task, task_group
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, task, task_group
 
 from tfp.feeds import ALL_SOURCES
 from tfp_airflow import install, lineage
-from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs, warn_flags
+from tfp_airflow.dag_common import (
+    borough_dags,
+    dry_run_param,
+    header,
+    param,
+    parse_time_config,
+    partner_layout,
+    run_inputs,
+    warn_flags,
+)
 
 # a task reads its keys, TFP_CONFIG and its SFTP Connections through Airflow (tfp.lookups)
 install()
@@ -45,6 +54,13 @@ run again this way); `dry_run` does everything but deliver; `sources` limits whi
 are pulled and validated (a partner re-sent a file: pick that partner). `choose_sources` skips the
 other sources' groups, which show as *skipped*, and the night uses what they staged before.
 
+**Partners.** A source with several partners (`partners:` in the config) has one group per partner inside
+its source's group (`housing.clarion.extract`, ...); `sources` then also takes a partner id, to pull that
+partner alone. A source in the short form is one partner named after the source, with the groups above.
+When a partner has an `outbound` path, `feedback` (after `link`) sends it `tfp_feedback_<partner>_<date>.csv`
+and `.txt`: its files' fate, its quarantined record_ids by rule, its link rate; once per landed file, never
+in a dry run.
+
 **The config** is the deployment's, never the trigger form's: `TFP_CONFIG` (environment variable, or
 the Airflow Variable only Op and Admin can set) for `tfp_nightly`; the file of `TFP_BOROUGHS_DIR`
 a `tfp_nightly__<la_code>` DAG was made from. A run whose conf names a config is refused.
@@ -59,6 +75,7 @@ NETWORK_RETRIES = {"retries": 3, "retry_delay": timedelta(minutes=2), "retry_exp
 GROUP_DOC = ("Feeds from **{source}**. A failed `validate` names the file and the rule it broke; a failed "
              "`extract` is the transport: a missing or unreadable folder fails at once (fix the config or the "
              "folder's rights), an SFTP error retries.")
+PARTNER_DOC = "Feeds from **{partner}**, a partner of {source}. " + GROUP_DOC.split(". ", 1)[1]
 
 
 def _fail_fast(step, *args):
@@ -91,6 +108,12 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
     def _run() -> tuple[str, date]:
         return run_inputs(bound_config)
 
+    parsed = parse_time_config(bound_config)  # the borough's file or TFP_CONFIG from the environment, if any
+    layout = partner_layout(parsed)  # {source: its partner ids}; [source] in the short form
+    # feedback to partners (contract section 10): a task only when some partner has an outbound path
+    feedback_wanted = parsed is not None and any(p.outbound for p in parsed.all_partners())
+    partner_ids = [p for source in ALL_SOURCES for p in layout[source] if p != source]
+
     with DAG(dag_id, **header(
         kind="nightly",
         cron="0 1 * * *",
@@ -105,10 +128,12 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
                                                 "run's logical date in Europe/London, as scheduled runs and "
                                                 "backfills do"),
             "dry_run": dry_run_param("Run everything but deliver nothing"),
-            "sources": Param(list(ALL_SOURCES), type="array", items={"type": "string", "enum": list(ALL_SOURCES)},
-                             description="Partners whose feeds this run pulls and validates; the others are "
-                                         "skipped and their earlier staged rows are used (an optional source "
-                                         "the config leaves out, such as health, is always skipped)"),
+            "sources": Param(list(ALL_SOURCES), type="array",
+                             items={"type": "string", "enum": [*ALL_SOURCES, *partner_ids]},
+                             description="Partners whose feeds this run pulls and validates (a source: all its "
+                                         "partners; or a partner id); the others are skipped and their earlier "
+                                         "staged rows are used (an optional source the config leaves out, such "
+                                         "as health, is always skipped)"),
         },
     )) as dag:
         @task
@@ -124,31 +149,52 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
             from tfp import pipeline
 
             config_path, _ = _run()
-            return pipeline.chosen_sources(config_path, param("sources"))
+            chosen = param("sources")
+            runs = set(pipeline.chosen_sources(config_path, chosen))  # of the config's sources
+            groups = []
+            for source in ALL_SOURCES:
+                if source not in runs:
+                    continue
+                if layout[source] == [source]:
+                    groups.append(source)
+                else:
+                    groups += [f"{source}.{p}" for p in layout[source] if source in chosen or p in chosen]
+            return groups
 
         @task(**NETWORK_RETRIES)
-        def extract(source: str) -> dict:
+        def extract(source: str, partner: str | None = None) -> dict:
             from tfp import pipeline
 
-            return _fail_fast(pipeline.extract, *_run(), source)
+            return _fail_fast(pipeline.extract, *_run(), source, partner)
 
         @task
-        def validate(source: str) -> dict:
+        def validate(source: str, partner: str | None = None) -> dict:
             from tfp import pipeline
 
             _quiet_gx()
-            return pipeline.validate(*_run(), source)
+            return pipeline.validate(*_run(), source, partner)
 
         @task
-        def stage(source: str) -> dict:
+        def stage(source: str, partner: str | None = None) -> dict:
             from tfp import pipeline
 
-            return pipeline.stage(*_run(), source)
+            return pipeline.stage(*_run(), source, partner)
 
         @task_group
-        def feeds(source: str) -> None:
+        def feeds(source: str, partner: str | None = None) -> None:
             """One partner's feeds: land each new file, validate it, stage its good rows."""
-            extract(source) >> validate(source) >> stage(source)
+            extract(source, partner) >> validate(source, partner) >> stage(source, partner)
+
+        def source_group(source: str):
+            """The source's chain (short form), or a group of one chain per partner."""
+            tooltip = f"Land, validate and stage the {source} feeds"
+            if layout[source] == [source]:
+                return feeds.override(group_id=source, tooltip=tooltip, doc_md=GROUP_DOC.format(source=source))(source)
+            with TaskGroup(group_id=source, tooltip=tooltip) as group:
+                for partner in layout[source]:
+                    feeds.override(group_id=partner, tooltip=f"Land, validate and stage {partner}'s {source} feeds",
+                                   doc_md=PARTNER_DOC.format(source=source, partner=partner))(source, partner)
+            return group
 
         @task(trigger_rule=TriggerRule.NONE_FAILED)  # a source left out of a manual run is skipped, not failed
         def check_inputs() -> dict:
@@ -165,6 +211,14 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
             from tfp import pipeline
 
             return pipeline.link(*_run())
+
+        @task(**NETWORK_RETRIES)
+        def feedback() -> dict:
+            """Each partner with an outbound path: its files' fate, its quarantined record_ids and its link
+            rate, once per landed file; nothing in a dry run."""
+            from tfp import pipeline
+
+            return pipeline.feedback(*_run(), dry_run=bool(param("dry_run")))
 
         @task
         def consent() -> dict:
@@ -201,13 +255,13 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
                       "deliver": delivered}
             return pipeline.report(*_run(), counts, run_of(get_current_context()))
 
-        groups = [feeds.override(group_id=source, tooltip=f"Land, validate and stage the {source} feeds",
-                                 doc_md=GROUP_DOC.format(source=source))(source)
-                  for source in ALL_SOURCES]
+        groups = [source_group(source) for source in ALL_SOURCES]
         linked = link()
         check_setup() >> choose_sources() >> groups >> check_inputs() >> linked
         consented = consent()
         linked >> consented
+        if feedback_wanted:  # beside the night's main line: a partner's server down does not hold the delivery
+            linked >> feedback()
         assessed = criteria()
         consented >> assessed
         packaged = package()

@@ -42,10 +42,14 @@ def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", kee
     })
     if keep_local_files is not None:
         raw["inbound"] = {"keep_local_files": keep_local_files}
+    sources = overrides.pop("sources", {})
     raw = _merge(raw, overrides)
-    for source in raw["sources"].values():  # the six, and an optional source an override adds (health)
-        if source["transport"] == "directory":
-            (folder / source["path"]).mkdir(parents=True, exist_ok=True)
+    for s, entry in sources.items():  # a source entry merges, unless it switches to the partners form
+        raw["sources"][s] = entry if "partners" in entry else _merge(raw["sources"].get(s, {}), entry)
+    for s in raw["sources"]:  # the six, and an optional source an override adds (health)
+        for entry in raw["sources"][s].get("partners", [raw["sources"][s]]):  # the short form is one partner
+            if entry["transport"] == "directory":
+                (folder / entry["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "tfp.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
     return path

@@ -212,3 +212,77 @@ def test_the_health_source_is_optional(tmp_path):
     raw["sources"]["health"] = {"transport": "ftp", "path": "x"}
     with pytest.raises(ConfigError, match="sources.health"):
         parse_config(raw, tmp_path)
+
+
+# -- partners (issue 17 item 1, contract section 10) ------------------------------------------------
+
+def _partners(source: str, *entries: dict):
+    return lambda r: r["sources"].update({source: {"partners": list(entries)}})
+
+
+def test_the_short_form_is_one_partner_named_after_its_source(tmp_path):
+    config = load_config(write_config(tmp_path, "sqlite:///w.db"))
+    assert [(p.source, p.id, p.short_form) for p in config.all_partners()] == [(s, s, True) for s in SOURCES]
+    assert not config.multi_partner
+    assert config.partner("police").transport == config.source("police")
+
+
+def test_a_source_takes_several_partners_each_with_its_own_transport(tmp_path):
+    (tmp_path / "in" / "clarion").mkdir(parents=True)
+    path = _edit(write_config(tmp_path, "sqlite:///w.db"), _partners(
+        "housing",
+        {"id": "clarion", "transport": "directory", "path": "in/clarion", "outbound": "out/clarion",
+         "cadence": "monthly", "contact": "data@clarion.example"},
+        {"id": "peabody", "transport": "sftp", "conn_id": "sftp_peabody", "path": "/out", "outbound": "/in",
+         "remove_after_pickup": True}))
+    config = load_config(path)
+    clarion, peabody = config.partners("housing")
+    assert (clarion.id, clarion.transport.transport, peabody.id, peabody.transport.transport) == (
+        "clarion", "directory", "peabody", "sftp")
+    # relative paths are the config folder's, as for any source; an SFTP partner's are the server's
+    assert clarion.transport.path == (tmp_path / "in" / "clarion").resolve()
+    assert clarion.outbound == str((tmp_path / "out" / "clarion").resolve())
+    assert (peabody.transport.conn_id, peabody.transport.remove_after_pickup, peabody.outbound) == (
+        "sftp_peabody", True, "/in")
+    assert config.multi_partner and config.partner("housing", "peabody") == peabody
+    with pytest.raises(ValueError, match="ask for one by its id"):
+        config.source("housing")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_partners("housing", {"id": "Clarion", "transport": "directory", "path": "x"}),
+         r"^invalid config \S+: sources\.housing\.partners\.0\.id: String should match pattern"),
+        (_partners("housing", {"id": "a" * 33, "transport": "directory", "path": "x"}),
+         r"sources\.housing\.partners\.0\.id"),
+        (_partners("housing", {"id": "one", "transport": "directory", "path": "x"},
+                   {"id": "one", "transport": "directory", "path": "y"}),
+         r"sources\.housing\.partners: partner id one is used twice \(also under housing\)"),
+        (_partners("housing", {"id": "police", "transport": "directory", "path": "x"}),
+         r"sources\.housing\.partners: partner id police is used twice \(also under police\)"),
+        (_partners("children_services", {"id": "la", "transport": "directory", "path": "x"},
+                   {"id": "academy", "transport": "directory", "path": "y"}),
+         r"sources\.children_services: has exactly one partner"),
+        (_partners("housing"), r"sources\.housing\.partners: List should have at least 1 item"),
+        (_partners("housing", {"id": "x", "transport": "directory", "path": "x", "bogus": 1}),
+         r"sources\.housing\.partners\.0\.bogus: unknown key"),
+        (_partners("housing", {"id": "x", "transport": "sftp", "path": "/x"}),
+         r"sources\.housing\.partners\.0\.conn_id: missing required key"),
+        (lambda r: r["sources"].update(housing={"path": "x"}),
+         r"sources\.housing: needs transport: directory or sftp, or a partners: list"),
+    ],
+)
+def test_bad_partners_are_refused_in_one_line_naming_the_key(tmp_path, change, message):
+    path = _edit(write_config(tmp_path, "sqlite:///w.db"), change)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "\n" not in str(info.value) and re.search(message, str(info.value)), str(info.value)
+
+
+def test_children_services_as_one_named_partner_is_allowed(tmp_path):
+    path = _edit(write_config(tmp_path, "sqlite:///w.db"),
+                 _partners("children_services", {"id": "la_case_system", "transport": "directory", "path": "x"}))
+    config = load_config(path)
+    assert [p.id for p in config.partners("children_services")] == ["la_case_system"]
+    assert config.partner("children_services").id == "la_case_system"  # a source's only partner, by default

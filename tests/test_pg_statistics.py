@@ -176,15 +176,16 @@ def test_an_older_warehouse_loses_its_sampled_values_on_upgrade(pg_url):
     does not remove: `tfp db upgrade` (revision 0002) drops them (the column's own type declared
     again), table kept."""
     from alembic import command
-    from sqlalchemy import insert
+    from sqlalchemy import MetaData, Table, insert
 
-    from tfp.warehouse import _alembic_config, get_engine, landing_log, staging, upgrade
+    from tfp.warehouse import _alembic_config, get_engine, staging, upgrade
 
     engine = get_engine(pg_url)
     with engine.begin() as conn:  # the schema as 68f7203 left it, and no later revision
         command.upgrade(_alembic_config(conn), "0001")
-    with engine.begin() as conn:
-        lid = conn.execute(insert(landing_log).values(
+    with engine.begin() as conn:  # landing_log as 0001 has it (no partner column yet: revision 0006)
+        old_log = Table("landing_log", MetaData(), autoload_with=conn)
+        lid = conn.execute(insert(old_log).values(
             source="children_services", dataset="families", file_name="families_20250101.csv",
             file_date=R, sha256="0" * 64, bytes=1, landed_at=datetime.now(UTC), landed_by_run=R,
             status="staged")).inserted_primary_key[0]

@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from types import ModuleType
 
-from tfp.errors import DevToolMissing
+from tfp.errors import ConfigError, DevToolMissing
 
 
 def _date(value: str) -> date:
@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--date", required=True, type=_date)
     p.add_argument("--health", action="store_true",
                    help="add the optional health source (NHS numbers, treatment episodes, mental-health contacts)")
+    p.add_argument("--partners", action="append", default=[], metavar="SOURCE=ID,ID,...",
+                   help="split a source's feeds among partners (out/<source>/<id>/...), e.g. "
+                        "housing=clarion,peabody,hyde; repeat for several sources (default: one partner each)")
 
     sub.add_parser("demo", help="from nothing: generate, serve over SFTP, run, deliver, verify")
 
@@ -136,7 +139,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_local_airflow(args.config, args.port)
     if args.command == "generate":
         generate = _dev_tool("generate", "tfp_dev.generate", ("faker",)).generate
-        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date, health=args.health)
+        split = {}
+        for item in args.partners:
+            source, _, ids = item.partition("=")
+            if not ids:
+                raise ConfigError(f"--partners {item}: expected SOURCE=ID,ID,...")
+            split[source.strip()] = tuple(i.strip() for i in ids.split(",") if i.strip())
+        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date, health=args.health,
+                          partners=split or None)
         print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
         return 0
     if args.command == "demo":

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tfp import lookups
 from tfp.errors import ConfigError
@@ -48,16 +57,103 @@ class SftpSource(_Strict):
 
 Source = Annotated[DirectorySource | SftpSource, Field(discriminator="transport")]
 
+PARTNER_ID = r"^[a-z0-9_]{1,32}$"
+
+
+class _PartnerFields(_Strict):
+    """What a partner of a source adds to its transport (contract section 10)."""
+
+    id: str = Field(pattern=PARTNER_ID)
+    outbound: str | None = None  # where its feedback goes, over its own transport
+    cadence: str | None = None   # documentation: how often it sends (e.g. monthly)
+    contact: str | None = None   # documentation: who to ask (a team mailbox, not a person's name)
+
+
+class DirectoryPartner(_PartnerFields, DirectorySource):
+    pass
+
+
+class SftpPartner(_PartnerFields, SftpSource):
+    pass
+
+
+PartnerConfig = Annotated[DirectoryPartner | SftpPartner, Field(discriminator="transport")]
+
+
+class MultiSource(_Strict):
+    """A source with several partners, each sending the same datasets over its own transport."""
+
+    partners: list[PartnerConfig] = Field(min_length=1)
+
+
+def _entry_kind(value: object) -> str | None:
+    """Which form a source entry is in: ``partners`` (several) or its transport (the short form)."""
+    if isinstance(value, dict):
+        return "partners" if "partners" in value else value.get("transport")
+    if isinstance(value, MultiSource):
+        return "partners"
+    return getattr(value, "transport", None)
+
+
+SourceEntry = Annotated[
+    Annotated[DirectorySource, Tag("directory")] | Annotated[SftpSource, Tag("sftp")]
+    | Annotated[MultiSource, Tag("partners")],
+    Discriminator(_entry_kind, custom_error_type="invalid_source",
+                  custom_error_message="needs transport: directory or sftp, or a partners: list"),
+]
+
+
+@dataclass(frozen=True)
+class Partner:
+    """One partner of one source: its id (the source's name in the short form), its transport and the
+    optional feedback folder. Every per-partner stage (extract, validate, stage) reads this."""
+
+    source: str
+    id: str
+    transport: DirectorySource | SftpSource
+    outbound: str | None = None
+
+    @property
+    def short_form(self) -> bool:
+        return self.id == self.source
+
+
+def _partners_of(source: str, entry: DirectorySource | SftpSource | MultiSource) -> list[Partner]:
+    if not isinstance(entry, MultiSource):
+        return [Partner(source, source, entry)]
+    found = []
+    for p in entry.partners:
+        fields = {k: getattr(p, k) for k in (DirectorySource if p.transport == "directory" else SftpSource).model_fields}
+        transport = (DirectorySource if p.transport == "directory" else SftpSource)(**fields)
+        found.append(Partner(source, p.id, transport, p.outbound))
+    return found
+
 
 class Sources(_Strict):
-    police: Source
-    probation: Source
-    housing: Source
-    dwp: Source
-    schools: Source
-    children_services: Source
+    police: SourceEntry
+    probation: SourceEntry
+    housing: SourceEntry
+    dwp: SourceEntry
+    schools: SourceEntry
+    children_services: SourceEntry
     # optional sources (contract section 10): a config without them runs as before
-    health: Source | None = None
+    health: SourceEntry | None = None
+
+    @model_validator(mode="after")
+    def _partner_ids(self) -> Sources:
+        seen: dict[str, str] = {}
+        for source in type(self).model_fields:
+            if getattr(self, source) is None:
+                continue
+            partners = _partners_of(source, getattr(self, source))
+            if source == "children_services" and len(partners) != 1:
+                raise ValueError("sources.children_services: has exactly one partner (the roster is one snapshot)")
+            for partner in partners:
+                if partner.id in seen:
+                    raise ValueError(f"sources.{source}.partners: partner id {partner.id} is used twice "
+                                     f"(also under {seen[partner.id]}); partner ids are unique in the config")
+                seen[partner.id] = source
+        return self
 
 
 class Quality(_Strict):
@@ -266,7 +362,37 @@ class Config(_Strict):
         return [key for key, floor in WEAK_DISCLOSURE_FLOOR.items() if self.disclosure_setting(key) < floor]
 
     def source(self, name: str) -> DirectorySource | SftpSource:
-        return getattr(self.sources, name)
+        """The transport of a short-form source (one partner, named after the source)."""
+        partners = self.partners(name)
+        if len(partners) != 1:
+            raise ValueError(f"source {name} has {len(partners)} partners: ask for one by its id")
+        return partners[0].transport
+
+    def partners(self, source: str) -> list[Partner]:
+        """The partners of a source, in config order (one, named after the source, in the short form; none
+        for an optional source the config leaves out)."""
+        entry = getattr(self.sources, source)
+        return [] if entry is None else _partners_of(source, entry)
+
+    def all_partners(self) -> list[Partner]:
+        return [p for source in self.configured_sources for p in self.partners(source)]
+
+    def partner(self, source: str, partner_id: str | None = None) -> Partner:
+        """One partner of a source; ``None`` is the short form's (the source's own name), or the source's only
+        partner whatever its id."""
+        partners = self.partners(source)
+        if partner_id is None and len(partners) == 1:
+            return partners[0]
+        wanted = partner_id or source
+        for p in partners:
+            if p.id == wanted:
+                return p
+        raise ValueError(f"source {source} has no partner {wanted}")
+
+    @property
+    def multi_partner(self) -> bool:
+        """True when any source lists partners other than itself (the short form everywhere otherwise)."""
+        return any(not p.short_form for p in self.all_partners())
 
     @property
     def configured_sources(self) -> tuple[str, ...]:
@@ -305,10 +431,14 @@ def _resolve(raw: dict, base: Path) -> dict:
             raw["warehouse_url"] = "sqlite:///" + str((base / rel).resolve())
     sources = raw.get("sources")
     if isinstance(sources, dict):
+        def local(s: object) -> object:
+            if isinstance(s, dict) and s.get("transport") == "directory":
+                s = {**s, **{k: str((base / s[k]).resolve()) for k in ("path", "outbound") if isinstance(s.get(k), str)}}
+            return s
+
         raw["sources"] = {
-            name: ({**s, "path": str((base / s["path"]).resolve())}
-                   if isinstance(s, dict) and s.get("transport") == "directory" and isinstance(s.get("path"), str)
-                   else s)
+            name: ({**s, "partners": [local(p) for p in s["partners"]]}
+                   if isinstance(s, dict) and isinstance(s.get("partners"), list) else local(s))
             for name, s in sources.items()
         }
     delivery = raw.get("delivery")
@@ -320,10 +450,14 @@ def _resolve(raw: dict, base: Path) -> dict:
 def _describe(error: ValidationError) -> str:
     lines = []
     for e in error.errors():
-        key = ".".join(str(p) for p in e["loc"] if p not in ("directory", "sftp", "function-after[_complete()]"))
+        loc = [str(p) for p in e["loc"] if p not in ("directory", "sftp", "function-after[_complete()]")]
+        loc = [p for i, p in enumerate(loc) if not (p == "partners" and i and loc[i - 1] == "partners")]  # its tag
+        key = ".".join(loc)
         problem = {"extra_forbidden": "unknown key", "missing": "missing required key"}.get(e["type"], e["msg"])
         if e["loc"] and e["type"] == "value_error":  # a field's own rule: its message, without pydantic's prefix
             problem = problem.removeprefix("Value error, ")
+            if problem.startswith(f"{key}."):  # a rule that names a deeper key itself
+                key, _, problem = problem.partition(": ")
         if not e["loc"] and e["msg"].startswith("Value error, "):  # a whole-config rule names its own key
             key, _, problem = e["msg"].removeprefix("Value error, ").partition(": ")
         lines.append(f"{key or '(top level)'}: {problem}")

@@ -51,6 +51,8 @@ class RunContext:
     warehouse: Engine
     clock: Callable[[], datetime] = utc_now
     source: str | None = None
+    # the partner of ``source`` a per-partner stage works on; None: the short form's (the source's own name)
+    partner: str | None = None
     category: str | None = None
     dry_run: bool = False
     upstream: Mapping[str, StageResult] = field(default_factory=dict)
@@ -79,7 +81,7 @@ class RunContext:
 
 
 def open_context(config_path: str | Path, reference_date: date, source: str | None = None, *,
-                 category: str | None = None, dry_run: bool = False,
+                 partner: str | None = None, category: str | None = None, dry_run: bool = False,
                  upstream: Mapping[str, StageResult] | None = None,
                  run: Mapping[str, str] | None = None,
                  clock: Callable[[], datetime] = utc_now) -> RunContext:
@@ -90,7 +92,7 @@ def open_context(config_path: str | Path, reference_date: date, source: str | No
 
     config = load_config(config_path)
     return RunContext(config=config, reference_date=reference_date, warehouse=connect(warehouse_url(config)),
-                      clock=clock, source=source, category=category, dry_run=dry_run,
+                      clock=clock, source=source, partner=partner, category=category, dry_run=dry_run,
                       upstream=dict(upstream or {}), run=dict(run or {}))
 
 

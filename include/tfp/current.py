@@ -20,6 +20,28 @@ from tfp.resources import sql_dir
 # include/sql in a checkout, tfp/sql in an installed wheel (tfp.resources)
 SQL_DIR: Path = sql_dir()
 INDEXED_COLUMNS = ("record_id", "person_ref")
+# A partner record's key downstream (links, review queue): its record_id, qualified by its partner unless
+# the partner is the source's own (the short form), since a record_id is unique per partner only.
+PARTNER_SEPARATOR = ":"
+RECORD_KEY_SQL = ("CASE WHEN l.partner = l.source THEN s.record_id "
+                  f"ELSE l.partner || '{PARTNER_SEPARATOR}' || s.record_id END")
+
+
+def record_key(partner: str, source: str, record_id: str) -> str:
+    """The key of a partner record downstream of staging (see RECORD_KEY_SQL)."""
+    return record_id if partner == source else f"{partner}{PARTNER_SEPARATOR}{record_id}"
+
+
+def record_key_column(table):
+    """RECORD_KEY_SQL as a SQLAlchemy expression over a staging table (correlated to its landing row)."""
+    from sqlalchemy import case, select
+
+    from tfp.warehouse import landing_log
+
+    partner = select(landing_log.c.partner).where(landing_log.c.id == table.c.landing_id).scalar_subquery()
+    source = select(landing_log.c.source).where(landing_log.c.id == table.c.landing_id).scalar_subquery()
+    return case((partner == source, table.c.record_id),
+                else_=partner + PARTNER_SEPARATOR + table.c.record_id)
 
 
 @cache
@@ -34,8 +56,12 @@ def current_sql(dataset: str) -> str:
         raise ValueError(f"unknown dataset {dataset!r}")
     if dataset == "families":
         return sql_file("current/snapshot.sql")
-    # The table name comes from the fixed list of datasets, never from input.
-    return sql_file("current/cumulative.sql").replace("{table}", f"stg_{dataset}")
+    # The table and column names come from the fixed list of datasets, never from input.
+    from tfp.warehouse import staging
+
+    columns = ", ".join(f"{RECORD_KEY_SQL} AS record_id" if c.name == "record_id" else f"s.{c.name}"
+                        for c in staging[dataset].columns)
+    return sql_file("current/cumulative.sql").replace("{table}", f"stg_{dataset}").replace("{columns}", columns)
 
 
 def current_rows(conn: Connection, dataset: str, reference_date: date):

@@ -48,6 +48,11 @@ class FeedFile:
     dataset: str
     name: str
     file_date: date
+    partner: str = ""  # the partner it came from; empty: the short form's (the source's own name)
+
+    @property
+    def partner_id(self) -> str:
+        return self.partner or self.source
 
 
 def check_folder(source: str, folder: Path) -> None:
@@ -179,9 +184,9 @@ class _SftpReader:
 
 
 @contextmanager
-def open_source(config: Config, source: str) -> Iterator[SourceReader]:
-    """A reader for one source's drop, over its configured transport."""
-    cfg = config.source(source)
+def open_source(config: Config, source: str, partner: str | None = None) -> Iterator[SourceReader]:
+    """A reader for one partner's drop (the short form's: the source's), over its configured transport."""
+    cfg = config.partner(source, partner).transport
     if isinstance(cfg, DirectorySource):
         reader = _DirectoryReader(cfg.path, removes=not config.inbound.keep_local_files, source=source)
         try:
@@ -195,7 +200,7 @@ def open_source(config: Config, source: str) -> Iterator[SourceReader]:
         yield _SftpReader(client, cfg.path, removes=cfg.remove_after_pickup)
 
 
-def select_files(source: str, names: list[str], reference_date: date) -> list[FeedFile]:
+def select_files(source: str, names: list[str], reference_date: date, partner: str = "") -> list[FeedFile]:
     """The feed files of ``source`` dated on or before R; anything else in the folder is ignored."""
     chosen = []
     for name in names:
@@ -204,13 +209,15 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
             continue
         dataset, file_date = parsed
         if DATASETS[dataset].source == source and file_date <= reference_date:
-            chosen.append(FeedFile(source, dataset, name, file_date))
+            chosen.append(FeedFile(source, dataset, name, file_date, partner))
     return sorted(chosen, key=lambda f: (f.file_date, f.name))
 
 
 def land_source(engine: Engine, config: Config, source: str, reference_date: date,
-                clock: Callable[[], datetime] = utc_now, store: LandingStore | None = None) -> dict[str, int]:
-    """Land the new files of one source for R into ``store`` (the config's by default); returns counts only.
+                clock: Callable[[], datetime] = utc_now, store: LandingStore | None = None,
+                partner: str | None = None) -> dict[str, int]:
+    """Land the new files of one partner of a source (the short form's by default) for R into ``store``
+    (the config's by default); returns counts only.
 
     A file's plaintext is removed from the drop once its landing is committed (local folders unless
     ``inbound.keep_local_files``; SFTP with ``remove_after_pickup``): a run killed in between leaves it,
@@ -221,9 +228,10 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
               "rejected": 0, "vanished": 0, "removed_from_drop": 0, "orphans_removed": remove_orphans(store, source)}
     private_dir(store.root)
     limit = config.quality.max_file_bytes
-    with open_source(config, source) as reader:
+    partner_id = config.partner(source, partner).id
+    with open_source(config, source, partner) as reader:
         names = reader.list_names()
-        files = select_files(source, names, reference_date)
+        files = select_files(source, names, reference_date, partner_id)
         counts["ignored"] = len(names) - len(files)
         counts["files_seen"] = len(files)
         for feed in files:
@@ -250,7 +258,7 @@ def land_source(engine: Engine, config: Config, source: str, reference_date: dat
                 except OSError as e:  # the next run finds it already landed and tries again
                     log.warning("source %s: %s is landed but could not be removed from the drop (%s)",
                                 source, feed.name, e.strerror or type(e).__name__)
-    log.info("source %s: %s", source, counts)
+    log.info("source %s, partner %s: %s", source, partner_id, counts)
     return counts
 
 
@@ -261,9 +269,10 @@ def run(ctx: RunContext) -> StageResult:
 
     source = ctx.need_source()
     counts = land_source(ctx.warehouse, ctx.config, source, ctx.reference_date, clock=ctx.clock,
-                         store=ctx.landing)
+                         store=ctx.landing, partner=ctx.partner)
     return StageResult(stage="extract", counts=counts, source=source,
-                       lineage=landed(ctx.warehouse, ctx.config, ctx.landing, source, ctx.reference_date))
+                       lineage=landed(ctx.warehouse, ctx.config, ctx.landing, source, ctx.reference_date,
+                                      ctx.partner))
 
 
 def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, reference_date: date,
@@ -276,12 +285,13 @@ def reject_too_large(engine: Engine, feed: FeedFile, size: int, limit: int, refe
         LandingStore.lock(conn, feed.source)
         latest = conn.execute(
             select(landing_log.c.status, landing_log.c.rejection)
-            .where(landing_log.c.source == feed.source, landing_log.c.file_name == feed.name)
+            .where(landing_log.c.source == feed.source, landing_log.c.partner == feed.partner_id,
+                   landing_log.c.file_name == feed.name)
             .order_by(landing_log.c.id.desc()).limit(1)).first()
         if latest is not None and latest.status == LandingStatus.REJECTED and latest.rejection == rule:
             return
         conn.execute(insert(landing_log).values(
-            source=feed.source, dataset=feed.dataset, file_name=feed.name, file_date=feed.file_date,
+            source=feed.source, partner=feed.partner_id, dataset=feed.dataset, file_name=feed.name, file_date=feed.file_date,
             sha256="", bytes=size, landed_at=clock(), landed_by_run=reference_date,
             status=LandingStatus.REJECTED, rejection=rule))
 
@@ -291,8 +301,8 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
     (names of that source's datasets, any date), whatever ``keep_local_files`` says. Only regular
     files directly in the configured folder; links are neither followed nor removed. Returns how many."""
     found = 0
-    for source in config.configured_sources:
-        cfg = config.source(source)
+    for partner in config.all_partners():
+        source, cfg = partner.source, partner.transport
         if not isinstance(cfg, DirectorySource) or not cfg.path.is_dir():
             continue
         fd = os.open(cfg.path, os.O_RDONLY | os.O_DIRECTORY)
@@ -324,19 +334,21 @@ def land_file(store: LandingStore, feed: FeedFile, data: bytes, reference_date: 
     """Land one file's bytes; returns "landed", "already_landed" or "duplicates".
 
     The check for earlier landings and the new landing row share one transaction under the
-    source's lock, so two runs landing the same file at the same time land it once.
+    source's lock, so two runs landing the same file at the same time land it once. Earlier bytes count
+    only from the same partner: two partners' identical files (two header-only files) are two landings.
     """
     digest = hashlib.sha256(data).hexdigest()
     with store.engine.begin() as conn:
         store.lock(conn, feed.source)
         earlier = conn.execute(
             select(landing_log.c.id, landing_log.c.source, landing_log.c.file_name, landing_log.c.status)
-            .where(landing_log.c.sha256 == digest).order_by(landing_log.c.id)
+            .where(landing_log.c.sha256 == digest, landing_log.c.partner == feed.partner_id)
+            .order_by(landing_log.c.id)
         ).all()
         if any(row.source == feed.source and row.file_name == feed.name for row in earlier):
             return "already_landed"
         record = {
-            "source": feed.source, "dataset": feed.dataset, "file_name": feed.name, "file_date": feed.file_date,
+            "source": feed.source, "partner": feed.partner_id, "dataset": feed.dataset, "file_name": feed.name, "file_date": feed.file_date,
             "sha256": digest, "bytes": len(data), "landed_at": clock(), "landed_by_run": reference_date,
         }
         if earlier:

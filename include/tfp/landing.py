@@ -234,14 +234,18 @@ class LandingStore:
         self.lock(conn, source)
         return conn.execute(select(landing_log.c.status).where(landing_log.c.id == landing_id)).scalar_one() == status
 
-    def landings(self, source: str, status: LandingStatus, reference_date: date) -> list:
-        """The landings of a source in ``status`` dated on or before R, oldest first."""
+    def landings(self, source: str, status: LandingStatus, reference_date: date, partner: str | None = None) -> list:
+        """The landings of a source (of one of its partners, when given) in ``status`` dated on or before R,
+        oldest first."""
+        where = [landing_log.c.source == source, landing_log.c.status == status,
+                 landing_log.c.file_date <= reference_date]
+        if partner is not None:
+            where.append(landing_log.c.partner == partner)
         with self.engine.connect() as conn:
             return conn.execute(
-                select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date)
-                .where(landing_log.c.source == source, landing_log.c.status == status,
-                       landing_log.c.file_date <= reference_date)
-                .order_by(landing_log.c.file_date, landing_log.c.id)
+                select(landing_log.c.id, landing_log.c.dataset, landing_log.c.file_name, landing_log.c.file_date,
+                       landing_log.c.partner)
+                .where(*where).order_by(landing_log.c.file_date, landing_log.c.id)
             ).all()
 
     # -- write and read ------------------------------------------------------------------------

@@ -84,12 +84,12 @@ def staging_tables(engine: Engine, datasets: Iterable[str]) -> list[DatasetName]
     return [table(engine, f"stg_{d}") for d in datasets]
 
 
-def drop(config: Config, source: str, file_name: str) -> DatasetName:
+def drop(config: Config, source: str, file_name: str, partner: str | None = None) -> DatasetName:
     """Where a partner's file was picked up: its drop folder, or its folder on the partner's SFTP server."""
     from tfp.config import DirectorySource
     from tfp.sftp import endpoint_from_connection
 
-    cfg = config.source(source)
+    cfg = config.partner(source, partner).transport
     if isinstance(cfg, DirectorySource):
         return local_file(Path(cfg.path) / file_name)
     endpoint = endpoint_from_connection(cfg.conn_id)
@@ -98,7 +98,8 @@ def drop(config: Config, source: str, file_name: str) -> DatasetName:
 
 # -- the stages' lineage ---------------------------------------------------------------------------
 
-def landed(engine: Engine, config: Config, store: LandingStore, source: str, reference_date: date) -> Lineage:
+def landed(engine: Engine, config: Config, store: LandingStore, source: str, reference_date: date,
+           partner: str | None = None) -> Lineage:
     """extract: each partner file this night landed -> its encrypted landed copy (the landing log says which)."""
     from sqlalchemy import select
 
@@ -108,13 +109,13 @@ def landed(engine: Engine, config: Config, store: LandingStore, source: str, ref
     with engine.connect() as conn:
         rows = conn.execute(
             select(landing_log.c.id, landing_log.c.file_name)
-            .where(landing_log.c.source == source, landing_log.c.landed_by_run == reference_date,
-                   landing_log.c.landing_path.is_not(None),
+            .where(landing_log.c.source == source, landing_log.c.partner == config.partner(source, partner).id,
+                   landing_log.c.landed_by_run == reference_date, landing_log.c.landing_path.is_not(None),
                    landing_log.c.status.not_in([LandingStatus.REJECTED, LandingStatus.DUPLICATE]))
         ).all()
     if not rows:
         return NONE
-    return Lineage.of(inputs=[drop(config, source, r.file_name) for r in rows],
+    return Lineage.of(inputs=[drop(config, source, r.file_name, partner) for r in rows],
                       outputs=[local_file(store.path(source, r.id)) for r in rows])
 
 

@@ -62,10 +62,12 @@ def _check_transports(config, sources) -> None:
     from tfp.sftp import SftpError, endpoint_from_connection
 
     conn_ids = []
-    for source in config.in_config(sources):
-        cfg = config.source(source)
+    for partner in config.all_partners():
+        if sources is not None and partner.source not in sources and partner.id not in sources:
+            continue
+        cfg = partner.transport
         if isinstance(cfg, DirectorySource):
-            check_folder(source, cfg.path)
+            check_folder(partner.source if partner.short_form else f"{partner.source} ({partner.id})", cfg.path)
         else:
             conn_ids.append(cfg.conn_id)
     if config.delivery.transport == "sftp":
@@ -134,7 +136,7 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
-    sources = ctx.config.in_config(sources)  # an optional source the config leaves out needs no file
+    sources = chosen_sources(config_path, sources)  # an optional source the config leaves out needs no file
     counts = guarded("check_inputs", lambda: check(ctx.warehouse, ctx.reference_date, sources))
     fresh = guarded("check_inputs", lambda: check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date,
                                                             sources))
@@ -142,26 +144,54 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
             "freshness": fresh.to_json()}
 
 
-def chosen_sources(config_path: str, chosen: list[str] | tuple[str, ...]) -> list[str]:
-    """The source groups a night runs: those chosen (a manual run's ``sources``) that the config has; an
-    optional source it leaves out (health) is skipped."""
-    return list(load_config(config_path).in_config(chosen))
+def per_partner(stage: str, config_path: str, reference_date: date, source: str,
+                partner: str | None = None) -> dict[str, int]:
+    """A per-partner stage for one partner of a source. Without a partner: the short form's, or, for a
+    source with several partners (a DAG parsed without the config at hand), each partner in config order,
+    their counts added up (any failure stops it, as a task would)."""
+    if partner is None:
+        partners = load_config(config_path).partners(source)
+        if len(partners) > 1:
+            total: dict[str, int] = {}
+            for p in partners:
+                for key, value in per_partner(stage, config_path, reference_date, source, p.id).items():
+                    if isinstance(value, int):
+                        total[key] = total.get(key, 0) + value
+            return total
+    return run_stage(stage, open_context(config_path, reference_date, source, partner=partner)).to_xcom()
 
 
-def extract(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    return run_stage("extract", open_context(config_path, reference_date, source)).to_xcom()
+def extract(config_path: str, reference_date: date, source: str, partner: str | None = None) -> dict[str, int]:
+    return per_partner("extract", config_path, reference_date, source, partner)
 
 
-def validate(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    return run_stage("validate", open_context(config_path, reference_date, source)).to_xcom()
+def validate(config_path: str, reference_date: date, source: str, partner: str | None = None) -> dict[str, int]:
+    return per_partner("validate", config_path, reference_date, source, partner)
 
 
-def stage(config_path: str, reference_date: date, source: str) -> dict[str, int]:
-    return run_stage("stage", open_context(config_path, reference_date, source)).to_xcom()
+def stage(config_path: str, reference_date: date, source: str, partner: str | None = None) -> dict[str, int]:
+    return per_partner("stage", config_path, reference_date, source, partner)
+
+
+def chosen_sources(config_path: str, chosen: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The sources a night runs, of those the config has (an optional source it leaves out, such as health,
+    is skipped): all of them, or those a manual run's ``sources`` param names, as a source itself or as
+    the id of one of its partners."""
+    config = load_config(config_path)
+    if chosen is None:
+        return list(config.configured_sources)
+    of = {p.id: p.source for p in config.all_partners()}
+    names = {of.get(name, name) for name in chosen}
+    return [s for s in config.configured_sources if s in names]
 
 
 def link(config_path: str, reference_date: date) -> dict:
     return run_stage("link", open_context(config_path, reference_date)).to_xcom()
+
+
+def feedback(config_path: str, reference_date: date, dry_run: bool = False) -> dict[str, int]:
+    """Each partner with an ``outbound`` path gets its feedback for R (tfp.feedback); none in a dry run."""
+    return run_stage("feedback", open_context(config_path, reference_date, dry_run=dry_run)).to_xcom()
 
 
 def consent(config_path: str, reference_date: date) -> dict[str, int]:

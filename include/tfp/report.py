@@ -24,16 +24,17 @@ if TYPE_CHECKING:
 
 
 def _current_landings(engine: Engine, reference_date: date) -> list:
-    """The latest landing of each file name dated on or before R (duplicates aside)."""
+    """The latest landing of each partner's file name dated on or before R (duplicates aside)."""
     latest = (
-        select(landing_log.c.source, landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
+        select(landing_log.c.source, landing_log.c.partner, landing_log.c.file_name,
+               func.max(landing_log.c.id).label("id"))
         .where(landing_log.c.file_date <= reference_date, landing_log.c.status != LandingStatus.DUPLICATE)
-        .group_by(landing_log.c.source, landing_log.c.file_name).subquery()
+        .group_by(landing_log.c.source, landing_log.c.partner, landing_log.c.file_name).subquery()
     )
     with engine.connect() as conn:
         return conn.execute(
             select(landing_log).join(latest, latest.c.id == landing_log.c.id)
-            .order_by(landing_log.c.source, landing_log.c.file_date, landing_log.c.file_name)
+            .order_by(landing_log.c.source, landing_log.c.partner, landing_log.c.file_date, landing_log.c.file_name)
         ).all()
 
 
@@ -43,6 +44,7 @@ def current_files(engine: Engine, reference_date: date) -> list[dict]:
     for r in _current_landings(engine, reference_date):
         files.append({
             "name": r.file_name, "source": r.source, "dataset": r.dataset, "status": r.status,
+            **({"partner": r.partner} if r.partner != r.source else {}),  # a source with several partners
             "rows_read": r.rows_read or 0, "rows_staged": r.rows_staged or 0,
             "rows_quarantined": r.rows_quarantined or 0,
             "landed_by_run": r.landed_by_run.isoformat() if r.landed_by_run else None,

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 
 from tfp.config import Config, ConfigError
+from tfp.current import record_key_column
 from tfp.errors import RetentionIncomplete
 from tfp.feeds import DATASETS, PARTNER_DATASETS
 from tfp.fsmodes import atomic_write
@@ -224,7 +225,7 @@ def _reviews_left_without_record(conn, conditions) -> list[str]:
     found: set[str] = set(pairs_of_gone_records(conn))
     for dataset, condition in conditions.items():
         table = staging[dataset]
-        survivor = exists().where(table.c.record_id == review_queue.c.record_id,
+        survivor = exists().where(record_key_column(table) == review_queue.c.record_id,
                                   ~func.coalesce(condition, false()))
         found.update(conn.execute(select(review_queue.c.review_id).where(
             review_queue.c.dataset == dataset, ~survivor)).scalars().all())
@@ -309,9 +310,10 @@ def _quarantined_of(engine: Engine, people: set[str]) -> list[int]:
     return found
 
 
-def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple[int, str]]]:
-    """(landing_id, record_id) of every staged partner record ever linked to one of ``people``."""
-    targets: dict[str, set[tuple[int, str]]] = {d: set() for d in PARTNER_DATASETS}
+def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple[int, str, str]]]:
+    """(landing_id, record_id, record key) of every staged partner record ever linked to one of ``people``
+    (links name a record by its key: its record_id, qualified by its partner unless the short form's)."""
+    targets: dict[str, set[tuple[int, str, str]]] = {d: set() for d in PARTNER_DATASETS}
     if not people:
         return {d: [] for d in PARTNER_DATASETS}
     with engine.connect() as conn:
@@ -324,11 +326,12 @@ def _withdrawn_targets(engine: Engine, people: set[str]) -> dict[str, list[tuple
         for dataset, record_ids in by_dataset.items():
             table = staging[dataset]
             ids = sorted(record_ids)
+            key = record_key_column(table)
             for i in range(0, len(ids), 500):
-                for landing_id, record_id in conn.execute(
-                    select(table.c.landing_id, table.c.record_id).where(table.c.record_id.in_(ids[i:i + 500]))
+                for landing_id, record_id, record in conn.execute(
+                    select(table.c.landing_id, table.c.record_id, key).where(key.in_(ids[i:i + 500]))
                 ):
-                    targets[dataset].add((landing_id, record_id))
+                    targets[dataset].add((landing_id, record_id, record))
     return {d: sorted(t) for d, t in targets.items()}
 
 
@@ -349,7 +352,7 @@ def withdrawn(engine: Engine, config: Config, reference_date: date, dry_run: boo
     held = _quarantined_of(engine, roster_people)
     # review pairs naming a withdrawn person, and those of records deleted with them (tfp.review)
     with engine.connect() as conn:
-        gone = {(d, r) for d, pairs in targets.items() for _, r in pairs}
+        gone = {(d, key) for d, pairs in targets.items() for _, _, key in pairs}
         reviews = sorted(set(pairs_of_people(conn, roster_people)) | set(_reviews_of_records(conn, gone)))
         n_reviews = review_rows(conn, reviews)
     found = (sum(len(t) for t in targets.values()) + n_needs + n_links + n_released + n_roster + len(held)
@@ -362,7 +365,7 @@ def withdrawn(engine: Engine, config: Config, reference_date: date, dry_run: boo
                 conn.execute(delete(quarantine).where(quarantine.c.id.in_(held[i:i + 500])))
             for dataset, pairs in targets.items():
                 table = staging[dataset]
-                for landing_id, record_id in pairs:
+                for landing_id, record_id, _ in pairs:
                     conn.execute(delete(table).where(table.c.landing_id == landing_id, table.c.record_id == record_id))
             for i in range(0, len(refs), 500):
                 chunk = refs[i:i + 500]

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, and_, delete, func, select, update
 
+from tfp.current import record_key_column
 from tfp.errors import TfpError
 from tfp.statuses import ReviewDecision
 from tfp.warehouse import insert_rows, links, review_decision, review_night, review_queue
@@ -421,7 +422,7 @@ def pairs_of_gone_records(conn) -> list[str]:
         table = staging[dataset]
         gone += conn.execute(select(review_queue.c.review_id).where(
             review_queue.c.dataset == dataset,
-            ~exists().where(table.c.record_id == review_queue.c.record_id))).scalars().all()
+            ~exists().where(record_key_column(table) == review_queue.c.record_id))).scalars().all()
     gone += conn.execute(select(review_queue.c.review_id).where(
         review_queue.c.dataset.not_in(list(PARTNER_DATASETS)))).scalars().all()
     return sorted(set(gone))

@@ -55,12 +55,15 @@ def typed_rows(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
 
 
 def stage_source(engine: Engine, config: Config, source: str, reference_date: date,
-                 store: LandingStore | None = None) -> dict[str, int]:
-    """Type the validated rows of a source into its staging tables; idempotent per landing."""
+                 store: LandingStore | None = None, partner: str | None = None) -> dict[str, int]:
+    """Type the validated rows of one partner of a source (the short form's by default) into the source's
+    staging tables; idempotent per landing. A re-sent file supersedes the same partner's earlier one only."""
     store = store or LandingStore.of(engine, config)
+    partner_id = config.partner(source, partner).id
     counts = {"files_staged": 0, "rows_staged": 0, "files_superseded": 0}
     # consent first: a roster file staged in the same run must already know who has withdrawn
-    todo = sorted(store.landings(source, LandingStatus.VALIDATED, reference_date), key=lambda r: r.dataset != "consent")
+    todo = sorted(store.landings(source, LandingStatus.VALIDATED, reference_date, partner_id),
+                  key=lambda r: r.dataset != "consent")
     for row in todo:
         dataset = DATASETS[row.dataset]
         text = store.read(row.id, VALIDATED).decode("utf-8")
@@ -81,7 +84,8 @@ def stage_source(engine: Engine, config: Config, source: str, reference_date: da
                          .values(status=LandingStatus.STAGED, rows_staged=len(rows)))
             superseded = conn.execute(
                 update(landing_log)
-                .where(and_(landing_log.c.source == source, landing_log.c.file_name == row.file_name,
+                .where(and_(landing_log.c.source == source, landing_log.c.partner == partner_id,
+                            landing_log.c.file_name == row.file_name,
                             landing_log.c.status == LandingStatus.STAGED, landing_log.c.id < row.id))
                 .values(status=LandingStatus.SUPERSEDED)
             ).rowcount
@@ -112,7 +116,8 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.lineage import staged
 
     source = ctx.need_source()
-    todo = ctx.landing.landings(source, LandingStatus.VALIDATED, ctx.reference_date)
-    counts = stage_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
+    partner = ctx.config.partner(source, ctx.partner).id
+    todo = ctx.landing.landings(source, LandingStatus.VALIDATED, ctx.reference_date, partner)
+    counts = stage_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing, partner=partner)
     return StageResult(stage="stage", counts=counts, source=source,
                        lineage=staged(ctx.warehouse, ctx.landing, source, todo))

@@ -826,11 +826,13 @@ def validate_file(open_pieces: Callable[[], Iterable[bytes]], dataset: str, file
 # -- the validate stage ------------------------------------------------------------------------
 
 def validate_source(engine: Engine, config: Config, source: str, reference_date: date,
-                    store: LandingStore | None = None) -> dict[str, int]:
-    """Validate the new landings of a source; fail naming every current file that breaks a file-level rule."""
+                    store: LandingStore | None = None, partner: str | None = None) -> dict[str, int]:
+    """Validate the new landings of one partner of a source (the short form's by default); fail naming
+    every current file of that partner that breaks a file-level rule."""
     store = store or LandingStore.of(engine, config)
+    partner_id = config.partner(source, partner).id
     counts = {"files_validated": 0, "rows_read": 0, "rows_quarantined": 0, "files_rejected": 0}
-    for row in store.landings(source, LandingStatus.LANDED, reference_date):
+    for row in store.landings(source, LandingStatus.LANDED, reference_date, partner_id):
         try:
             # A chunk at a time, the landing copy decrypted and the validated copy encrypted as they
             # go: memory follows the chunk, not the file. The validated copy appears only on success.
@@ -863,17 +865,20 @@ def validate_source(engine: Engine, config: Config, source: str, reference_date:
         counts["files_validated"] += 1
         counts["rows_read"] += result.rows_read
         counts["rows_quarantined"] += len(quarantined)
-    failures = rejected_files(engine, source, reference_date)
+    failures = rejected_files(engine, source, reference_date, partner_id)
     if failures:
         raise FilesRejected("; ".join(f"file {name} rejected: {rule}" for name, rule in failures))
     return counts
 
 
-def rejected_files(engine: Engine, source: str, reference_date: date) -> list[tuple[str, str]]:
-    """Current files of a source (latest landing of each name, dated on or before R) that were rejected."""
+def rejected_files(engine: Engine, source: str, reference_date: date,
+                   partner: str | None = None) -> list[tuple[str, str]]:
+    """Current files of a partner (the short form's by default: the source's own name) (latest landing of
+    each name, dated on or before R) that were rejected."""
     latest = (
         select(landing_log.c.file_name, func.max(landing_log.c.id).label("id"))
-        .where(landing_log.c.source == source, landing_log.c.file_date <= reference_date,
+        .where(landing_log.c.source == source, landing_log.c.partner == (partner or source),
+               landing_log.c.file_date <= reference_date,
                landing_log.c.status != LandingStatus.DUPLICATE)
         .group_by(landing_log.c.file_name).subquery()
     )
@@ -903,9 +908,11 @@ def run(ctx: RunContext) -> StageResult:
     from tfp.lineage import validated
 
     source = ctx.need_source()
-    todo = [row.id for row in ctx.landing.landings(source, LandingStatus.LANDED, ctx.reference_date)]
-    counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing)
-    log.info("source %s validated: %s", source, counts)
+    partner = ctx.config.partner(source, ctx.partner).id
+    todo = [row.id for row in ctx.landing.landings(source, LandingStatus.LANDED, ctx.reference_date, partner)]
+    counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing,
+                             partner=partner)
+    log.info("source %s, partner %s validated: %s", source, partner, counts)
     return StageResult(stage="validate", counts=counts, source=source,
                        lineage=validated(ctx.warehouse, ctx.landing, source, todo, counts.get("rows_quarantined", 0)))
 

@@ -51,10 +51,18 @@ from tfp.statuses import (
 
 metadata = MetaData()
 
+
+def _source_as_partner(context) -> str:
+    """A landing row written without a partner came from the short form's: the source's own name."""
+    return context.get_current_parameters()["source"]
+
 landing_log = Table(
     "landing_log", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(40), nullable=False),
+    # the partner the file came from (revision 0006); the source's own name in the short form. A record_id
+    # is unique per partner, and the as-of rules of contract section 3 apply per partner.
+    Column("partner", String(40), nullable=False, server_default="", default=_source_as_partner),
     Column("dataset", String(40), nullable=False),
     Column("file_name", String(255), nullable=False),
     Column("file_date", Date, nullable=False),
@@ -76,6 +84,18 @@ landing_log = Table(
     Column("gx_result", Text, nullable=True),  # GX's validation result without values (Data Docs)
     Column("destroyed_at", DateTime(timezone=True), nullable=True),
     CheckConstraint(check_sql("status", LandingStatus), name="ck_landing_log_status"),
+)
+
+# Partner feedback (contract section 10): which landings a partner has been told about, by which feedback
+# file on which night. A landing is reported once; nothing personal (ids, names, dates, checksums).
+feedback_log = Table(
+    "feedback_log", metadata,
+    Column("landing_id", Integer, ForeignKey("landing_log.id"), primary_key=True),
+    Column("partner", String(40), nullable=False),
+    Column("reference_date", Date, nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("sha256", String(64), nullable=False),  # of the feedback CSV sent
+    Column("sent_at", DateTime(timezone=True), nullable=False),
 )
 
 # One AES-256-GCM key per landing copy. Deleting the row destroys the copy (crypto-shredding).
@@ -299,7 +319,7 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT CAST(to_char(d, 'YYYYMMDD') AS integer) $$
 # columns, none of them personal, keep statistics; every other column's statistics target is 0, so
 # no name, date of birth, identifier, reference or key is ever sampled. A new column starts at 0.
 STATISTICS_KEPT: frozenset[str] = frozenset({
-    "id", "landing_id", "source", "dataset", "status", "file_date", "row_number", "landed_by_run",
+    "id", "landing_id", "source", "partner", "dataset", "status", "file_date", "row_number", "landed_by_run",
     "reference_date", "scope", "method", "match_probability", "state", "kept", "programme_status",
     "category", "proven", "order_type", "parenting_responsibility", "event", "benefit", "out_of_work",
     "need", "purpose", "term", "role", "permanent_exclusion", "alternative_provision",
@@ -348,7 +368,8 @@ SCHEMA_LOCK = 7423001  # PostgreSQL advisory lock: one schema change at a time (
 FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created on connect
 # Tables in metadata that revision 0001 does not create (added by later revisions).
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
-                                          "review_decision", "stg_treatment_episodes", "stg_mental_health_contacts"})
+                                          "review_decision", "stg_treatment_episodes", "stg_mental_health_contacts",
+                                          "feedback_log"})
 # Columns of tables 0001 creates that later revisions add (0005: the roster's optional NHS number).
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stg_families": ("nhs_number",)}
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.

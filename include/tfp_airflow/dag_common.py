@@ -111,3 +111,36 @@ def borough_dags(build: Callable[[str, str | None, str | None], DAG], dag_id: st
     from tfp.deployment import boroughs
 
     return {f"dag_{code}": build(f"{dag_id}__{code}", path, code) for code, path in boroughs().items()}
+
+
+def parse_time_config(bound_config: str | None):
+    """The config as the DAG file sees it when parsed (the borough's file or ``TFP_CONFIG`` from the
+    environment), or None when none is at hand or it does not load (the tasks then fail naming why)."""
+    import os
+
+    path = bound_config or os.environ.get("TFP_CONFIG")
+    if not path:
+        return None
+    from tfp.config import load_config
+    from tfp.errors import TfpError
+
+    try:
+        return load_config(path)
+    except (TfpError, OSError):
+        return None
+
+
+def partner_layout(config) -> dict[str, list[str]]:
+    """Each source's partner ids as the DAG's task groups show them, from the config read when the DAG file
+    is parsed (:func:`parse_time_config`). A source in the short form, or no config at hand, is ``[source]``:
+    the groups of today, and a source's tasks then run each of its partners in turn (tfp.pipeline.per_partner)."""
+    from tfp.feeds import ALL_SOURCES
+
+    layout = {source: [source] for source in ALL_SOURCES}
+    if config is None:
+        return layout
+    for source in ALL_SOURCES:
+        partners = config.partners(source)
+        if len(partners) > 1 or (partners and not partners[0].short_form):
+            layout[source] = [p.id for p in partners]
+    return layout

@@ -27,6 +27,7 @@ import csv
 import gc
 import random
 import unicodedata
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cache
@@ -1014,7 +1015,8 @@ def _write(path: Path, columns: tuple[str, ...], rows: list[list[str]]) -> int:
 
 
 def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float = 0.01,
-             progress_truth: bool = False, health: bool = False) -> dict[str, int]:
+             progress_truth: bool = False, health: bool = False,
+             partners: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
     """Write the feeds dated ``on`` under ``out/<source>/`` and the truth under ``out/truth/``.
 
     ``health`` adds the optional health source (contract section 10): ``out/health/`` and the roster's
@@ -1023,17 +1025,65 @@ def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float 
     ``progress_truth`` also writes ``truth/progress_consent.csv`` (the progress file's truth): it judges each
     family at its own baseline date, about 30 ms per distinct date, so it is asked for where it is compared.
 
-    Returns rows written per file (feed files by name, truth files as ``truth/<name>``).
+    ``partners`` (off by default) splits a source among several partners (``{"housing": ("clarion",
+    "peabody")}``): see :func:`split_partners`. The borough is the same; only who sends which row changes.
+
+    Returns rows written per file (feed files by name, or ``<partner>/<name>`` when split; truth files as
+    ``truth/<name>``).
     """
     # Hundreds of thousands of small rows would set the cyclic garbage collector off again and
     # again (a third of the run time); nothing here needs it until the end.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _generate(Path(out), families, seed, on, invalid_rate, progress_truth, health)
+        written = _generate(Path(out), families, seed, on, invalid_rate, progress_truth, health)
     finally:
         if collecting:
             gc.enable()
+    if partners:
+        written = split_partners(Path(out), on, partners, written)
+    return written
+
+
+def split_partners(out: Path, on: date, partners: Mapping[str, Sequence[str]],
+                   written: dict[str, int] | None = None) -> dict[str, int]:
+    """Split each named source's files among its partners: ``out/<source>/<partner>/<dataset>_<date>.csv``,
+    the rows of one ``record_id`` to one partner (so a repeated record_id stays a repeat within its file),
+    the distinct record_ids dealt in turn in file order. The truth keeps its meaning: the same rows of the same
+    people, valid or broken as before; ``truth/records.csv`` names a split record as tfp does downstream,
+    ``<partner>:<record_id>``. The roster (children_services) has one partner and is never split."""
+    written = dict(written or {})
+    moved: dict[tuple[str, str], str] = {}  # (dataset, record_id) -> partner
+    for source, ids in partners.items():
+        ids = list(ids)
+        if source == "children_services" or source not in {d.source for d in DATASETS.values()}:
+            raise ValueError(f"cannot split {source} among partners")
+        if len(set(ids)) != len(ids) or not ids:
+            raise ValueError(f"partner ids of {source} must be distinct and at least one")
+        for dataset in (d.name for d in DATASETS.values() if d.source == source):
+            name = file_name(dataset, on)
+            path = out / source / name
+            with path.open(encoding="utf-8", newline="") as handle:
+                header, *rows = list(csv.reader(handle))
+            turn: dict[str, str] = {}
+            for row in rows:
+                turn.setdefault(row[0], ids[len(turn) % len(ids)])
+            for partner in ids:
+                part = [row for row in rows if turn[row[0]] == partner]
+                written[f"{partner}/{name}"] = _write(out / source / partner / name, tuple(header), part)
+            moved.update({(dataset, record_id): partner for record_id, partner in turn.items()})
+            path.unlink()
+            written.pop(name, None)
+    records = out / "truth" / "records.csv"
+    if records.exists():
+        with records.open(encoding="utf-8", newline="") as handle:
+            header, *rows = list(csv.reader(handle))
+        for row in rows:
+            partner = moved.get((row[0], row[1]))
+            if partner:
+                row[1] = f"{partner}:{row[1]}"
+        _write(records, tuple(header), rows)
+    return written
 
 
 def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float,

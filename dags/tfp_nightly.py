@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 from airflow.sdk import DAG, Param, TriggerRule, task, task_group
 
-from tfp.feeds import SOURCES
+from tfp.feeds import ALL_SOURCES
 from tfp_airflow import install, lineage
 from tfp_airflow.dag_common import borough_dags, dry_run_param, header, param, run_inputs, warn_flags
 
@@ -105,9 +105,10 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
                                                 "run's logical date in Europe/London, as scheduled runs and "
                                                 "backfills do"),
             "dry_run": dry_run_param("Run everything but deliver nothing"),
-            "sources": Param(list(SOURCES), type="array", items={"type": "string", "enum": list(SOURCES)},
+            "sources": Param(list(ALL_SOURCES), type="array", items={"type": "string", "enum": list(ALL_SOURCES)},
                              description="Partners whose feeds this run pulls and validates; the others are "
-                                         "skipped and their earlier staged rows are used"),
+                                         "skipped and their earlier staged rows are used (an optional source "
+                                         "the config leaves out is always skipped)"),
         },
     )) as dag:
         @task
@@ -120,8 +121,9 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
         def choose_sources() -> list[str]:
             """The source groups this run pulls (a manual run's ``sources``); every task of the others is
             skipped here, so their groups show as skipped and the night goes on with what they staged before."""
-            chosen = param("sources")
-            return [source for source in SOURCES if source in chosen]
+            from tfp import pipeline
+
+            return pipeline.run_sources(_run()[0], param("sources"))
 
         @task(**NETWORK_RETRIES)
         def extract(source: str) -> dict:
@@ -200,7 +202,7 @@ def build(dag_id: str, bound_config: str | None = None, la_code: str | None = No
 
         groups = [feeds.override(group_id=source, tooltip=f"Land, validate and stage the {source} feeds",
                                  doc_md=GROUP_DOC.format(source=source))(source)
-                  for source in SOURCES]
+                  for source in ALL_SOURCES]
         linked = link()
         check_setup() >> choose_sources() >> groups >> check_inputs() >> linked
         consented = consent()

@@ -43,7 +43,7 @@ def write_config(folder: Path, warehouse_url: str, inbound: str = "inbound", kee
     if keep_local_files is not None:
         raw["inbound"] = {"keep_local_files": keep_local_files}
     raw = _merge(raw, overrides)
-    for s in SOURCES:
+    for s in raw["sources"]:
         if raw["sources"][s]["transport"] == "directory":
             (folder / raw["sources"][s]["path"]).mkdir(parents=True, exist_ok=True)
     path = folder / "tfp.yaml"

@@ -10,7 +10,7 @@ import yaml
 
 from helpers import write_config
 from tfp.config import EXAMPLE, ConfigError, Sources, load_config, load_keys, parse_config
-from tfp.feeds import SOURCES
+from tfp.feeds import ALL_SOURCES, SOURCES
 
 
 def _edit(path, change):
@@ -149,8 +149,10 @@ def test_the_warehouse_password_comes_from_one_named_variable(tmp_path, monkeypa
 
 
 def test_config_sources_are_the_one_source_list():
-    """The config's per-source sections are the sources of tfp.feeds.SOURCES, in the contract's order."""
-    assert tuple(Sources.model_fields) == SOURCES
+    """The config's per-source sections are the sources of tfp.feeds (the six, then the optional ones), in the
+    contract's order; only the six are required."""
+    assert tuple(Sources.model_fields) == ALL_SOURCES
+    assert tuple(n for n, f in Sources.model_fields.items() if f.is_required()) == SOURCES
 
 
 # -- the identifiers file for the trusted third party (contract section 10, issue 19 item 3) -------------------

@@ -50,6 +50,8 @@ GOOD: dict[str, dict[str, str]] = {
                    "term": "2024-AUT", "sessions_possible": "100", "sessions_missed": "5",
                    "fixed_term_exclusions": "0", "exclusion_days": "0", "permanent_exclusion": "N",
                    "alternative_provision": "N"},
+    "support_attendance": {**PERSON, "provider": "Family Action", "service_type": "parenting",
+                           "start_date": "2024-09-01", "end_date": ""},
 }
 
 

@@ -56,6 +56,8 @@ class Sources(_Strict):
     dwp: Source
     schools: Source
     children_services: Source
+    # contract section 10: optional; left out, the night runs exactly as before
+    support_services: Source | None = None
 
 
 class Quality(_Strict):
@@ -263,8 +265,16 @@ class Config(_Strict):
         """The disclosure settings below the floor, which the run report and alerts show while they are on."""
         return [key for key, floor in WEAK_DISCLOSURE_FLOOR.items() if self.disclosure_setting(key) < floor]
 
-    def source(self, name: str) -> DirectorySource | SftpSource:
-        return getattr(self.sources, name)
+    def source(self, name: str) -> DirectorySource | SftpSource | None:
+        """A source's transport; None for an optional source this config leaves out."""
+        return getattr(self.sources, name, None)
+
+    @property
+    def configured_sources(self) -> tuple[str, ...]:
+        """The six sources, then each optional source the config names (tfp.feeds order)."""
+        from tfp.feeds import ALL_SOURCES
+
+        return tuple(s for s in ALL_SOURCES if getattr(self.sources, s, None) is not None)
 
     @property
     def reports_dir(self) -> Path:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine, insert, select
 from tfp.config import Config, DirectorySource
 from tfp.context import utc_now
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
-from tfp.feeds import DATASETS, SOURCES, parse_file_name
+from tfp.feeds import parse_file_name
 from tfp.fsmodes import private_dir
 from tfp.landing import LandingStore
 from tfp.statuses import LandingStatus
@@ -199,11 +199,11 @@ def select_files(source: str, names: list[str], reference_date: date) -> list[Fe
     """The feed files of ``source`` dated on or before R; anything else in the folder is ignored."""
     chosen = []
     for name in names:
-        parsed = parse_file_name(name)
+        parsed = parse_file_name(name, source)
         if parsed is None:
             continue
         dataset, file_date = parsed
-        if DATASETS[dataset].source == source and file_date <= reference_date:
+        if file_date <= reference_date:
             chosen.append(FeedFile(source, dataset, name, file_date))
     return sorted(chosen, key=lambda f: (f.file_date, f.name))
 
@@ -291,15 +291,14 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
     (names of that source's datasets, any date), whatever ``keep_local_files`` says. Only regular
     files directly in the configured folder; links are neither followed nor removed. Returns how many."""
     found = 0
-    for source in SOURCES:
+    for source in config.configured_sources:
         cfg = config.source(source)
         if not isinstance(cfg, DirectorySource) or not cfg.path.is_dir():
             continue
         fd = os.open(cfg.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in os.listdir(fd):
-                parsed = parse_file_name(name)
-                if parsed is None or DATASETS[parsed[0]].source != source:
+                if parse_file_name(name, source) is None:
                     continue
                 if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
                     continue

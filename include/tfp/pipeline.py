@@ -9,12 +9,12 @@ counts, ids and paths only, because it becomes an XCom.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from tfp.config import load_config, warehouse_url
+from tfp.config import Config, load_config, warehouse_url
 from tfp.context import RunContext, StageResult, open_context, result_from_xcom
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,26 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
             "started_at": started}
 
 
+def configured(config: Config, sources: Iterable[str] | None) -> list[str]:
+    """The sources of a run: those chosen (all when None) that the config names. An optional source the
+    config leaves out (support_services) is never in the run, so a config without it runs as before."""
+    chosen = None if sources is None else set(sources)
+    return [s for s in config.configured_sources if chosen is None or s in chosen]
+
+
+def run_sources(config_path: str, sources: Iterable[str] | None) -> list[str]:
+    """``configured`` for the DAG's branch, from the config file."""
+    return configured(load_config(config_path), sources)
+
+
 def _check_transports(config, sources) -> None:
     """Every folder and Connection the night reads or writes exists: a typo fails here, in seconds."""
     from tfp.config import DirectorySource
     from tfp.extract import check_folder
-    from tfp.feeds import SOURCES
     from tfp.sftp import SftpError, endpoint_from_connection
 
     conn_ids = []
-    for source in (SOURCES if sources is None else sources):
+    for source in configured(config, sources):
         cfg = config.source(source)
         if isinstance(cfg, DirectorySource):
             check_folder(source, cfg.path)
@@ -135,6 +146,7 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
+    sources = configured(ctx.config, sources)
     counts = guarded("check_inputs", lambda: check(ctx.warehouse, ctx.reference_date, sources))
     fresh = guarded("check_inputs", lambda: check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date,
                                                             sources))

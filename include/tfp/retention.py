@@ -149,10 +149,13 @@ def _open_spell(dataset: str):
 
     A benefit claim is open while ``claim_end`` is empty. A probation order is open while
     ``end_date`` is empty, except custody, which ends at release: open only while both are empty.
+    A support_services attendance is open while ``end_date`` is empty.
     """
     table = staging[dataset]
     if dataset == "benefits":
         return table.c.claim_end.is_(None)
+    if dataset == "support_attendance":  # attendance of a programme that has not ended
+        return table.c.end_date.is_(None)
     if dataset == "cases":
         return and_(table.c.end_date.is_(None),
                     or_(table.c.order_type.is_(None), table.c.order_type != "custody", table.c.release_date.is_(None)))

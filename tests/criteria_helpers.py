@@ -191,7 +191,7 @@ def _typed(dataset: str, row: dict[str, str]) -> dict:
 
 def load_generated(engine, out: Path, on: date) -> None:
     """Stage every valid row of a generated borough and link each record to its true person."""
-    from tfp.feeds import DATASETS, PARTNER_DATASETS, file_name
+    from tfp.feeds import DATASETS, OPTIONAL_SOURCES, PARTNER_DATASETS, file_name
 
     def read(path: Path) -> list[dict[str, str]]:
         with path.open(encoding="utf-8-sig", newline="") as f:
@@ -201,6 +201,8 @@ def load_generated(engine, out: Path, on: date) -> None:
     with engine.begin() as conn:
         for dataset in ("families", "needs", "consent", *PARTNER_DATASETS):
             d = DATASETS[dataset]
+            if d.source in OPTIONAL_SOURCES and not (out / d.source / file_name(dataset, on)).exists():
+                continue  # generated without the optional support_services source
             rows = read(out / d.source / file_name(dataset, on))
             if dataset in PARTNER_DATASETS:
                 valid = [t for t in truth if t["dataset"] == dataset]

@@ -83,6 +83,13 @@ def test_good_rows_of_every_dataset_pass():
 
 
 BROKEN = [
+    # support_services / attendance (contract section 10): codes, dates, required values
+    ("support_attendance", "service_type", "counselling_group", "code:service_type"),
+    ("support_attendance", "provider", "", "required:provider"),
+    ("support_attendance", "start_date", "", "required:start_date"),
+    ("support_attendance", "start_date", "2025-02-01", "not_after_file_date:start_date"),
+    ("support_attendance", "end_date", "2025-13-01", "date:end_date"),
+    ("support_attendance", "postcode", "QQ1 1AA", "postcode_format"),
     ("incidents", "record_id", "", "required:record_id"),
     ("incidents", "surname", "", "required:surname"),
     ("incidents", "surname", "   ", "required:surname"),

@@ -256,3 +256,52 @@ def test_a_withdrawn_persons_support_attendance_is_purged(tmp_path, warehouse_ur
     assert _ids(engine) == ["sP2"]
     with engine.connect() as conn:
         assert conn.execute(select(links.c.person_ref)).scalars().all() == ["P2"]
+
+
+# -- a whole night through `tfp run` (the real DAG) ---------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_night_with_support_services_delivers_the_same_bytes_and_reports_the_crosscheck(tmp_path):
+    """The same borough's feeds, one night with a config that names support_services and one without: the
+    delivered files are byte-identical (the source feeds no criterion and no delivered column), the run report
+    of the first holds the cross-check, disclosed, equal to the generator's truth, and nothing personal from
+    the support feed reaches the report or the console."""
+    import shutil
+
+    from hardening_helpers import files_bytes, leak_pattern, night_root, run_env, tfp_run
+
+    from conftest import make_keys
+    from helpers import personal_values
+    from tfp_dev.generate import generate
+
+    generated = tmp_path / "generated"
+    generate(generated, families=150, seed=2024, on=R, support=True)
+    truth = {r["measure"]: int(r["count"]) for r in _read(generated / "truth" / "support_consent.csv")}
+    shutil.rmtree(generated / "truth")
+    keys = make_keys()
+    nights = {}
+    for name, overrides in (("with", {"sources": SUPPORT}), ("without", {})):
+        root = tmp_path / name
+        config = night_root(root, generated, **overrides)
+        if name == "without":
+            shutil.rmtree(root / "inbound" / "support_services")
+        done = tfp_run(config, run_env(root, keys))
+        assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+        report = json.loads((root / "work" / "reports" / R.isoformat() / "run_report.json").read_text())
+        nights[name] = (root, done, report)
+    with_root, with_run, with_report = nights["with"]
+    without_root, _, without_report = nights["without"]
+    delivered = files_bytes(with_root / "delivered")
+    assert len(delivered) >= 6 and delivered == files_bytes(without_root / "delivered")
+    assert "support_services" not in without_report
+    assert with_report["support_services"] == disclosed(truth, 10, 5)
+    assert any(v not in ("0", "[c]") for v in with_report["support_services"].values())  # something shown
+    support_files = [f for f in with_report["files"] if f["source"] == "support_services"]
+    assert [(f["name"], f["status"]) for f in support_files] == [("attendance_20250331.csv", "staged")]
+    assert with_report["linkage"]["support_attendance"]["linked"] > 0
+    assert "support_attendance" not in without_report["linkage"]
+    # no personal value of any feed (the support feed's included) in the report or the console
+    pattern = leak_pattern(personal_values(generated, R))
+    for path in (with_root / "work" / "reports").rglob("run_report.*"):
+        assert not pattern.search(path.read_bytes()), path.name
+    assert not pattern.search((with_run.stdout + with_run.stderr).encode())

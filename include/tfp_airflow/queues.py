@@ -22,7 +22,7 @@ import re
 import string
 
 from tfp.config import ConfigError
-from tfp.feeds import SOURCES
+from tfp.feeds import ALL_SOURCES
 
 QUEUE_VARIABLE = "TFP_CELERY_QUEUE"
 DAG_KINDS = ("tfp_nightly", "tfp_retention")
@@ -45,7 +45,7 @@ def queue_for(dag_id: str, task_id: str, template: str) -> str | None:
         return None
     _check(template)
     group, _, step = task_id.partition(".")
-    source = group if kind == "tfp_nightly" and group in SOURCES and step else "main"
+    source = group if kind == "tfp_nightly" and group in ALL_SOURCES and step else "main"
     return template.format(la_code=la_code or "main", source=source)
 
 

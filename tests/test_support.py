@@ -114,6 +114,13 @@ def test_the_generator_draws_support_only_when_asked_and_leaves_every_other_file
     plain = tmp_path / "plain"
     generate(plain, families=400, seed=21, on=R, invalid_rate=0.03)
     assert not (plain / "support_services").exists()
+    from tfp import cli
+
+    by_cli = tmp_path / "cli"
+    assert cli.main(["generate", "--out", str(by_cli), "--families", "20", "--seed", "3", "--date", R.isoformat(),
+                     "--support-services"]) == 0
+    assert (by_cli / "support_services" / "attendance_20250331.csv").exists()
+    assert (by_cli / "truth" / "support_consent.csv").exists()
     differ = sorted(str(p.relative_to(plain)) for p in plain.rglob("*.csv")
                     if p.read_bytes() != (borough / p.relative_to(plain)).read_bytes())
     # only the roster (some supported intervention families lose their attached_date), the list of records

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--families", required=True, type=int)
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--date", required=True, type=_date)
+    p.add_argument("--support-services", action="store_true",
+                   help="also write the optional support_services feed and its cross-check truth (off by default: "
+                        "the other files are the same either way, but for some roster attached dates)")
 
     sub.add_parser("demo", help="from nothing: generate, serve over SFTP, run, deliver, verify")
 
@@ -134,7 +137,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_local_airflow(args.config, args.port)
     if args.command == "generate":
         generate = _dev_tool("generate", "tfp_dev.generate", ("faker",)).generate
-        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date)
+        counts = generate(args.out, families=args.families, seed=args.seed, on=args.date,
+                          support=args.support_services)
         print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
         return 0
     if args.command == "demo":

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 
 from conftest import airflow_home, make_keys
 from helpers import write_config
-from tfp.feeds import DATASETS, SOURCES
+from tfp.feeds import DATASETS
 from tfp.warehouse import landing_log, quarantine, staging
 
 R = date(2025, 3, 31)
@@ -28,14 +28,16 @@ TFP = str(Path(sys.executable).with_name("tfp"))
 
 # -- in-process: the first three stages over a warehouse ------------------------------------------
 
-def process(engine: Engine, config, reference_date: date = R, sources: Iterable[str] = SOURCES) -> dict[str, dict]:
-    """Land, validate and stage each source; returns the counts of each stage per source."""
+def process(engine: Engine, config, reference_date: date = R, sources: Iterable[str] | None = None
+            ) -> dict[str, dict]:
+    """Land, validate and stage each source (every source the config names by default); returns the counts of
+    each stage per source."""
     from tfp.extract import land_source
     from tfp.stage import stage_source
     from tfp.validate import validate_source
 
     out = {}
-    for source in sources:
+    for source in (config.configured_sources if sources is None else sources):
         landed = land_source(engine, config, source, reference_date)
         validated = validate_source(engine, config, source, reference_date)
         staged = stage_source(engine, config, source, reference_date)

@@ -80,7 +80,8 @@ def test_manual_run_params_are_described_and_a_skipped_source_does_not_stop_the_
     params = dag.params
     for name in ("reference_date", "dry_run", "sources"):
         assert params.get_param(name).description, name
-    assert params["sources"] == ["police", "probation", "housing", "dwp", "schools", "children_services", "health"]
+    assert params["sources"] == ["police", "probation", "housing", "dwp", "schools", "children_services", "health",
+                                 "support_services"]
     assert params["dry_run"] is False and params["reference_date"] is None
     assert dag.get_task("check_inputs").trigger_rule == "none_failed"
 

@@ -34,7 +34,7 @@ from tfp.warehouse import connect, landing_log
 
 R = date(2025, 3, 31)
 ALL = sorted(DATASETS)
-# the datasets of a config without the optional health source (what helpers.make_config writes)
+# the datasets of a config without the optional sources (what helpers.make_config writes)
 CONFIGURED = sorted(d for d, spec in DATASETS.items() if spec.source in SOURCES)
 
 
@@ -62,7 +62,9 @@ def test_defaults_follow_the_contract():
     assert (cfg.on_overdue, cfg.volume_factor, cfg.volume_history) == ("warn", 3, 5)
     assert {d: cfg.max_age(d) for d in ALL} == {
         "attendance": 8, "benefits": 35, "cases": 35, "consent": 35, "families": 2, "incidents": 8,
-        "needs": 35, "tenancy_events": 35, "treatment_episodes": 35, "mental_health_contacts": 35}
+        "needs": 35, "tenancy_events": 35, "treatment_episodes": 35, "mental_health_contacts": 35,
+        "support_attendance": 35}
+    assert Freshness(max_age_days={"support_attendance": 14}).max_age("support_attendance") == 14
     assert Freshness(max_age_days={"families": 5, "cases": 10}).max_age("families") == 5
     assert Freshness(max_age_days={"cases": 10}).max_age("families") == 2  # an entry replaces its default only
 

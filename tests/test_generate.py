@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from tfp import cli
-from tfp.feeds import DATASETS, HEALTH_DATASETS, PARTNER_DATASETS, file_name
+from tfp.feeds import DATASETS, HEALTH_DATASETS, OPTIONAL_SOURCES, PARTNER_DATASETS, file_name
 from tfp.identifiers import (
     is_valid_nhs_number,
     is_valid_nino,
@@ -49,6 +49,9 @@ from tfp_dev.truth import (
 )
 
 ON = date(2024, 2, 29)  # a leap day: the window starts on 2023-02-28 (excluded)
+# what a borough has unless asked for the optional sources (support_services)
+CORE = tuple(d for d in DATASETS if DATASETS[d].source not in OPTIONAL_SOURCES)
+CORE_PARTNER = tuple(d for d in PARTNER_DATASETS if d in CORE)
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -127,15 +130,13 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_does_not(tmp_path
     generate(other, families=120, seed=6, on=ON)
     files = sorted(p.relative_to(first) for p in first.rglob("*.csv"))
     assert files == sorted(p.relative_to(second) for p in second.rglob("*.csv"))
-    assert len(files) == len(DATASETS) - len(HEALTH_DATASETS) + 5  # health is opt-in
+    assert len(files) == len(CORE) + 5  # neither health nor support_services unless asked for
+    assert not (first / "support_services").exists() and not (first / "health").exists()
     for f in files:
         assert (first / f).read_bytes() == (second / f).read_bytes(), f
     assert (first / "police" / file_name("incidents", ON)).read_bytes() != \
         (other / "police" / file_name("incidents", ON)).read_bytes()
-    for dataset in DATASETS:
-        if dataset in HEALTH_DATASETS:
-            assert not (first / "health").exists()
-            continue
+    for dataset in CORE:
         rows = len(read(first / DATASETS[dataset].source / file_name(dataset, ON)))
         assert counts[file_name(dataset, ON)] == rows
     assert "nhs_number" not in (first / "children_services" / file_name("families", ON)).read_text().split("\n")[0]
@@ -165,7 +166,8 @@ def test_the_health_source_is_opt_in_and_changes_no_other_feed(tmp_path):
 
 # ------------------------------------------------------------------ validity
 def test_every_file_has_the_contract_columns_and_is_utf8(borough):
-    for dataset, d in DATASETS.items():
+    for dataset in CORE:
+        d = DATASETS[dataset]
         path = borough / d.source / file_name(dataset, ON)
         text = path.read_bytes().decode("utf-8")
         assert text.split("\n", 1)[0] == ",".join(d.columns)
@@ -175,7 +177,7 @@ def test_every_file_has_the_contract_columns_and_is_utf8(borough):
 def test_valid_rows_pass_every_rule_and_invalid_rows_break_exactly_their_rule(borough):
     truth = read(borough / "truth" / "records.csv")
     seen_rules = set()
-    for dataset in PARTNER_DATASETS:
+    for dataset in CORE_PARTNER:
         rows = feed(borough, dataset)
         mine = truth[truth["dataset"] == dataset].reset_index(drop=True)
         assert len(rows) == len(mine) and (rows["record_id"] == mine["record_id"]).all()

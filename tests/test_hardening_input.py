@@ -21,6 +21,8 @@ from tfp.validate import FilesRejected
 from tfp.warehouse import connect
 
 FILE_DATE = date(2025, 1, 31)
+# the optional support_services source, in a config's sources (contract section 10)
+SUPPORT = {"support_services": {"transport": "directory", "path": "inbound/support_services"}}
 NEEDS = feeds.DATASETS["needs"].columns
 NEEDS_FILE = "needs_20250131.csv"
 
@@ -129,7 +131,8 @@ def test_rows_are_staged_or_quarantined_with_their_rule(tmp_path, warehouse_url,
 
 def test_every_rule_broken_one_at_a_time_in_every_dataset(tmp_path, warehouse_url):
     """Each rule of test_validate.BROKEN, one row each, in one file per dataset, through the warehouse."""
-    config = make_config(tmp_path, warehouse_url, quality={"max_bad_row_fraction": 1.0}, sources=HEALTH)
+    config = make_config(tmp_path, warehouse_url, quality={"max_bad_row_fraction": 1.0},
+                         sources={**HEALTH, **SUPPORT})
     engine = connect(warehouse_url)
     expected: dict[str, str] = {}
     for dataset, d in feeds.DATASETS.items():
@@ -161,6 +164,30 @@ def test_every_rule_broken_one_at_a_time_in_every_dataset(tmp_path, warehouse_ur
             if column in d.columns and column not in d.codes:
                 assert odd[column] == value.strip(), (dataset, column)
     assert_counts_add_up(engine)
+
+
+def test_a_schools_attendance_file_in_the_support_services_folder_fails_naming_file_and_rule(tmp_path,
+                                                                                           warehouse_url):
+    """Both sources send ``attendance_<date>.csv`` (contract sections 3 and 10): a file is read as the dataset of
+    the folder it arrived in, so a schools file sent to the support_services drop is refused for the columns it
+    lacks, naming the file and the rule, and nothing of it is staged in either dataset."""
+    config = make_config(tmp_path, warehouse_url, sources=SUPPORT)
+    engine = connect(warehouse_url)
+    name = feeds.file_name("attendance", FILE_DATE)
+    rows = [{"record_id": f"a{i}", **GOOD["attendance"]} for i in range(5)]
+    _drop(tmp_path, name, csv_bytes(rows, feeds.DATASETS["attendance"].columns), source="support_services")
+    assert [f.dataset for f in select_files("support_services", [name], R)] == ["support_attendance"]
+    assert [f.dataset for f in select_files("schools", [name], R)] == ["attendance"]
+    land_source(engine, config, "support_services", R)
+    from tfp.validate import validate_source
+
+    with pytest.raises(FilesRejected) as failed:
+        validate_source(engine, config, "support_services", R)
+    message = str(failed.value)
+    assert name in message and "required column missing: provider" in message
+    assert "Smith" not in message  # the file's values never reach the message
+    assert staged_count(engine, "support_attendance") == 0 and staged_count(engine, "attendance") == 0
+    assert [(x["source"], x["status"]) for x in landings(engine)] == [("support_services", "rejected")]
 
 
 ODD_TEXT = {

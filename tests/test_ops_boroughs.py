@@ -180,6 +180,9 @@ def test_the_queue_policy_without_tfp_celery_queue_changes_nothing_and_refuses_a
     from tfp_airflow.queues import queue_for, task_policy
 
     assert queue_for(f"tfp_nightly__{B}", "police.extract", "tfp_{la_code}") == f"tfp_{B}"  # one queue per borough
+    # the optional support_services source has a queue of its own like the six
+    assert queue_for(f"tfp_nightly__{B}", "support_services.stage", "tfp_{la_code}_{source}") == \
+        f"tfp_{B}_support_services"
     assert queue_for("other_dag", "police.extract", "tfp_{la_code}") is None  # not tfp's: left alone
     task = SimpleNamespace(dag_id=f"tfp_nightly__{B}", task_id="link", queue="default")
     monkeypatch.delenv("TFP_CELERY_QUEUE", raising=False)

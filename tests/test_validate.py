@@ -55,6 +55,8 @@ GOOD: dict[str, dict[str, str]] = {
                            "episode_end": "", "substance_group": "alcohol", "treatment_type": "community"},
     "mental_health_contacts": {**PERSON, "nhs_number": "4010232137", "referral_date": "2024-05-01",
                                "service_type": "iapt", "discharge_date": "2025-06-01"},
+    "support_attendance": {**PERSON, "provider": "Family Action", "service_type": "parenting",
+                           "start_date": "2024-09-01", "end_date": ""},
 }
 
 
@@ -86,6 +88,13 @@ def test_good_rows_of_every_dataset_pass():
 
 
 BROKEN = [
+    # support_services / attendance (contract section 10): codes, dates, required values
+    ("support_attendance", "service_type", "counselling_group", "code:service_type"),
+    ("support_attendance", "provider", "", "required:provider"),
+    ("support_attendance", "start_date", "", "required:start_date"),
+    ("support_attendance", "start_date", "2025-02-01", "not_after_file_date:start_date"),
+    ("support_attendance", "end_date", "2025-13-01", "date:end_date"),
+    ("support_attendance", "postcode", "QQ1 1AA", "postcode_format"),
     ("incidents", "record_id", "", "required:record_id"),
     ("incidents", "surname", "", "required:surname"),
     ("incidents", "surname", "   ", "required:surname"),

@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--partners", action="append", default=[], metavar="SOURCE=ID,ID,...",
                    help="split a source's feeds among partners (out/<source>/<id>/...), e.g. "
                         "housing=clarion,peabody,hyde; repeat for several sources (default: one partner each)")
+    p.add_argument("--support-services", action="store_true",
+                   help="also write the optional support_services feed and its cross-check truth (off by default: "
+                        "the other files are the same either way, but for some roster attached dates)")
 
     sub.add_parser("demo", help="from nothing: generate, serve over SFTP, run, deliver, verify")
 
@@ -146,7 +149,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 raise ConfigError(f"--partners {item}: expected SOURCE=ID,ID,...")
             split[source.strip()] = tuple(i.strip() for i in ids.split(",") if i.strip())
         counts = generate(args.out, families=args.families, seed=args.seed, on=args.date, health=args.health,
-                          partners=split or None)
+                          support=args.support_services, partners=split or None)
         print(f"wrote {sum(counts.values())} rows in {len(counts)} files to {args.out}")
         return 0
     if args.command == "demo":

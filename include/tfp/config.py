@@ -138,6 +138,7 @@ class Sources(_Strict):
     children_services: SourceEntry
     # optional sources (contract section 10): a config without them runs as before
     health: SourceEntry | None = None
+    support_services: SourceEntry | None = None
 
     @model_validator(mode="after")
     def _partner_ids(self) -> Sources:
@@ -361,9 +362,12 @@ class Config(_Strict):
         """The disclosure settings below the floor, which the run report and alerts show while they are on."""
         return [key for key, floor in WEAK_DISCLOSURE_FLOOR.items() if self.disclosure_setting(key) < floor]
 
-    def source(self, name: str) -> DirectorySource | SftpSource:
-        """The transport of a short-form source (one partner, named after the source)."""
+    def source(self, name: str) -> DirectorySource | SftpSource | None:
+        """The transport of a short-form source (one partner, named after the source); None for an optional
+        source this config leaves out."""
         partners = self.partners(name)
+        if not partners:
+            return None
         if len(partners) != 1:
             raise ValueError(f"source {name} has {len(partners)} partners: ask for one by its id")
         return partners[0].transport
@@ -400,11 +404,6 @@ class Config(_Strict):
         from tfp.feeds import ALL_SOURCES
 
         return tuple(s for s in ALL_SOURCES if getattr(self.sources, s, None) is not None)
-
-    def in_config(self, sources: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
-        """``sources`` (all when None) without the optional ones this config leaves out."""
-        configured = self.configured_sources
-        return configured if sources is None else tuple(s for s in sources if s in configured)
 
     @property
     def reports_dir(self) -> Path:

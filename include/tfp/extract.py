@@ -30,7 +30,7 @@ from sqlalchemy import Engine, insert, select
 from tfp.config import Config, DirectorySource
 from tfp.context import utc_now
 from tfp.errors import FileTooLarge, NotARegularFile, SourceUnavailable
-from tfp.feeds import DATASETS, parse_file_name
+from tfp.feeds import parse_file_name
 from tfp.fsmodes import private_dir
 from tfp.landing import LandingStore
 from tfp.statuses import LandingStatus
@@ -204,11 +204,11 @@ def select_files(source: str, names: list[str], reference_date: date, partner: s
     """The feed files of ``source`` dated on or before R; anything else in the folder is ignored."""
     chosen = []
     for name in names:
-        parsed = parse_file_name(name)
+        parsed = parse_file_name(name, source)
         if parsed is None:
             continue
         dataset, file_date = parsed
-        if DATASETS[dataset].source == source and file_date <= reference_date:
+        if file_date <= reference_date:
             chosen.append(FeedFile(source, dataset, name, file_date, partner))
     return sorted(chosen, key=lambda f: (f.file_date, f.name))
 
@@ -308,8 +308,7 @@ def remove_local_feed_files(config: Config, dry_run: bool = False) -> int:
         fd = os.open(cfg.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for name in os.listdir(fd):
-                parsed = parse_file_name(name)
-                if parsed is None or DATASETS[parsed[0]].source != source:
+                if parse_file_name(name, source) is None:
                     continue
                 if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
                     continue

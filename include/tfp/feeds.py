@@ -32,6 +32,20 @@ class Dataset:
     decimals: tuple[str, ...] = ()
     # columns a file may leave out of its header (read as empty): added later, so older files stay valid
     optional: tuple[str, ...] = ()
+    # the ``<dataset>`` part of the contract's file name, when it differs from the internal name: two sources
+    # may each have an ``attendance`` file, so the internal key (table, suite, landing log) is unique per source
+    file_stem: str = ""
+
+    @property
+    def stem(self) -> str:
+        """The name the partner's files carry: ``<stem>_<YYYYMMDD>.csv``."""
+        return self.file_stem or self.name
+
+
+# support_services / attendance: the programme's service types (the contract leaves the list to tfp)
+SUPPORT_SERVICE_TYPES: tuple[str, ...] = ("family_support", "parenting", "mentoring", "youth_work",
+                                          "employment_support", "debt_advice", "domestic_abuse_support",
+                                          "mental_wellbeing", "substance_misuse_support", "other")
 
 
 def _p(*extra: str) -> tuple[str, ...]:
@@ -151,31 +165,61 @@ DATASETS: dict[str, Dataset] = {
             not_after_file_date=("date_of_birth", "referral_date"),
             codes={"sex": SEX_CODES, "service_type": ("cahms", "adult_community", "crisis", "iapt")},
         ),
+        # contract section 10: an optional source of private and voluntary providers. Its files are named
+        # ``attendance_<YYYYMMDD>.csv`` like the schools'; inside tfp it is ``support_attendance``
+        # (stg_support_attendance, expectations/support_attendance.json, freshness key support_attendance)
+        Dataset(
+            source="support_services",
+            name="support_attendance",
+            file_stem="attendance",
+            columns=_p("provider", "service_type", "start_date", "end_date"),
+            required=("record_id", "surname", "date_of_birth", "provider", "service_type", "start_date"),
+            dates=("date_of_birth", "start_date", "end_date"),
+            not_after_file_date=("date_of_birth", "start_date"),
+            codes={"sex": SEX_CODES, "service_type": SUPPORT_SERVICE_TYPES},
+        ),
     )
 }
 
+# the six sources every config has (contract section 2)
 SOURCES: tuple[str, ...] = ("police", "probation", "housing", "dwp", "schools", "children_services")
-# contract section 10: sources a config may leave out; a config without them runs as before
-OPTIONAL_SOURCES: tuple[str, ...] = ("health",)
-ALL_SOURCES: tuple[str, ...] = SOURCES + OPTIONAL_SOURCES
+# contract section 10: sources a config may leave out; a config without them runs exactly as before
+OPTIONAL_SOURCES: tuple[str, ...] = ("health", "support_services")
+ALL_SOURCES: tuple[str, ...] = (*SOURCES, *OPTIONAL_SOURCES)
 HEALTH_DATASETS: tuple[str, ...] = ("treatment_episodes", "mental_health_contacts")
 PARTNER_DATASETS: tuple[str, ...] = ("incidents", "cases", "tenancy_events", "benefits", "attendance",
-                                     *HEALTH_DATASETS)
+                                     *HEALTH_DATASETS, "support_attendance")
 
 
-def parse_file_name(name: str) -> tuple[str, date] | None:
-    """``incidents_20250131.csv`` -> ("incidents", 2025-01-31); None for a name that is not a feed file."""
+def datasets_of(source: str) -> tuple[str, ...]:
+    """The internal dataset names of one source."""
+    return tuple(name for name, d in DATASETS.items() if d.source == source)
+
+
+def parse_file_name(name: str, source: str | None = None) -> tuple[str, date] | None:
+    """``incidents_20250131.csv`` -> ("incidents", 2025-01-31); None for a name that is not a feed file.
+
+    With ``source``, the name is read as that source's file (``attendance_...`` of support_services is
+    ``support_attendance``); without, as the dataset whose internal name is the file's stem."""
     m = FILE_NAME.fullmatch(name)  # not match: "$" also matches before a trailing newline
-    if not m or m["dataset"] not in DATASETS:
+    if not m:
+        return None
+    if source is None:
+        dataset = m["dataset"] if m["dataset"] in DATASETS and not DATASETS[m["dataset"]].file_stem else None
+    else:
+        dataset = next((n for n, d in DATASETS.items() if d.source == source and d.stem == m["dataset"]), None)
+    if dataset is None:
         return None
     try:
-        return m["dataset"], date(int(m["date"][:4]), int(m["date"][4:6]), int(m["date"][6:]))
+        return dataset, date(int(m["date"][:4]), int(m["date"][4:6]), int(m["date"][6:]))
     except ValueError:
         return None
 
 
 def file_name(dataset: str, file_date: date) -> str:
-    return f"{dataset}_{file_date:%Y%m%d}.csv"
+    """The contract's file name of an internal dataset for a date."""
+    stem = DATASETS[dataset].stem if dataset in DATASETS else dataset
+    return f"{stem}_{file_date:%Y%m%d}.csv"
 
 
 TERM = re.compile(r"^(?P<year>\d{4})-(?P<term>AUT|SPR|SUM)$")

@@ -539,7 +539,7 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
     from sqlalchemy import delete
 
     from tfp.current import current_rows
-    from tfp.feeds import HEALTH_DATASETS, PARTNER_DATASETS
+    from tfp.feeds import DATASETS, OPTIONAL_SOURCES, PARTNER_DATASETS
     from tfp.review import decisions_as_of, record_queue
     from tfp.warehouse import insert_rows, links
 
@@ -594,8 +594,8 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
     counts: dict[str, dict[str, int]] = {}
     for dataset in PARTNER_DATASETS:
         mine = result[result["dataset"] == dataset]
-        if dataset in HEALTH_DATASETS and mine.empty:
-            continue  # the optional source, without records (not configured): no rate to report
+        if mine.empty and DATASETS[dataset].source in OPTIONAL_SOURCES:
+            continue  # an optional source with nothing staged (not configured): counts as before it existed
         linked = int(mine["person_ref"].notna().sum())
         counts[dataset] = {"linked": linked, "unlinked": int(len(mine) - linked)}
     review = {"review_queued": int(len(queued)),

@@ -9,12 +9,12 @@ counts, ids and paths only, because it becomes an XCom.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from tfp.config import load_config, warehouse_url
+from tfp.config import Config, load_config, warehouse_url
 from tfp.context import RunContext, StageResult, open_context, result_from_xcom
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,22 @@ def check_setup(config_path: str, reference_date: date, sources: list[str] | tup
         log.warning("weak disclosure allowed: %s", ", ".join(config.weak_disclosure))
     return {"reference_date": reference_date.isoformat(), "la_code": config.local_authority.code,
             "started_at": started}
+
+
+def configured(config: Config, sources: Iterable[str] | None) -> list[str]:
+    """The sources of a run: those chosen (all when None), by name or by the id of one of their partners,
+    that the config names. An optional source the config leaves out (health, support_services) is never in
+    the run, so a config without it runs as before."""
+    if sources is None:
+        return list(config.configured_sources)
+    of = {p.id: p.source for p in config.all_partners()}
+    names = {of.get(name, name) for name in sources}
+    return [s for s in config.configured_sources if s in names]
+
+
+def chosen_sources(config_path: str, chosen: Iterable[str] | None) -> list[str]:
+    """:func:`configured` for the DAG's ``choose_sources``, from the config file."""
+    return configured(load_config(config_path), chosen)
 
 
 def _check_transports(config, sources) -> None:
@@ -136,7 +152,7 @@ def check_inputs(config_path: str, reference_date: date, sources: list[str] | tu
     from tfp.inputs import check_inputs as check
 
     ctx = open_context(config_path, reference_date)
-    sources = chosen_sources(config_path, sources)  # an optional source the config leaves out needs no file
+    sources = configured(ctx.config, sources)  # an optional source the config leaves out needs no file
     counts = guarded("check_inputs", lambda: check(ctx.warehouse, ctx.reference_date, sources))
     fresh = guarded("check_inputs", lambda: check_freshness(ctx.warehouse, ctx.config.freshness, ctx.reference_date,
                                                             sources))
@@ -171,18 +187,6 @@ def validate(config_path: str, reference_date: date, source: str, partner: str |
 
 def stage(config_path: str, reference_date: date, source: str, partner: str | None = None) -> dict[str, int]:
     return per_partner("stage", config_path, reference_date, source, partner)
-
-
-def chosen_sources(config_path: str, chosen: list[str] | tuple[str, ...] | None) -> list[str]:
-    """The sources a night runs, of those the config has (an optional source it leaves out, such as health,
-    is skipped): all of them, or those a manual run's ``sources`` param names, as a source itself or as
-    the id of one of its partners."""
-    config = load_config(config_path)
-    if chosen is None:
-        return list(config.configured_sources)
-    of = {p.id: p.source for p in config.all_partners()}
-    names = {of.get(name, name) for name in chosen}
-    return [s for s in config.configured_sources if s in names]
 
 
 def link(config_path: str, reference_date: date) -> dict:

@@ -279,6 +279,10 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         "linkage_equity_flags": equity["flags"],
         **delivered,
         "families_assessed_all_persons": disclose(exact_all, d.suppress_below, d.round_to),
+        # the attached_month cross-check of the optional support_services source (tfp.support), only when the
+        # config names it, so a config without it reports exactly as before
+        **({"support_services": _support_section(engine, config, reference_date)}
+           if config.source("support_services") is not None else {}),
         # the exact counts behind the published ones above, for the engineer's comparison (never delivered)
         "families_exact": {**exact, "families_assessed_all_persons": exact_all},
         "eligibility": published,
@@ -296,8 +300,18 @@ def build_run_report(engine: Engine, config: Config, reference_date: date,
         # every dataset's newest file and max age, and the night's flags (names, dates, counts: tfp.freshness);
         # all sources, as the night uses what a source left out of a manual run staged before
         "freshness": {"on_overdue": config.freshness.on_overdue,
-                      **assess(engine, config.freshness, reference_date, required_datasets(config.configured_sources)).to_json()},
+                      **assess(engine, config.freshness, reference_date,
+                                 required_datasets(config.configured_sources)).to_json()},
     }
+
+
+def _support_section(engine: Engine, config: Config, reference_date: date) -> dict[str, str]:
+    """tfp.support's cross-check counts for R, disclosed as every other count here (no exact counts)."""
+    from tfp.support import crosscheck, disclosed
+
+    d = config.disclosure
+    return disclosed(crosscheck(engine, reference_date, config.criteria.lookback_months), d.suppress_below,
+                     d.round_to)
 
 
 def _rate(rate: float | None) -> str:
@@ -561,6 +575,7 @@ def _html(report: dict) -> str:
         f"<table>{families}</table>{_exact_html(report)}"
         "<table><tr><th>measure</th>" + "".join(f"<th>{s}</th>" for s in statuses) + f"</tr>{published}</table>"
         f"{_indicators_html(report.get('indicators') or [], rule)}"
+        f"{_support_html(report.get('support_services'))}"
         f"{freshness}"
         "<h2>Files</h2><table><tr><th>source</th><th>file</th><th>status</th><th>read</th><th>staged</th>"
         f"<th>quarantined</th><th>quarantine reasons</th></tr>{rows}</table>"
@@ -569,6 +584,18 @@ def _html(report: dict) -> str:
            "(GX's own pages, built from the same results without values)</p>" if report.get("data_docs") else "")
         + f"{quality}</html>\n"
     )
+
+
+def _support_html(support: dict | None) -> str:
+    """The support_services cross-check (only when the config names the source): disclosed counts."""
+    if support is None:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(k.replace('_', ' '))}</th><td>{e(str(v))}</td></tr>" for k, v in support.items())
+    return ("<h2>Support services: attached_month cross-check</h2>"
+            "<p>Families with a kept member linked to a support_services attendance active in the look-back "
+            "window. Counts only, disclosed as above; nothing here changes what is delivered.</p>"
+            f"<table>{rows}</table>")
 
 
 def _indicators_html(indicators: list[dict[str, str]], rule: dict) -> str:

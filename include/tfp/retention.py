@@ -152,6 +152,7 @@ def _open_spell(dataset: str):
     ``end_date`` is empty, except custody, which ends at release: open only while both are empty.
     The health feed's spells (contract section 10): a treatment episode while ``episode_end`` is empty,
     a mental-health contact while ``discharge_date`` is empty.
+    A support_services attendance is open while ``end_date`` is empty.
     """
     table = staging[dataset]
     if dataset == "benefits":
@@ -160,6 +161,8 @@ def _open_spell(dataset: str):
         return table.c.episode_end.is_(None)
     if dataset == "mental_health_contacts":
         return table.c.discharge_date.is_(None)
+    if dataset == "support_attendance":  # attendance of a programme that has not ended
+        return table.c.end_date.is_(None)
     if dataset == "cases":
         return and_(table.c.end_date.is_(None),
                     or_(table.c.order_type.is_(None), table.c.order_type != "custody", table.c.release_date.is_(None)))

@@ -369,7 +369,7 @@ FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created
 # Tables in metadata that revision 0001 does not create (added by later revisions).
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
                                           "review_decision", "stg_treatment_episodes", "stg_mental_health_contacts",
-                                          "feedback_log"})
+                                          "feedback_log", "stg_support_attendance"})
 # Columns of tables 0001 creates that later revisions add (0005: the roster's optional NHS number).
 ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stg_families": ("nhs_number",)}
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.

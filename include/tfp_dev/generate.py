@@ -56,14 +56,15 @@ RULES = (MISSING_SURNAME, UNPARSEABLE_DATE, DOB_BEFORE_1900, CODE_NOT_IN_LIST, D
          BAD_NHS_NUMBER)
 
 KEY_DATE = {"incidents": "incident_date", "cases": "start_date", "tenancy_events": "event_date",
-            "benefits": "claim_start", "attendance": "date_of_birth"}
+            "benefits": "claim_start", "attendance": "date_of_birth", "support_attendance": "start_date"}
 BAD_CODE = {"incidents": ("category", "burglary"), "cases": ("order_type", "curfew"),
             "tenancy_events": ("event", "noise_complaint"), "benefits": ("benefit", "dla"),
-            "attendance": ("sex", "X")}
+            "attendance": ("sex", "X"), "support_attendance": ("service_type", "counselling_group")}
 BAD_POSTCODES = ("Q1 1AA", "E17 1CI", "12345", "E17", "EI7 4AB", "SW1A 1A")
 BAD_NINOS = ("AB12345C", "TN123456A", "AB123456E", "D1234567A", "QQ123456C")
 RECORD_PREFIX = {"incidents": "INC", "cases": "PRB", "tenancy_events": "TEN", "benefits": "DWP",
-                 "attendance": "ATT", "treatment_episodes": "TRT", "mental_health_contacts": "MHC"}
+                 "attendance": "ATT", "treatment_episodes": "TRT", "mental_health_contacts": "MHC",
+                 "support_attendance": "SUP"}
 SUBSTANCE_GROUPS = ("opiates", "non_opiates", "alcohol", "alcohol_and_non_opiates")
 TREATMENT_TYPES = ("community", "inpatient", "residential", "recovery_support")
 SERVICE_TYPES = ("cahms", "adult_community", "crisis", "iapt")
@@ -101,6 +102,14 @@ NICKNAMES = {
 
 # The columns of each partner dataset after record_id and the person columns (what ``add`` takes).
 EXTRA_COLUMNS = {d: DATASETS[d].columns[1 + len(PERSON_COLUMNS):] for d in PARTNER_DATASETS}
+# the optional support_services source (contract section 10) is drawn only when asked for (``support``),
+# after everything else and from a random generator of its own, so every other file stays byte-identical
+SUPPORT = "support_attendance"
+CORE_DATASETS = tuple(d for d in PARTNER_DATASETS if d != SUPPORT and d not in HEALTH_DATASETS)
+SUPPORT_PROVIDERS = ("Family Action", "Barnardo's", "Home-Start", "Citizens Advice", "Mind", "Turning Point",
+                     "The Children's Society", "Action for Children", "St Giles Trust", "Local Food Bank")
+SUPPORT_SERVICES = ("family_support", "parenting", "mentoring", "youth_work", "employment_support", "debt_advice",
+                    "domestic_abuse_support", "mental_wellbeing", "substance_misuse_support", "other")
 NEED_CHILD = ("child_in_need", "child_protection_plan", "early_help", "young_carer",
               "section_47", "child_sexual_exploitation", "missing_from_home", "emotional_wellbeing")  # + section 10
 NEED_HEALTH = ("mental_health", "substance_misuse", "vulnerable_new_mother", "physical_health")  # + section 10
@@ -675,7 +684,7 @@ class _Borough:
         ``progress_rows`` and appended after each partner file's own rows, so nothing else in a file moves.
         """
         saved = self.r, self.rows
-        self.r, self.rows = _Random(seed * 31 + 7), {d: [] for d in PARTNER_DATASETS}
+        self.r, self.rows = _Random(seed * 31 + 7), {d: [] for d in CORE_DATASETS}
         try:
             r, on = self.r, self.on
             year_ago = add_months(on, -12)
@@ -711,6 +720,41 @@ class _Borough:
             self.progress_rows = self.rows
         finally:
             self.r, self.rows = saved
+
+    def support_lives(self, fams: list[Family], strangers: list[Person], seed: int) -> None:
+        """support_services attendances (``support``): many intervention families attend, some comparison
+        families too (contamination), and a few people on no roster. Some intervention families that attend
+        lose their ``attached_date`` on the roster, and some began attending before their attached month, so
+        the run report's cross-check has something to find. Drawn with a generator of its own after every
+        other file's rows, and the roster changes only here."""
+        r, on = _Random(seed * 53 + 17), self.on
+        self.r = r
+        self.np = np.random.default_rng(abs(seed) * 53 + 17)
+
+        def attend(p: Person, start: date) -> None:
+            start = min(start, on)
+            end = "" if r.random() < 0.4 else (start + timedelta(days=r.randrange(14, 300))).isoformat()
+            self.add(SUPPORT, p, provider=r.choice(SUPPORT_PROVIDERS), service_type=r.choice(SUPPORT_SERVICES),
+                     start_date=start.isoformat(), end_date=end)
+
+        for fam in fams:
+            chance = 0.55 if fam.status == "intervention" else 0.15
+            if r.random() >= chance:
+                continue
+            for p in r.sample(fam.members, r.randrange(1, min(3, len(fam.members)) + 1)):
+                x = r.random()
+                if fam.attached and x < 0.15:  # began before the family was attached
+                    attached = date.fromisoformat(fam.attached).replace(day=1)
+                    attend(p, max(self.earliest, attached - timedelta(days=r.randrange(1, 200))))
+                elif x < 0.2:  # long ago, outside the window
+                    attend(p, self.before_window())
+                else:
+                    attend(p, self.in_window())
+            if fam.status == "intervention" and r.random() < 0.12:
+                fam.attached = ""  # the roster has no attached_date for a family being supported
+        for p in strangers:
+            if r.random() < 0.1:
+                attend(p, self.in_window())
 
     def progress_file_rows(self, dataset: str, first: int) -> tuple[list[list[str]], list[tuple[str, str, str]]]:
         """The rows of ``progress_stories`` for one partner file, numbered from ``first``, and their truth.
@@ -1015,7 +1059,7 @@ def _write(path: Path, columns: tuple[str, ...], rows: list[list[str]]) -> int:
 
 
 def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float = 0.01,
-             progress_truth: bool = False, health: bool = False,
+             progress_truth: bool = False, health: bool = False, support: bool = False,
              partners: Mapping[str, Sequence[str]] | None = None) -> dict[str, int]:
     """Write the feeds dated ``on`` under ``out/<source>/`` and the truth under ``out/truth/``.
 
@@ -1024,6 +1068,9 @@ def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float 
 
     ``progress_truth`` also writes ``truth/progress_consent.csv`` (the progress file's truth): it judges each
     family at its own baseline date, about 30 ms per distinct date, so it is asked for where it is compared.
+    ``support`` also writes the optional support_services feed (``support_services/attendance_<date>.csv``)
+    and its cross-check truth (``truth/support_consent.csv``, ``truth/support_public_task.csv``); it blanks
+    the attached_date of some intervention families on the roster. Off, every file is as before.
 
     ``partners`` (off by default) splits a source among several partners (``{"housing": ("clarion",
     "peabody")}``): see :func:`split_partners`. The borough is the same; only who sends which row changes.
@@ -1036,7 +1083,7 @@ def generate(out: Path, families: int, seed: int, on: date, invalid_rate: float 
     collecting = gc.isenabled()
     gc.disable()
     try:
-        written = _generate(Path(out), families, seed, on, invalid_rate, progress_truth, health)
+        written = _generate(Path(out), families, seed, on, invalid_rate, progress_truth, health, support)
     finally:
         if collecting:
             gc.enable()
@@ -1087,7 +1134,7 @@ def split_partners(out: Path, on: date, partners: Mapping[str, Sequence[str]],
 
 
 def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float,
-              progress_truth: bool = False, health: bool = False) -> dict[str, int]:
+              progress_truth: bool = False, health: bool = False, support: bool = False) -> dict[str, int]:
     b = _Borough(seed, on, invalid_rate)
     fams = b.families(families)
     strangers = b.strangers(fams, max(1, families * 3 // 10))
@@ -1101,6 +1148,10 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
         b.health_stories(fams, strangers, seed)
 
     written: dict[str, int] = {}
+    # every core file's rows are drawn before the support rows, so they do not depend on ``support``
+    core = {dataset: b.partner_file(dataset) for dataset in CORE_DATASETS}
+    if support:
+        b.support_lives(fams, strangers, seed)
 
     def feed(dataset: str, rows, columns: tuple[str, ...] | None = None) -> None:
         d = DATASETS[dataset]
@@ -1120,13 +1171,11 @@ def _generate(out: Path, families: int, seed: int, on: date, invalid_rate: float
     feed("consent", [[f"C{i:08d}", p.ref, purpose, status, at.isoformat()]
                      for i, (p, purpose, status, at) in enumerate(consent, start=1)])
     truth_rows: list[list[str]] = []
-    for dataset in PARTNER_DATASETS:
+    for dataset in (*CORE_DATASETS, *(HEALTH_DATASETS if health else ()), *((SUPPORT,) if support else ())):
         if dataset in HEALTH_DATASETS:
-            if not health:
-                continue
             rows, truth = b.health_file_rows(dataset)
         else:
-            rows, truth = b.partner_file(dataset)
+            rows, truth = core[dataset] if dataset in core else b.partner_file(dataset)
             extra, extra_truth = b.progress_file_rows(dataset, len(b.rows[dataset]) + 1)
             rows, truth = rows + extra, [*truth, *extra_truth]
         feed(dataset, rows)

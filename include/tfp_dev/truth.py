@@ -321,11 +321,39 @@ def write_truth(out, on: date, progress: bool = False) -> dict[str, int]:
         flags = family_flags(roster, hits, on, kept=kept)
         flags.to_csv(truth_dir / f"{name}.csv", index=False, lineterminator="\n")
         written[f"truth/{name}.csv"] = len(flags)
+    if "support_attendance" in records:  # the support_services cross-check (tfp.support), per lawful basis
+        for basis in ("consent", "public_task"):
+            counts = truth_support(roster, records["support_attendance"], on, kept=kept_persons(states, basis))
+            name = f"truth/support_{basis}.csv"
+            pd.DataFrame({"measure": list(counts), "count": list(counts.values())}).to_csv(
+                truth_dir / f"support_{basis}.csv", index=False, lineterminator="\n")
+            written[name] = len(counts)
     if progress:  # the progress file under lawful basis consent (section 10); this roster is the only one known
         rows = truth_progress({on: roster}, needs, records, on, kept=kept_persons(states, "consent"))
         rows.to_csv(truth_dir / "progress_consent.csv", index=False, lineterminator="\n")
         written["truth/progress_consent.csv"] = len(rows)
     return written
+
+
+def truth_support(roster: pd.DataFrame, support: pd.DataFrame, reference_date: date, *, kept: Iterable[str],
+                  lookback_months: int = 12) -> dict[str, int]:
+    """The support_services cross-check (tfp.support's measures), read independently from the feeds: families
+    with a kept member whose valid support attendance is active in the window (start <= R and (no end or end
+    > R - lookback)), by programme status, attached_date and the earliest such start."""
+    from tfp.support import crosscheck_counts
+
+    start, end = _dates(support["start_date"]), _dates(support["end_date"])
+    window_start = pd.Timestamp(add_months(reference_date, -lookback_months))
+    active = (start <= pd.Timestamp(reference_date)) & (end.isna() | (end > window_start))
+    people = roster[roster["person_ref"].isin(set(kept))][["person_ref", "family_ref", "programme_status",
+                                                           "attached_date"]]
+    attending = support.loc[active, ["person_ref"]].assign(start=start[active]).merge(people, on="person_ref")
+    rows = []
+    for _, fam in attending.groupby("family_ref"):
+        attached = fam["attached_date"].iloc[0]
+        rows.append((fam["programme_status"].iloc[0], date.fromisoformat(attached) if attached else None,
+                     fam["start"].min().date()))
+    return crosscheck_counts(rows)
 
 
 # -- the progress file (contract section 10) ------------------------------------------------------

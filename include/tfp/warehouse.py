@@ -370,8 +370,9 @@ FIRST_REVISION = "0001"  # the schema of tfp 68f7203, which an older tfp created
 ADDED_TABLES: frozenset[str] = frozenset({"released_generalisation", "review_queue", "review_night",
                                           "review_decision", "stg_treatment_episodes", "stg_mental_health_contacts",
                                           "feedback_log", "stg_support_attendance"})
-# Columns of tables 0001 creates that later revisions add (0005: the roster's optional NHS number).
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stg_families": ("nhs_number",)}
+# Columns of tables 0001 creates that later revisions add (0005: the roster's optional NHS number; 0006: the
+# partner a file came from).
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stg_families": ("nhs_number",), "landing_log": ("partner",)}
 # The CHECK constraints of tfp.statuses.CHECKED, added by revision 0003.
 STATUS_CHECKS: tuple[str, ...] = tuple(f"ck_{table}_{column}" for table, column in CHECKED)
 # A nullable column an older tfp added on connect; a warehouse made before it gains it when stamped.

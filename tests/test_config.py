@@ -209,7 +209,7 @@ def test_the_health_source_is_optional(tmp_path):
     assert configured(config, ["health", "police"]) == ["police"]
     raw["sources"]["health"] = {"transport": "directory", "path": "data/inbound/health"}
     config = parse_config(raw, tmp_path)
-    assert config.configured_sources == ALL_SOURCES
+    assert config.configured_sources == (*SOURCES, "health")
     assert config.source("health").path == (tmp_path / "data/inbound/health").resolve()
     raw["sources"]["health"] = {"transport": "ftp", "path": "x"}
     with pytest.raises(ConfigError, match="sources.health"):

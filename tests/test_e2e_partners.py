@@ -1,8 +1,9 @@
-"""A night with several partners per source (issue 17 item 1), for real: the same generated borough run
-once with one partner per source (today's config) and once with housing split among three registered
-providers (two drop folders, one over SFTP) and probation among the NPS and a CRC. The split night runs a
-chain per partner in the DAG, links the records of every partner, matches the generator's truth, and
-delivers exactly the bytes of the single-partner night."""
+"""A night with several partners per source (issue 17 item 1), for real: the same generated borough, with the
+optional health and support_services sources, run once with one partner per source (today's config form) and
+once with housing split among three registered providers (two drop folders, one over SFTP) and probation among
+the NPS and a CRC. The split night runs a chain per partner in the DAG, links the records of every partner,
+matches the generator's truth (the health flag from the health feed included), and delivers exactly the bytes
+of the single-partner night."""
 
 from __future__ import annotations
 
@@ -27,8 +28,12 @@ SPLIT = {"housing": ("clarion", "peabody", "hyde"), "probation": ("nps", "crc")}
 FAMILIES, SEED = 120, 17
 
 
+OPTIONAL = {"health": {"transport": "directory", "path": "inbound/health"},
+            "support_services": {"transport": "directory", "path": "inbound/support_services"}}
+
+
 def _borough(folder: Path, partners=None) -> Path:
-    generate(folder / "gen", families=FAMILIES, seed=SEED, on=R, partners=partners)
+    generate(folder / "gen", families=FAMILIES, seed=SEED, on=R, partners=partners, health=True, support=True)
     shutil.move(folder / "gen" / "truth", folder / "truth")
     (folder / "gen").rename(folder / "inbound")
     return folder
@@ -48,7 +53,7 @@ def _flags(url: str) -> dict[str, tuple[int, ...]]:
 def test_a_night_with_several_partners_per_source_delivers_the_single_partner_nights_bytes(tmp_path):
     keys = make_keys()  # one installation: the same keys, so the same tokens
     single = _borough(tmp_path / "single")
-    write_config(single, "sqlite:///work/warehouse.db")
+    write_config(single, "sqlite:///work/warehouse.db", sources=OPTIONAL)
     one = tfp_run(single / "tfp.yaml", run_env(single, keys))
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     assert "housing.extract: success" in one.stdout  # the short form keeps today's task ids
@@ -66,7 +71,8 @@ def test_a_night_with_several_partners_per_source_delivers_the_single_partner_ni
                  "outbound": "/feedback", "remove_after_pickup": True}]},
             "probation": {"partners": [
                 {"id": "nps", "transport": "directory", "path": "inbound/probation/nps"},
-                {"id": "crc", "transport": "directory", "path": "inbound/probation/crc"}]}})
+                {"id": "crc", "transport": "directory", "path": "inbound/probation/crc"}]},
+            **OPTIONAL})
         connection = json.dumps({"conn_type": "sftp", "host": hyde.host, "port": hyde.port, "login": "tfp",
                                  "password": "h-secret",
                                  "extra": {"host_key": hyde.host_key, "no_host_key_check": False}})
@@ -77,6 +83,8 @@ def test_a_night_with_several_partners_per_source_delivers_the_single_partner_ni
             for step in ("extract", "validate", "stage"):
                 assert f"{source}.{partner}.{step}: success" in many.stdout, many.stdout
     assert "police.extract: success" in many.stdout and "feedback: success" in many.stdout
+    for source in ("health", "support_services"):  # the optional sources ran in both nights
+        assert f"{source}.stage: success" in one.stdout and f"{source}.stage: success" in many.stdout
     assert "feedback:" not in one.stdout  # no partner has an outbound path: no feedback task
     # each partner with an outbound path got its feedback over its own transport; peabody has none
     day = R.strftime("%Y%m%d")
@@ -95,6 +103,12 @@ def test_a_night_with_several_partners_per_source_delivers_the_single_partner_ni
     with (split / "truth" / "families.csv").open(encoding="utf-8") as handle:
         truth = {r["family_ref"]: tuple(int(r[f]) for f in FLAGS) for r in csv.DictReader(handle)}
     assert _flags(f"sqlite:///{split / 'work' / 'warehouse.db'}") == truth
+    # the health flag rests on the health feed for some family (else the comparison would not test it)
+    with connect(f"sqlite:///{split / 'work' / 'warehouse.db'}").connect() as conn:
+        health_links = conn.execute(select(links.c.record_id).where(
+            links.c.reference_date == R, links.c.dataset.in_(("treatment_episodes", "mental_health_contacts")),
+            links.c.person_ref.is_not(None))).all()
+    assert health_links and sum(f[FLAGS.index("health")] for f in truth.values()) > 0
 
     # every partner's records link, each under its own key; the truth names them the same way
     with connect(f"sqlite:///{split / 'work' / 'warehouse.db'}").connect() as conn:

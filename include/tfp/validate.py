@@ -912,7 +912,7 @@ def run(ctx: RunContext) -> StageResult:
     todo = [row.id for row in ctx.landing.landings(source, LandingStatus.LANDED, ctx.reference_date, partner)]
     counts = validate_source(ctx.warehouse, ctx.config, source, ctx.reference_date, store=ctx.landing,
                              partner=partner)
-    log.info("source %s, partner %s validated: %s", source, partner, counts)
+    log.info("source %s validated: %s", source if partner == source else f"{source}, partner {partner}", counts)
     return StageResult(stage="validate", counts=counts, source=source,
                        lineage=validated(ctx.warehouse, ctx.landing, source, todo, counts.get("rows_quarantined", 0)))
 

@@ -89,10 +89,11 @@ def spread(values: Iterable[float | None]) -> dict[str, Any] | None:
 
 
 def stage_of(task_id: str) -> str:
-    """The nightly stage a task belongs to: ``police.validate`` -> validate, ``check_setup`` and
-    ``choose_sources`` (the branch that picks the run's source groups) -> setup."""
+    """The nightly stage a task belongs to: ``police.validate`` and ``housing.clarion.validate`` -> validate;
+    ``check_setup``, ``choose_sources`` (the branch that picks the run's source groups) and ``check_inputs``
+    (the gate after staging) -> setup."""
     name = task_id.rsplit(".", 1)[-1]
-    return "setup" if name in ("check_setup", "choose_sources") else name
+    return "setup" if name in ("check_setup", "choose_sources", "check_inputs") else name
 
 
 def stage_times(task_instances: Iterable[tuple[str, float | None]]) -> dict[str, float]:

@@ -21,10 +21,12 @@ def test_spread_is_the_median_with_its_range():
 
 def test_task_instances_add_up_per_stage():
     tis = [("check_setup", 1.5), ("choose_sources", 0.5), ("police.extract", 1.0), ("dwp.extract", 0.5), ("police.validate", 3.0),
-           ("schools.stage", 4.0), ("link", 5.0), ("report", None)]
+           ("housing.clarion.validate", 0.5), ("housing.hyde.validate", 0.25), ("schools.stage", 4.0),
+           ("check_inputs", 0.25), ("link", 5.0), ("feedback", 0.75), ("report", None)]
     times = bench.stage_times(tis)
     assert list(times) == list(bench.STAGES)
-    assert times["setup"] == 2.0 and times["extract"] == 1.5 and times["validate"] == 3.0
+    assert times["setup"] == 2.25 and times["extract"] == 1.5 and times["validate"] == 3.75
+    assert times["feedback"] == 0.75
     assert times["stage"] == 4.0 and times["link"] == 5.0 and times["report"] == 0.0 and times["criteria"] == 0.0
 
 
@@ -147,3 +149,36 @@ def test_profile_summary_counts_inclusive_self_and_package_samples(tmp_path):
     assert packages["splink"] == 30 and packages["tfp"] == 40 and packages["great_expectations"] == 10
     page = render(2000, 12.0, total, inclusive, own, packages)
     assert "| link (tfp.pipeline) | 66.7% |" in page and "45 samples" in page
+
+
+def test_the_default_borough_has_issue_17s_partners_and_optional_sources(tmp_path):
+    """Issue 17 item 5: the benchmark's borough splits housing and probation among partners and has the
+    health and support_services sources; its config says so and loads; the six-source shape stays."""
+    from tfp.config import load_config
+
+    shape = bench.SHAPES[bench.DEFAULT_SHAPE]
+    assert shape.health and shape.support and len(shape.partners["housing"]) == 3 and len(shape.partners["probation"]) == 2
+    assert bench.generate_options(shape) == ["--health", "--support-services", "--partners", "housing=clarion,peabody,hyde",
+                                             "--partners", "probation=nps,crc"]
+    assert bench.generate_options(bench.SHAPES["six"]) == []
+    feeds = tmp_path / "feeds"
+    config = load_config(bench.write_config(tmp_path, feeds, "age1" + "q" * 58, shape))
+    assert config.configured_sources == (*bench.SOURCES, "health", "support_services")
+    assert [p.id for p in config.partners("housing")] == ["clarion", "peabody", "hyde"]
+    assert [p.id for p in config.partners("probation")] == ["nps", "crc"]
+    assert config.partners("housing")[1].transport.path == feeds / "housing" / "peabody"
+    assert [p.id for p in config.partners("police")] == ["police"]
+    six = load_config(bench.write_config(tmp_path, feeds, "age1" + "q" * 58))
+    assert six.configured_sources == bench.SOURCES and not six.multi_partner
+
+
+def test_feed_files_walk_partner_folders_and_name_support_attendance(tmp_path):
+    for folder, name in (("police", "incidents_20250331.csv"), ("housing/clarion", "tenancy_events_20250331.csv"),
+                         ("housing/hyde", "tenancy_events_20250331.csv"),
+                         ("support_services", "attendance_20250331.csv"), ("schools", "attendance_20250331.csv")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / name).write_text("record_id\n")
+    found = {(s, p, d) for s, p, d, _, _ in bench.feed_files(tmp_path)}
+    assert found == {("police", "police", "incidents"), ("housing", "clarion", "tenancy_events"),
+                     ("housing", "hyde", "tenancy_events"), ("support_services", "support_services", "support_attendance"),
+                     ("schools", "schools", "attendance")}

@@ -82,9 +82,11 @@ _CUBE_INDEX = {"dataset": 0, "age_band": 1, "sex": 2}  # the key of _equity_coun
 
 def _equity_sql(dataset: str) -> str:
     """One dataset's ``links`` rows for R joined to its current rows, counted by age band and sex: the
-    dates of birth and sexes stay in the database, only the group labels and counts come out."""
-    from tfp.current import current_sql
+    dates of birth and sexes stay in the database, only the group labels and counts come out.
 
+    It joins ``cur_<dataset>`` (tfp.current.create_current_tables, indexed on record_id): joined to the
+    current rows' query inline, SQLite scanned them once per link (a 50,000-family borough's attendance
+    links would take hours)."""
     age = "(CAST(:reference_yyyymmdd AS INTEGER) - tfp_yyyymmdd(c.date_of_birth)) / 10000"
     bands = " ".join(f"WHEN {age} < {upper} THEN '{label}'" for upper, label in AGE_BANDS)
     sexes = " ".join(f"WHEN '{code}' THEN '{label}'" for code, label in SEX_LABELS.items())
@@ -94,7 +96,7 @@ def _equity_sql(dataset: str) -> str:
         " COUNT(*) AS records,"
         " SUM(CASE WHEN l.person_ref IS NOT NULL THEN 1 ELSE 0 END) AS linked,"
         f" SUM(CASE WHEN l.method = '{LinkMethod.QUEUED}' THEN 1 ELSE 0 END) AS queued"
-        f" FROM links l LEFT JOIN ({current_sql(dataset)}) c ON c.record_id = l.record_id"
+        f" FROM links l LEFT JOIN cur_{dataset} c ON c.record_id = l.record_id"
         " WHERE l.reference_date = :reference_date AND l.dataset = :dataset"
         " GROUP BY 1, 2"
     )
@@ -105,12 +107,14 @@ def _equity_counts(engine: Engine, reference_date: date) -> dict[tuple[str, str,
     rows, so the same denominators, as the report's linkage rates by dataset."""
     from sqlalchemy import text
 
+    from tfp.current import create_current_tables
     from tfp.feeds import PARTNER_DATASETS
 
     params = {"reference_date": reference_date, "reference_yyyymmdd": int(reference_date.strftime("%Y%m%d"))}
     out: dict[tuple[str, str, str], tuple[int, int, int]] = {}
     with engine.connect() as conn:
         for dataset in PARTNER_DATASETS:
+            create_current_tables(conn, reference_date, [dataset])
             for band, sex, records, linked, queued in conn.execute(text(_equity_sql(dataset)),
                                                                    {**params, "dataset": dataset}).all():
                 out[(dataset, band, sex)] = (int(records), int(linked or 0), int(queued or 0))

@@ -30,20 +30,50 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from tfp.feeds import SOURCES
+from tfp.feeds import ALL_SOURCES, SOURCES
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_DATE = date(2025, 3, 31)
 SEED = 20250331
 LA = "E09000031"
-STAGES = ("setup", "extract", "validate", "stage", "link", "consent", "criteria", "package", "deliver", "report")
+STAGES = ("setup", "extract", "validate", "stage", "link", "feedback", "consent", "criteria", "package", "deliver",
+          "report")
 SCHEMA_VERSION = 1
 TFP = str(Path(sys.executable).with_name("tfp"))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a benchmark borough holds: the optional sources and how sources are split among partners."""
+
+    name: str
+    health: bool = False
+    support: bool = False
+    partners: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return (*SOURCES, *(("health",) if self.health else ()), *(("support_services",) if self.support else ()))
+
+    def describe(self) -> str:
+        split = "; ".join(f"{s} among {len(ids)} partners ({', '.join(ids)})" for s, ids in self.partners.items())
+        return f"{len(self.sources)} sources ({', '.join(self.sources)})" + (f"; {split}" if split else "")
+
+
+# Issue 17 item 5: a borough with several partners per source and the health and support_services sources
+# (the default), and the six sources with one partner each that the figures before issue 17 were measured on.
+SHAPES: dict[str, Shape] = {
+    "issue17": Shape("issue17", health=True, support=True,
+                     partners={"housing": ("clarion", "peabody", "hyde"), "probation": ("nps", "crc")}),
+    "six": Shape("six"),
+}
+DEFAULT_SHAPE = "issue17"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,10 +89,11 @@ def spread(values: Iterable[float | None]) -> dict[str, Any] | None:
 
 
 def stage_of(task_id: str) -> str:
-    """The nightly stage a task belongs to: ``police.validate`` -> validate, ``check_setup`` and
-    ``choose_sources`` (the branch that picks the run's source groups) -> setup."""
+    """The nightly stage a task belongs to: ``police.validate`` and ``housing.clarion.validate`` -> validate;
+    ``check_setup``, ``choose_sources`` (the branch that picks the run's source groups) and ``check_inputs``
+    (the gate after staging) -> setup."""
     name = task_id.rsplit(".", 1)[-1]
-    return "setup" if name in ("check_setup", "choose_sources") else name
+    return "setup" if name in ("check_setup", "choose_sources", "check_inputs") else name
 
 
 def stage_times(task_instances: Iterable[tuple[str, float | None]]) -> dict[str, float]:
@@ -143,7 +174,10 @@ def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None) -> s
         f"Produced by `{doc['command']}` on {doc['created'][:10]}: {m['cpus']} CPUs, "
         f"{m['memory_gb']:.0f} GB, {m['platform']}, Python {m['python']}. SQLite warehouse, directory "
         "transports, age encryption on, one `tfp run` per night with a fresh warehouse and Airflow home. "
-        "Each figure is the median of the repeats, with (min–max) when they differ.",
+        "Each figure is the median of the repeats, with (min–max) when they differ."
+        + (f" Borough shape `{doc['shape']['name']}`: {doc['shape']['description']}." if doc.get("shape") else "")
+        + (" Load average (1 min) {:.1f} at the start, {:.1f} at the end.".format(
+            m["load_average_at_start"][0], m["load_average_at_end"][0]) if m.get("load_average_at_end") else ""),
         "",
         "| families | input rows | repeats | end-to-end s | rows/s | peak RSS MB | link ÷ Splink | F1 tfp | F1 Splink "
         "| validate ÷ pandas | GX ÷ pandas | same quarantine |",
@@ -284,7 +318,17 @@ def new_keys() -> dict[str, str]:
             "TFP_SIGNING_KEY": base64.b64encode(signing).decode()}
 
 
-def write_config(run_dir: Path, feeds: Path, recipient: str) -> Path:
+def source_settings(feeds: Path, shape: Shape) -> dict[str, Any]:
+    """The config's ``sources``: a folder per source, or a ``partners:`` list of folders for a split one."""
+    out: dict[str, Any] = {}
+    for source in shape.sources:
+        ids = shape.partners.get(source)
+        out[source] = ({"partners": [{"id": p, "transport": "directory", "path": str(feeds / source / p)}
+                                     for p in ids]} if ids else {"transport": "directory", "path": str(feeds / source)})
+    return out
+
+
+def write_config(run_dir: Path, feeds: Path, recipient: str, shape: Shape = SHAPES["six"]) -> Path:
     """A config reading the generated feeds from folders and delivering age-encrypted files to a folder."""
     import yaml
 
@@ -294,7 +338,7 @@ def write_config(run_dir: Path, feeds: Path, recipient: str) -> Path:
         local_authority={"code": LA, "name": "Benchmark Borough"},
         warehouse_url="sqlite:///work/warehouse.db",
         work_dir="work",
-        sources={s: {"transport": "directory", "path": str(feeds / s)} for s in SOURCES},
+        sources=source_settings(feeds, shape),
         delivery={"transport": "directory", "path": "delivered", "encryption": "age", "recipient": recipient},
         inbound={"keep_local_files": True},  # every repeat reads the same generated feeds into a fresh warehouse
     )
@@ -310,9 +354,10 @@ def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def generate_feeds(work: Path, families: int, seed: int) -> tuple[Path, float | None]:
+def generate_feeds(work: Path, families: int, seed: int,
+                   shape: Shape = SHAPES["six"]) -> tuple[Path, float | None]:
     """The borough's feeds through ``tfp generate``, kept between benchmarks (same arguments, same bytes)."""
-    feeds = work / f"feeds-{families}-{seed}"
+    feeds = work / (f"feeds-{families}-{seed}" if shape.name == "six" else f"feeds-{shape.name}-{families}-{seed}")
     done = feeds / ".complete"
     if done.exists():
         return feeds, None
@@ -320,11 +365,17 @@ def generate_feeds(work: Path, families: int, seed: int) -> tuple[Path, float | 
         shutil.rmtree(feeds)
     start = time.perf_counter()
     subprocess.run([TFP, "generate", "--out", str(feeds), "--families", str(families), "--seed", str(seed),
-                    "--date", REFERENCE_DATE.isoformat()], check=True, stdout=subprocess.DEVNULL,
+                    "--date", REFERENCE_DATE.isoformat(), *generate_options(shape)], check=True, stdout=subprocess.DEVNULL,
                    env=_clean_env({}))
     seconds = time.perf_counter() - start
     done.write_text(f"{seconds:.3f}\n")
     return feeds, seconds
+
+
+def generate_options(shape: Shape) -> list[str]:
+    """``tfp generate``'s options for a shape."""
+    return [*(["--health"] if shape.health else []), *(["--support-services"] if shape.support else []),
+            *(a for s, ids in shape.partners.items() for a in ("--partners", f"{s}={','.join(ids)}"))]
 
 
 def migrated_airflow_home(work: Path) -> Path:
@@ -356,7 +407,8 @@ def _seconds_between(first: str, last: str) -> float:
     return (parse(last) - parse(first)).total_seconds()
 
 
-def run_night(feeds: Path, run_dir: Path, template: Path, wrap: Sequence[str] = ()) -> dict[str, Any]:
+def run_night(feeds: Path, run_dir: Path, template: Path, wrap: Sequence[str] = (),
+              shape: Shape = SHAPES["six"]) -> dict[str, Any]:
     """One ``tfp run`` of the nightly DAG on a fresh warehouse; times, memory and counts. ``wrap`` is a
     command to run it under (a profiler)."""
     import pyrage
@@ -367,7 +419,7 @@ def run_night(feeds: Path, run_dir: Path, template: Path, wrap: Sequence[str] = 
     for name in ("airflow.db", ".tfp-migrated"):
         shutil.copy2(template / name, run_dir / "airflow" / name)
     identity = pyrage.x25519.Identity.generate()
-    config = write_config(run_dir, feeds, str(identity.to_public()))
+    config = write_config(run_dir, feeds, str(identity.to_public()), shape)
     (run_dir / "age.key").write_text(str(identity) + "\n")
     (run_dir / "age.key").chmod(0o600)
     env = _clean_env({**new_keys(), "AIRFLOW_HOME": str(run_dir / "airflow")})
@@ -428,6 +480,15 @@ def linked_inputs(run_dir: Path) -> tuple[Any, Any, dict[str, str | None]]:
     engine.dispose()
     records = pd.concat(parts, ignore_index=True)
     return roster, records, {f"{d}|{r}": p for d, r, p in links}
+
+
+def identifiable(roster: Any) -> set[str]:
+    """The roster persons a record can be linked to: not those of whom only the references are stored
+    (anyone who has ever withdrawn consent, contract section 10), whom no linker may find."""
+    from tfp.retention import ROSTER_SCRUBBED
+
+    kept = roster[list(ROSTER_SCRUBBED)].notna().any(axis=1)
+    return set(roster.loc[kept, "person_ref"].astype(str))
 
 
 def true_pairs(feeds: Path, roster_refs: set[str]) -> dict[str, str]:
@@ -506,14 +567,16 @@ def splink_peer(run_dir: Path, feeds: Path, link_stage_s: float) -> dict[str, An
 
     logging.getLogger("splink").setLevel(logging.ERROR)
     roster, records, tfp_links = linked_inputs(run_dir)
-    truth = true_pairs(feeds, set(roster["person_ref"].astype(str)))
+    on_roster = identifiable(roster)
+    truth = true_pairs(feeds, on_roster)
     truth = {r: p for r, p in truth.items() if r in tfp_links}
     start = time.perf_counter()
     direct = splink_direct(roster, records)
     seconds = time.perf_counter() - start
     mine, theirs = f1_score(tfp_links, truth), f1_score(direct, truth)
     return {"seconds": seconds, "link_stage_s": link_stage_s, "ratio": link_stage_s / seconds if seconds else None,
-            "records": len(records), "roster": len(roster), "f1_tfp": mine["f1"], "f1_splink": theirs["f1"],
+            "records": len(records), "roster": len(roster), "roster_scrubbed": len(roster) - len(on_roster),
+            "f1_tfp": mine["f1"], "f1_splink": theirs["f1"],
             "tfp": mine, "splink": theirs}
 
 
@@ -541,6 +604,8 @@ def pandas_bad_rows(frame: Any, dataset: str, file_date: date) -> Any:
         v["nino"] = distinct(v["nino"], identifiers.normalise_nino).astype("str")
     if "upn" in v:
         v["upn"] = v["upn"].str.upper()
+    if "nhs_number" in v:
+        v["nhs_number"] = distinct(v["nhs_number"], identifiers.normalise_nhs_number).astype("str")
     if "sex" in v:
         v["sex"] = v["sex"].where(v["sex"] != "", "U")
     bad = pd.Series(False, index=frame.index)
@@ -572,6 +637,8 @@ def pandas_bad_rows(frame: Any, dataset: str, file_date: date) -> Any:
             bad |= (v[column] != "") & ~v[column].str.match(pattern)
     if "upn" in v:
         bad |= (v["upn"] != "") & ~distinct(v["upn"], identifiers.is_valid_upn).astype(bool)
+    if "nhs_number" in v:
+        bad |= (v["nhs_number"] != "") & ~distinct(v["nhs_number"], identifiers.is_valid_nhs_number).astype(bool)
     if {"sessions_missed", "sessions_possible"} <= set(v):
         possible = pd.to_numeric(v["sessions_possible"].where(v["sessions_possible"].str.match(INTEGER)),
                                  errors="coerce")
@@ -583,23 +650,29 @@ def pandas_bad_rows(frame: Any, dataset: str, file_date: date) -> Any:
     return frame.loc[bad, ROW]
 
 
-def feed_files(feeds: Path) -> list[tuple[str, str, date, Path]]:
-    """(source, dataset, file date, path) of every generated feed file."""
+def feed_files(feeds: Path) -> list[tuple[str, str, str, date, Path]]:
+    """(source, partner, dataset, file date, path) of every generated feed file: ``<source>/<name>`` is the
+    source's own partner (the short form), ``<source>/<partner>/<name>`` a partner of a split source."""
     from tfp.feeds import parse_file_name
 
     out = []
-    for source in SOURCES:
-        for path in sorted((feeds / source).glob("*.csv")):
-            dataset, file_date = parse_file_name(path.name)
-            out.append((source, dataset, file_date, path))
+    for source in ALL_SOURCES:
+        folder = feeds / source
+        if not folder.is_dir():
+            continue
+        found = [(source, p) for p in sorted(folder.glob("*.csv"))]
+        found += [(sub.name, p) for sub in sorted(folder.iterdir()) if sub.is_dir() for p in sorted(sub.glob("*.csv"))]
+        for partner, path in found:
+            dataset, file_date = parse_file_name(path.name, source)
+            out.append((source, partner, dataset, file_date, path))
     return out
 
 
-def quarantined_rows(run_dir: Path) -> set[tuple[str, int]]:
-    """(file name, row number) of every row the night quarantined."""
+def quarantined_rows(run_dir: Path) -> set[tuple[str, str, int]]:
+    """(partner, file name, row number) of every row the night quarantined."""
     con = sqlite3.connect(f"file:{run_dir / 'work' / 'warehouse.db'}?mode=ro", uri=True)
     try:
-        return set(con.execute("SELECT l.file_name, q.row_number FROM quarantine q "
+        return set(con.execute("SELECT l.partner, l.file_name, q.row_number FROM quarantine q "
                                "JOIN landing_log l ON l.id = q.landing_id").fetchall())
     finally:
         con.close()
@@ -609,21 +682,23 @@ def pandas_peer(run_dir: Path, feeds: Path, validate_stage_s: float) -> dict[str
     """Vectorised pandas against the validate stages and against GX in this process, on the same files."""
     from tfp.validate import read_feed, validate_feed
 
-    files = [(dataset, day, path.name, path.read_bytes()) for _, dataset, day, path in feed_files(feeds)]
+    files = [(partner, dataset, day, path.name, path.read_bytes())
+             for _, partner, dataset, day, path in feed_files(feeds)]
     start = time.perf_counter()
-    mine: set[tuple[str, int]] = set()
-    for dataset, day, name, data in files:
+    mine: set[tuple[str, str, int]] = set()
+    for partner, dataset, day, name, data in files:
         frame = read_feed(data, name, dataset)
-        mine |= {(name, int(r)) for r in pandas_bad_rows(frame, dataset, day)}
+        mine |= {(partner, name, int(r)) for r in pandas_bad_rows(frame, dataset, day)}
     pandas_s = time.perf_counter() - start
 
-    validate_feed(read_feed(files[0][3], files[0][2], files[0][0]).head(5), files[0][0], files[0][1],
-                  files[0][2], 1.0)  # warm: GX's import and context are per process, like a task's
+    _, dataset, day, name, data = files[0]
+    validate_feed(read_feed(data, name, dataset).head(5), dataset, day, name,
+                  1.0)  # warm: GX's import and context are per process, like a task's
     start = time.perf_counter()
-    gx: set[tuple[str, int]] = set()
-    for dataset, day, name, data in files:
+    gx: set[tuple[str, str, int]] = set()
+    for partner, dataset, day, name, data in files:
         result = validate_feed(read_feed(data, name, dataset), dataset, day, name, 1.0)
-        gx |= {(name, int(r)) for r in result.quarantined["_row"]}
+        gx |= {(partner, name, int(r)) for r in result.quarantined["_row"]}
     gx_s = time.perf_counter() - start
     night = quarantined_rows(run_dir)
     return {"pandas_s": pandas_s, "gx_s": gx_s, "validate_stage_s": validate_stage_s,
@@ -743,7 +818,7 @@ def machine() -> dict[str, Any]:
 
 def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: int = SEED,
               peers: bool = True, command: str = "python -m tfp_dev.bench", say=print,
-              notes: Sequence[str] = (), memory: bool = True) -> dict[str, Any]:
+              notes: Sequence[str] = (), memory: bool = True, shape: Shape = SHAPES[DEFAULT_SHAPE]) -> dict[str, Any]:
     """Run every size ``repeats`` times and write results.json, results.md and time_per_stage.png."""
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -751,14 +826,18 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
     doc: dict[str, Any] = {"schema": SCHEMA_VERSION, "command": command,
                            "created": datetime.now(UTC).isoformat(timespec="seconds"),
                            "machine": machine(), "reference_date": REFERENCE_DATE.isoformat(), "seed": seed,
-                           "sizes": list(sizes), "repeats_requested": repeats, "results": [], "notes": list(notes)}
+                           "sizes": list(sizes), "repeats_requested": repeats, "results": [],
+                           "shape": {"name": shape.name, "sources": list(shape.sources),
+                                     "partners": {s: list(ids) for s, ids in shape.partners.items()},
+                                     "description": shape.describe()},
+                           "notes": list(notes)}
     for families in sizes:
-        feeds, gen_s = generate_feeds(work, families, seed)
+        feeds, gen_s = generate_feeds(work, families, seed, shape)
         say(f"{families} families: feeds ready" + (f" (generated in {gen_s:.0f} s)" if gen_s else " (cached)"))
         runs = []
         for i in range(repeats):
-            run_dir = work / f"run-{families}-{i + 1}"
-            run = run_night(feeds, run_dir, template)
+            run_dir = work / f"run-{shape.name}-{families}-{i + 1}"
+            run = run_night(feeds, run_dir, template, shape=shape)
             if run["succeeded"] and peers:
                 run["splink"] = splink_peer(run_dir, feeds, run["stages_s"]["link"])
                 run["pandas"] = pandas_peer(run_dir, feeds, run["stages_s"]["validate"])
@@ -776,7 +855,8 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
     if memory:
         doc["validation_memory"] = validation_memory(work, seed=seed)
         say(_validation_memory_line(doc["validation_memory"]))
-        write_outputs(doc, out)
+    doc["machine"]["load_average_at_end"] = list(os.getloadavg())
+    write_outputs(doc, out)
     return doc
 
 
@@ -804,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench", help="where the three artefacts go")
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench", help="feeds and runs (large)")
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=DEFAULT_SHAPE,
+                        help="issue17 (default): health and support_services sources, housing split among three "
+                             "partners and probation among two; six: the six sources, one partner each")
     parser.add_argument("--no-peers", action="store_true", help="skip the Splink and pandas peers")
     parser.add_argument("--note", action="append", default=[], help="a line for the table (e.g. what else ran)")
     parser.add_argument("--no-validation-memory", action="store_true",
@@ -817,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.work = args.out.resolve(), args.work.resolve()  # each night runs in its own folder
     command = "python -m tfp_dev.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = benchmark(args.sizes, args.repeats, args.out, args.work, args.seed, not args.no_peers, command.strip(),
-                    notes=args.note, memory=not args.no_validation_memory)
+                    notes=args.note, memory=not args.no_validation_memory, shape=SHAPES[args.shape])
     failed = [r["families"] for r in doc["results"] if r["summary"]["repeats"] < args.repeats]
     print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'time_per_stage.png'}")
     if failed:

@@ -13,11 +13,13 @@ WHERE b.out_of_work = TRUE
   AND b.claim_start <= m.baseline_date
   AND (b.claim_end IS NULL OR b.claim_end >= m.baseline_date)
   AND (tfp_yyyymmdd(m.baseline_date) - tfp_yyyymmdd(f.date_of_birth)) / 10000 >= 18
-  AND NOT EXISTS (
-        SELECT 1
+  -- not correlated, so it runs once: a NOT EXISTS per link scanned every benefits link again (links has
+  -- no index on person_ref), hours on a 50,000-family borough. person_ref IS NOT NULL keeps NOT IN exact.
+  AND m.person_ref NOT IN (
+        SELECT k2.person_ref
         FROM links k2
         JOIN cur_benefits b2 ON b2.record_id = k2.record_id
-        WHERE k2.reference_date = :night AND k2.dataset = 'benefits' AND k2.person_ref = m.person_ref
+        WHERE k2.reference_date = :night AND k2.dataset = 'benefits' AND k2.person_ref IS NOT NULL
           AND b2.out_of_work = TRUE
           AND b2.claim_start <= :reference_date
           AND (b2.claim_end IS NULL OR b2.claim_end > :off_since)

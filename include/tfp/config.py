@@ -149,6 +149,11 @@ class Sources(_Strict):
             partners = _partners_of(source, getattr(self, source))
             if source == "children_services" and len(partners) != 1:
                 raise ValueError("sources.children_services: has exactly one partner (the roster is one snapshot)")
+            if len(partners) > 1 and any(p.id == source for p in partners):
+                # its records would keep bare record_ids downstream, which a crafted id such as
+                # "<other partner>:<id>" could make equal to another partner's record key
+                raise ValueError(f"sources.{source}.partners: partner id {source} is the source's own name; with "
+                                 "several partners each needs an id of its own, so their record_ids stay apart")
             for partner in partners:
                 if partner.id in seen:
                     raise ValueError(f"sources.{source}.partners: partner id {partner.id} is used twice "

@@ -1,8 +1,9 @@
 """Where a night's time goes: one ``tfp run`` under py-spy, summarised by function.
 
-    python -m tfp_dev.bench_profile --families 50000      (needs ``pip install py-spy``; `make profile`)
+    python -m tfp_dev.bench_profile --families 50000 [--shape issue17] [--label after]   (`make profile`)
 
-Samples every thread of the run (idle ones left out) and writes ``bench/profile-<N>.md``: the tfp
+Needs ``pip install py-spy``. Samples every thread of the run (idle ones left out) and writes
+``bench/profile-<N>[-<label>].md`` (a label keeps an earlier profile to compare with): the tfp
 functions and the library calls that hold the most samples, inclusive and self, as shares of the
 run. A flame graph can be drawn from the raw stacks it keeps beside the run (``profile.txt``).
 """
@@ -15,7 +16,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from tfp_dev.bench import REPO, SEED, generate_feeds, migrated_airflow_home, run_night
+from tfp_dev.bench import DEFAULT_SHAPE, REPO, SEED, SHAPES, generate_feeds, migrated_airflow_home, run_night
 
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
 
@@ -51,14 +52,14 @@ def summarise(raw: Path) -> tuple[int, Counter, Counter, Counter]:
 
 
 def render(families: int, wall_s: float, total: int, inclusive: Counter, own: Counter, packages: Counter,
-           top: int = 25) -> str:
+           top: int = 25, shape: str = "six") -> str:
     def table(title: str, counts: Counter) -> list[str]:
         rows = [f"| {name.replace('|', '/')} | {n / total:.1%} |" for name, n in counts.most_common(top)]
         return ["", f"**{title}**", "", "| where | share of samples |", "|---|---:|", *rows]
 
     return "\n".join([
-        f"# Profile of a {families:,}-family night", "",
-        f"`python -m tfp_dev.bench_profile --families {families}`: one `tfp run` under `py-spy record --subprocesses "
+        f"# Profile of a {families:,}-family night ({SHAPES[shape].describe()})", "",
+        f"`python -m tfp_dev.bench_profile --families {families} --shape {shape}`: one `tfp run` under `py-spy record --subprocesses "
         f"--format raw` (idle threads left out), {total:,} samples, {wall_s:.0f} s end to end (sampling slows it).",
         *table("tfp functions, inclusive (time in them and what they call)", inclusive),
         *table("Functions, self (time in the function's own code)", own),
@@ -72,23 +73,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench")
     parser.add_argument("--work", type=Path, default=REPO / "var" / "bench")
     parser.add_argument("--rate", type=int, default=50, help="samples per second")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=DEFAULT_SHAPE, help="the borough's sources and partners")
+    parser.add_argument("--label", default="", help="added to the file name, e.g. 'after'")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy")
     if not spy:
         parser.error("py-spy is not installed: pip install py-spy")
     work = args.work.resolve()
-    feeds, _ = generate_feeds(work, args.families, args.seed)
-    run_dir = work / f"profile-{args.families}"
-    raw = work / f"profile-{args.families}.txt"
-    run = run_night(feeds, run_dir, migrated_airflow_home(work),
+    shape = SHAPES[args.shape]
+    name = f"profile-{args.families}" + (f"-{args.label}" if args.label else "")
+    feeds, _ = generate_feeds(work, args.families, args.seed, shape)
+    run_dir = work / name
+    raw = work / f"{name}.txt"
+    run = run_night(feeds, run_dir, migrated_airflow_home(work), shape=shape,
                     wrap=[spy, "record", "--subprocesses", "--format", "raw", "--rate", str(args.rate), "--nonblocking",
                           "-o", str(raw), "--"])
     if not run["succeeded"]:
         print(f"the run failed: see {run_dir / 'tfp-run.log'}")
         return 1
-    out = args.out.resolve() / f"profile-{args.families}.md"
+    out = args.out.resolve() / f"{name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(args.families, run["wall_s"], *summarise(raw)), encoding="utf-8")
+    out.write_text(render(args.families, run["wall_s"], *summarise(raw), shape=args.shape), encoding="utf-8")
     print(f"wrote {out} (raw stacks: {raw})")
     return 0
 

@@ -277,58 +277,75 @@ def settings_for_roster(model: dict[str, Any], roster_size: int) -> dict[str, An
     return {k: v for k, v in settings.items() if v is not None}
 
 
-def _candidate_pairs(roster_table, records_table, settings: dict[str, Any]) -> pd.DataFrame:
-    """Every blocked (record, person) pair with its Splink match weight."""
+BEST_COLUMNS = ["record_key", "person_ref", "match_probability", "runner_up_ref", "runner_up_probability"]
+
+
+def best_candidates(roster_table, records_table, settings: dict[str, Any],
+                    rejected: Collection[tuple[str, str]] = ()) -> pd.DataFrame:
+    """One row per record that has a candidate: its best person and that person's probability against all
+    the others, and the runner-up on the same scale.
+
+    Splink scores every blocked (record, person) pair; the pairs stay in DuckDB, which reduces them to
+    one row per record, so their number (which grows with the square of the borough) never reaches
+    pandas. A reviewer's rejected pair is never a candidate. p_i = odds_i / (1 + sum_j odds_j), in log
+    space: with w the match weights (clipped to +-1000) and top the best, p_best = 1 / (sum_j 2^(w_j - top)
+    + 2^-top). Ties go to the smallest person_ref.
+    """
+    import numpy as np
+    import pyarrow as pa
     from splink import DuckDBAPI, Linker
 
     quiet_splink()
     db_api = DuckDBAPI(":memory:")
+    con = db_api.duckdb_con
     try:
-        db_api.duckdb_con.execute("SET enable_progress_bar = false")
+        con.execute("SET enable_progress_bar = false")
         roster_sdf = db_api.register(roster_table, table_name="roster")
         records_sdf = db_api.register(records_table, table_name="records")
         linker = Linker([roster_sdf, records_sdf], settings, validate_settings=False, log_level=None)
         predictions = linker.inference.predict(threshold_match_weight=MIN_MATCH_WEIGHT, warning_mode="never")
-        pairs = db_api.duckdb_con.execute(
+        con.register("tfp_rejected", pa.table({"record_key": pa.array([k for k, _ in rejected], pa.string()),
+                                               "person_ref": pa.array([p for _, p in rejected], pa.string())}))
+        best = con.execute(
             f"""
-            SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_key,
-                   CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
-                   match_weight
-            FROM {predictions.physical_name}
+            WITH pairs AS (
+                SELECT CASE WHEN source_dataset_l = 'records' THEN unique_id_l ELSE unique_id_r END AS record_key,
+                       CASE WHEN source_dataset_l = 'records' THEN unique_id_r ELSE unique_id_l END AS person_ref,
+                       greatest(least(CAST(match_weight AS DOUBLE), 1000.0), -1000.0) AS w
+                FROM {predictions.physical_name}
+            ), candidates AS (
+                SELECT * FROM pairs ANTI JOIN tfp_rejected USING (record_key, person_ref)
+            ), ranked AS (
+                SELECT record_key, person_ref, w,
+                       row_number() OVER (PARTITION BY record_key ORDER BY w DESC, person_ref) AS rank,
+                       max(w) OVER (PARTITION BY record_key) AS top
+                FROM candidates
+            ), odds AS (
+                SELECT record_key, fsum(pow(2.0, w - top)) AS others FROM ranked GROUP BY record_key
+            )
+            SELECT b.record_key, b.person_ref, b.w AS top, o.others, r.person_ref AS runner_up_ref, r.w AS runner_up_w
+            FROM ranked b JOIN odds o USING (record_key)
+            LEFT JOIN ranked r ON r.record_key = b.record_key AND r.rank = 2
+            WHERE b.rank = 1
+            ORDER BY b.record_key
             """
         ).df()
     finally:
-        db_api.duckdb_con.close()
-    return pairs
-
-
-def best_candidates(pairs: pd.DataFrame) -> pd.DataFrame:
-    """One row per record: its best person and that person's probability against all the others.
-
-    p_i = odds_i / (1 + sum_j odds_j), computed in log space; ties go to the smallest person_ref.
-    """
-    if pairs.empty:
-        return pd.DataFrame({"record_key": [], "person_ref": [], "match_probability": [], "runner_up_ref": [],
-                             "runner_up_probability": []})
-    pairs = pairs.copy()
-    pairs["match_weight"] = pairs["match_weight"].astype(float).clip(-1000, 1000)
-    pairs = pairs.sort_values(["record_key", "match_weight", "person_ref"], ascending=[True, False, True],
-                              kind="mergesort")
-    best = pairs.drop_duplicates("record_key", keep="first").set_index("record_key")
-    top = best["match_weight"].reindex(pairs["record_key"]).to_numpy()
-    relative = pd.Series(2.0 ** (pairs["match_weight"].to_numpy() - top), index=pairs["record_key"].to_numpy())
-    others = relative.groupby(level=0).sum()  # includes the best itself (2**0 == 1)
-    top_w = best["match_weight"]
-    denominator = others.reindex(best.index) + 2.0 ** (-top_w)
-    best["match_probability"] = 1.0 / denominator
-    # The runner-up and its probability on the same scale, so a doubtful record can go to a person.
-    second = pairs[pairs["record_key"].duplicated(keep="first")].drop_duplicates("record_key", keep="first")
-    second = second.set_index("record_key").reindex(best.index)
-    best["runner_up_ref"] = second["person_ref"].astype(object).where(second["person_ref"].notna(), None)
-    best["runner_up_probability"] = (best["match_probability"] * 2.0 ** (second["match_weight"] - top_w)).astype(
-        object).where(second["match_weight"].notna(), None)
-    return best.reset_index()[["record_key", "person_ref", "match_probability", "runner_up_ref",
-                               "runner_up_probability"]]
+        con.close()
+    if best.empty:
+        return pd.DataFrame({c: [] for c in BEST_COLUMNS})
+    top = best["top"].to_numpy(dtype=float)
+    probability = 1.0 / (best["others"].to_numpy(dtype=float) + 2.0 ** (-top))
+    second = best["runner_up_w"].to_numpy(dtype=float)  # NaN where there is no runner-up
+    has_second = ~np.isnan(second)
+    return pd.DataFrame({  # object columns: a missing runner-up is None, not NaN
+        "record_key": best["record_key"].tolist(),
+        "person_ref": best["person_ref"].tolist(),
+        "match_probability": probability,
+        "runner_up_ref": [r if h else None for r, h in zip(best["runner_up_ref"].tolist(), has_second, strict=True)],
+        "runner_up_probability": [p if h else None for p, h in
+                                  zip((probability * 2.0 ** (second - top)).tolist(), has_second.tolist(), strict=True)],
+    }, columns=BEST_COLUMNS, dtype=object)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -419,15 +436,11 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     by_identifier = has_nino | has_upn | has_nhs
     rest = records[~by_identifier]
 
-    best = best_candidates(pd.DataFrame())
+    best = pd.DataFrame({c: [] for c in BEST_COLUMNS})
     if len(rest) and len(roster):
         settings = settings_for_roster(model or load_model(), len(roster))
-        pairs = _candidate_pairs(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
-                                 settings)
-        if rejected and len(pairs):
-            rejected_keys = pd.MultiIndex.from_tuples(list(rejected))
-            pairs = pairs[~pd.MultiIndex.from_arrays([pairs["record_key"], pairs["person_ref"]]).isin(rejected_keys)]
-        best = best_candidates(pairs)
+        best = best_candidates(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
+                               settings, rejected)
 
     record_ids = records["record_id"].tolist()
     n = len(record_ids)

@@ -126,6 +126,16 @@ def test_a_small_benchmark_runs_end_to_end(tmp_path):
     assert s["f1_tfp"]["median"] > 0.9 and s["f1_splink"]["median"] > 0.5
     assert "| 300 |" in (out / "results.md").read_text()
     assert (out / "time_per_stage.png").read_bytes()[:4] == b"\x89PNG"
+    # the one-process pandas night ran beside it, and counted eligible families as the truth does
+    assert s["pandas_night_s"]["median"] > 0 and s["pandas_night_rss_mb"]["median"] > 50
+    assert s["eligible_pandas_night"]["median"] == s["eligible_truth"]["median"] > 0
+    assert s["eligible_tfp"]["median"] > 0 and s["same_eligible"] is not None
+    assert (out / "time_memory_by_families.png").read_bytes()[:4] == b"\x89PNG"
+    # a second invocation of another size keeps the first one's figures
+    assert bench.main(["--sizes", "200", "--repeats", "1", "--no-peers", "--no-validation-memory", "--out", str(out),
+                       "--work", str(work)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["families"] for r in doc["results"]] == [200, 300] and doc["validation_memory"]["ratio"] > 0
 
 
 def test_profile_summary_counts_inclusive_self_and_package_samples(tmp_path):
@@ -326,8 +336,11 @@ def test_the_pandas_night_finds_the_truths_eligible_families(tmp_path):
 
     feeds, _ = bench.generate_feeds(tmp_path, 200, 20250331, bench.SHAPES[bench.DEFAULT_SHAPE])
     figures = pandas_night(feeds, tmp_path / "night")
-    rows = sum(len(list(csv.reader(p.open(encoding="utf-8-sig")))) - 1 for *_, p in bench.feed_files(feeds))
-    assert figures["rows_read"] == rows and 0 < figures["rows_quarantined"] < rows * 0.05
+    files = bench.feed_files(feeds)
+    rows = sum(len(list(csv.reader(p.open(encoding="utf-8-sig")))) - 1 for *_, p in files)
+    bad = sum(len(bench.pandas_bad_rows(read_feed(p.read_bytes(), p.name, d), d, day)) for _, _, d, day, p in files)
+    assert figures["rows_read"] == rows and figures["rows_quarantined"] == bad  # what tfp's reader and rules give
+    assert 0 < bad < rows * 0.05
     assert figures["records_linked"] > 0.7 * (figures["records_linked"] + figures["records_unlinked"])
     assert figures["families_eligible"] == truth_eligible(feeds) > 0
     names = sorted(p.name for p in (tmp_path / "night").iterdir())

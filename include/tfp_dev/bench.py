@@ -8,11 +8,13 @@ process tree and rows per second. Beside each run it times two peers on the same
 directly with a plain configuration (against the ``link`` stage, with both F1 scores against the
 generator's truth), and the validation rules written as plain vectorised pandas (against the
 ``validate`` stages and against Great Expectations in this process, checking that both quarantine
-the same rows).
+the same rows), and the whole night as one plain pandas script in one process (``tfp_dev.bench_night``,
+against ``tfp run``, checking that both find as many eligible families).
 
 Every figure is the median of the repeats, with the minimum and maximum kept for the spread. It
-writes ``results.json``, ``results.md`` (the table the README's performance section includes) and
-``time_per_stage.png``. Nothing personal is printed: counts, times and paths only.
+writes ``results.json``, ``results.md`` (issue 18's targets beside their figures, then the tables the README's
+performance section includes), ``time_per_stage.png`` and ``time_memory_by_families.png``; sizes measured by an
+earlier invocation into the same folder are kept (``--fresh`` starts over). Nothing personal is printed: counts, times and paths only.
 """
 
 from __future__ import annotations
@@ -912,7 +914,8 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
             if run["succeeded"] and peers:
                 run["splink"] = splink_peer(run_dir, feeds, run["stages_s"]["link"])
                 run["pandas"] = pandas_peer(run_dir, feeds, run["stages_s"]["validate"])
-                run["night"] = night_peer(feeds, run_dir, run["wall_s"], run["counts"].get("families_eligible_exact"))
+                run["night"] = night_peer(feeds, run_dir, run["wall_s"], run.get("families_eligible_exact"),
+                                          run["counts"])
             runs.append(run)
             say(f"  run {i + 1}/{repeats}: {'ok' if run['succeeded'] else 'FAILED'} in {run['wall_s']:.1f} s, "
                 f"peak {run['peak_rss_mb']:.0f} MB"

@@ -42,9 +42,9 @@ SUBMISSION_COLUMNS = ("reference_date", "la_code", "family_token", "person_token
 
 
 def read_night(feeds: Path, reference_date: date) -> dict[str, Any]:
-    """Every dataset's rows as of R, strings, with ``_partner``, ``_file`` and ``_row`` columns: the newest
-    roster file on or before R; for every other dataset all files on or before R, a partner's ``record_id``
-    taking its row from its newest file (contract section 3, per partner as section 10 says)."""
+    """Every dataset's rows as of R, strings, with ``_partner``, ``_file``, ``_day`` and ``_row`` columns: the
+    newest roster file on or before R; for every other dataset all files on or before R (``as_of`` then keeps a
+    ``record_id``'s newest valid row)."""
     import pandas as pd
 
     from tfp.validate import ROW
@@ -69,11 +69,16 @@ def read_night(feeds: Path, reference_date: date) -> dict[str, Any]:
             frame = frame[list(DATASETS[dataset].columns)]
             frame[ROW] = range(1, len(frame) + 1)
             frames.append(frame.assign(_partner=partner, _file=path.name, _day=day))
-        rows = pd.concat(frames, ignore_index=True)
-        if len(files) > 1:
-            rows = rows.drop_duplicates(["_partner", "record_id"], keep="last")
-        out[dataset] = rows
+        out[dataset] = pd.concat(frames, ignore_index=True)
     return out
+
+
+def as_of(valid: dict[str, Any]) -> dict[str, Any]:
+    """A partner's ``record_id`` seen in several files takes its row from the newest (contract section 3, per
+    partner as section 10 says). After validation: a ``record_id`` twice in one file is quarantined, both rows."""
+    return {d: rows if d == "families" else
+            rows.sort_values("_day", kind="stable").drop_duplicates(["_partner", "record_id"], keep="last")
+            for d, rows in valid.items()}
 
 
 def validate(frames: dict[str, Any], max_bad_row_fraction: float = 0.05) -> tuple[dict[str, Any], int]:
@@ -215,6 +220,7 @@ def pandas_night(feeds: Path, out: Path, reference_date: date = REFERENCE_DATE, 
     rows_read = sum(len(f) for f in frames.values())
     lap("read")
     valid, quarantined = validate(frames)
+    valid = as_of(valid)
     lap("validate")
     roster, needs, consent = (valid[d] for d in ROSTER_DATASETS)
     records = {d: f for d, f in valid.items() if d not in ROSTER_DATASETS}
@@ -266,7 +272,8 @@ def truth_eligible(feeds: Path, lawful_basis: str = "consent") -> int | None:
         return sum(1 for row in csv.DictReader(handle) if row["eligible"] == "1")
 
 
-def night_peer(feeds: Path, run_dir: Path, tfp_wall_s: float, tfp_eligible: int | None) -> dict[str, Any]:
+def night_peer(feeds: Path, run_dir: Path, tfp_wall_s: float, tfp_eligible: int | None,
+               tfp_counts: dict[str, Any] | None = None) -> dict[str, Any]:
     """The pandas night in a process of its own, timed end to end (interpreter start and imports included,
     as ``tfp run``'s are) with the peak resident memory of that process, beside the ``tfp run`` of the same
     feeds; and whether both find the same number of eligible families (tfp's exact count from its run report)."""
@@ -290,4 +297,6 @@ def night_peer(feeds: Path, run_dir: Path, tfp_wall_s: float, tfp_eligible: int 
             "counts": {k: v for k, v in figures.items() if k != "seconds"},
             "ratio": tfp_wall_s / wall if wall else None,
             "eligible_pandas": eligible, "eligible_tfp": tfp_eligible, "eligible_truth": truth_eligible(feeds),
-            "same_eligible": None if tfp_eligible is None else eligible == tfp_eligible}
+            "same_eligible": None if tfp_eligible is None else eligible == tfp_eligible,
+            # the rows read and quarantined should agree exactly (same files, same rules); links may not
+            "same_rows": {k: figures[k] == (tfp_counts or {}).get(k) for k in ("rows_read", "rows_quarantined")}}

@@ -252,9 +252,16 @@ def render_time_memory_chart(doc: Mapping[str, Any], path: Path) -> Path:
         right.axhline(memory_gb * 1024, color="grey", linestyle=":", linewidth=1, label="this machine's memory")
     right.set_ylabel("peak resident memory, MB")
     right.set_title("peak memory by families")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    sizes = sorted({r["families"] for r in results} | {2000, 50000})
     for ax in (left, right):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:,.0f}" if y >= 1 else f"{y:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("families in the borough")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -80,9 +80,9 @@ def test_table_names_the_command_machine_sizes_and_ratios():
     assert "Before and after" in before and "| 100 | 11.0 | 11.0 |" in before
 
 
-def test_the_three_artefacts_are_written_and_well_formed(tmp_path):
+def test_the_four_artefacts_are_written_and_well_formed(tmp_path):
     paths = bench.write_outputs(_doc(), tmp_path)
-    assert [p.name for p in paths] == ["results.json", "results.md", "time_per_stage.png"]
+    assert [p.name for p in paths] == ["results.json", "results.md", "time_per_stage.png", "time_memory_by_families.png"]
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["schema"] == bench.SCHEMA_VERSION and [r["families"] for r in doc["results"]] == [100, 500]
     assert (tmp_path / "time_per_stage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -126,6 +126,16 @@ def test_a_small_benchmark_runs_end_to_end(tmp_path):
     assert s["f1_tfp"]["median"] > 0.9 and s["f1_splink"]["median"] > 0.5
     assert "| 300 |" in (out / "results.md").read_text()
     assert (out / "time_per_stage.png").read_bytes()[:4] == b"\x89PNG"
+    # the one-process pandas night ran beside it, and counted eligible families as the truth does
+    assert s["pandas_night_s"]["median"] > 0 and s["pandas_night_rss_mb"]["median"] > 50
+    assert s["eligible_pandas_night"]["median"] == s["eligible_truth"]["median"] > 0
+    assert s["eligible_tfp"]["median"] > 0 and s["same_eligible"] is not None
+    assert (out / "time_memory_by_families.png").read_bytes()[:4] == b"\x89PNG"
+    # a second invocation of another size keeps the first one's figures
+    assert bench.main(["--sizes", "200", "--repeats", "1", "--no-peers", "--no-validation-memory", "--out", str(out),
+                       "--work", str(work)]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["families"] for r in doc["results"]] == [200, 300] and doc["validation_memory"]["ratio"] > 0
 
 
 def test_profile_summary_counts_inclusive_self_and_package_samples(tmp_path):
@@ -182,3 +192,161 @@ def test_feed_files_walk_partner_folders_and_name_support_attendance(tmp_path):
     assert found == {("police", "police", "incidents"), ("housing", "clarion", "tenancy_events"),
                      ("housing", "hyde", "tenancy_events"), ("support_services", "support_services", "support_attendance"),
                      ("schools", "schools", "attendance")}
+
+
+# --- issue 18: the targets table, results kept across invocations, the one-process pandas night -------------
+
+
+def _night(wall: float, eligible_tfp: int = 50, eligible_pandas: int = 50) -> dict:
+    return {"succeeded": True, "wall_s": wall, "peak_rss_mb": 300.0, "ratio": 11.0 / wall,
+            "eligible_tfp": eligible_tfp, "eligible_pandas": eligible_pandas, "eligible_truth": 50,
+            "same_eligible": eligible_tfp == eligible_pandas}
+
+
+def _sized(families: int, wall: float, peak: float = 900.0, repeats: int = 3, night: bool = True) -> dict:
+    runs = [{**_run(wall, 4), "peak_rss_mb": peak, **({"night": _night(wall / 4)} if night else {})}
+            for _ in range(repeats)]
+    return {"families": families, "input_rows": families * 20, "runs": runs, "summary": bench.summarise(runs),
+            "command": f"python -m tfp_dev.bench --sizes {families}", "created": "2026-12-02T08:00:00"}
+
+
+def _targets_doc(*results: dict, memory: dict | None = None) -> dict:
+    doc = {**_doc(), "results": list(results), "scaling": bench.scaling(results)}
+    if memory:
+        doc["validation_memory"] = memory
+    return doc
+
+
+def test_the_pandas_night_is_summarised_beside_tfp():
+    s = _sized(2000, 12.0)["summary"]
+    assert s["pandas_night_s"]["median"] == 3.0 and s["tfp_vs_pandas_night"]["median"] == pytest.approx(11 / 3)
+    assert s["eligible_tfp"]["median"] == 50 and s["same_eligible"] is True
+    runs = [{**_run(10, 4), "night": _night(2.0, 50, 49)}, {**_run(10, 4), "night": {"succeeded": False}}]
+    s = bench.summarise(runs)
+    assert s["same_eligible"] is False and s["pandas_night_s"]["n"] == 1
+    assert bench.summarise([_run(10, 4)])["same_eligible"] is None  # --no-peers: nothing to compare
+
+
+def test_targets_say_met_missed_or_not_measured_without_a_backfill():
+    from tfp_dev.bench_targets import NOT_MEASURED, render_targets, targets
+
+    memory = {"ratio": 1.6, "validation_mb": 320.0, "file_mb": 200.0}
+    doc = _targets_doc(_sized(2000, 7.5), _sized(10000, 20.0), _sized(50000, 110.0, peak=1400.0, repeats=1),
+                       memory=memory)
+    by_target = {t: (f, m) for t, f, m in targets(doc)}
+    assert len(by_target) == len(targets(doc)) == 11  # every target has a row of its own
+    first = by_target["fixed cost: a 2,000-family night ≤ 8 s end to end under `tfp run`"]
+    assert first == ("7.5 s (median of 3)", "yes")
+    assert by_target["big borough: 50,000 families ≤ 75 s end to end"] == ("110.0 s (median of 1)", "no")
+    assert by_target["big borough: peak memory of the whole process tree ≤ 1.5 GB (1,536 MB)"][1] == "yes"
+    assert by_target["validation: memory ≤ 2× the largest file's size"] == ("1.6× (320 MB for a 200 MB file)", "yes")
+    assert by_target["validation: the validate stage within 2× the same rules in plain pandas"][1] == "no"  # 8×
+    assert by_target["growth: 10,000 → 50,000 families ≤ 5× the time"] == ("×5.50 (20.0 s → 110.0 s)", "no")
+    assert by_target["growth: a 200,000-family night finishes within this machine's memory (reported)"] == (
+        NOT_MEASURED, NOT_MEASURED)
+    for target in ("fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor)",
+                   "backfill: 365 nights of a 2,000-family borough through the scheduler ≤ 45 min",
+                   "backfill: deliveries byte-identical to single runs"):
+        assert by_target[target] == (NOT_MEASURED, NOT_MEASURED)
+    peers = by_target["peers side by side in one run: Splink directly, pandas validation, a one-process pandas night"]
+    assert peers[1] == "yes" and "tfp ÷ pandas night" in peers[0]
+    table = "\n".join(render_targets(doc))
+    assert table.count("\n| ") == 12 and "backfill.json" not in table  # header + 11 rows
+
+
+def test_targets_read_a_backfill_and_a_200000_point_and_survive_a_malformed_backfill(tmp_path):
+    from tfp_dev.bench_targets import NOT_MEASURED, read_backfill, targets
+
+    doc = _targets_doc(_sized(2000, 9.0), _sized(50000, 70.0), _sized(200000, 400.0, peak=9000.0, repeats=1,
+                                                                        night=False))
+    backfill = {"total_s": 1800.0, "per_night": {"median": 4.9, "min": 4.1, "max": 7.0}, "nights": 7,
+                "families": 2000, "byte_identical": True, "extrapolated_365_s": 7 * 60 * 52.1,
+                "command": "python -m tfp_dev.bench_backfill"}
+    by_target = {t: (f, m) for t, f, m in targets(doc, backfill)}
+    assert by_target["fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor)"] == (
+        "4.9 s per night (median, 4.1–7.0) (7 nights of 2,000 families)", "yes")
+    figure, met = by_target["backfill: 365 nights of a 2,000-family borough through the scheduler ≤ 45 min"]
+    assert "extrapolated" in figure and "365 nights not run" in figure and met == "no (extrapolated)"
+    assert by_target["backfill: deliveries byte-identical to single runs"][1] == "yes"
+    full = targets(doc, {**backfill, "nights": 365, "total_s": 2400.0})
+    assert full[2] == ("backfill: 365 nights of a 2,000-family borough through the scheduler ≤ 45 min",
+                       "40.0 min (365 nights of 2,000 families)", "yes")
+    figure, met = by_target["growth: a 200,000-family night finishes within this machine's memory (reported)"]
+    assert figure.startswith("400.0 s, peak 9,000 MB of 8,192 MB") and met == "no"  # the test machine has 8 GB
+    assert "×5.71 the 50,000-family time" in figure
+    assert by_target["growth: 10,000 → 50,000 families ≤ 5× the time"] == (NOT_MEASURED, NOT_MEASURED)
+    # another tool writes backfill.json: a broken or odd one reads as not measured, never as a crash
+    (tmp_path / "backfill.json").write_text("{not json")
+    assert read_backfill(tmp_path / "backfill.json") is None and read_backfill(tmp_path / "absent.json") is None
+    odd = {t: (f, m) for t, f, m in targets(doc, {"per_night": "fast", "nights": "many", "byte_identical": "yes"})}
+    assert odd["fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor)"] == (NOT_MEASURED, NOT_MEASURED)
+    assert odd["backfill: deliveries byte-identical to single runs"] == (NOT_MEASURED, NOT_MEASURED)
+    failed = _targets_doc({**_sized(200000, 1.0, repeats=1), "summary": bench.summarise([_run(1, 1, ok=False)])})
+    assert targets(failed)[9][1:] == ("the run failed", "no")
+
+
+def test_results_of_separate_invocations_accumulate():
+    """2,000 x 3 today, 50,000 x 1 and 200,000 x 1 later: one results.json with every size, each with the
+    command that measured it; a size measured again replaces its figures; another borough starts afresh."""
+    shape = {"name": "issue17"}
+    earlier = {**_targets_doc(_sized(2000, 9.0), _sized(10000, 20.0), memory={"ratio": 1.5}),
+               "schema": bench.SCHEMA_VERSION, "seed": 1, "reference_date": "2025-03-31", "shape": shape,
+               "notes": ["quiet machine"]}
+    now = {"schema": bench.SCHEMA_VERSION, "seed": 1, "reference_date": "2025-03-31", "shape": shape,
+           "sizes": [10000, 200000], "results": [], "notes": ["quiet machine", "loaded"], "command": "now",
+           "created": "2026-12-03T00:00:00"}
+    doc = bench.carry_over(earlier, dict(now))
+    assert [r["families"] for r in doc["results"]] == [2000, 10000]  # 10,000 stays until measured again
+    assert doc["validation_memory"]["ratio"] == 1.5 and doc["notes"] == ["quiet machine", "loaded"]
+    assert doc["results"][0]["command"] == "python -m tfp_dev.bench --sizes 2000"
+    assert bench.carry_over({**earlier, "shape": {"name": "six"}}, dict(now))["results"] == []
+    assert bench.carry_over({**earlier, "schema": bench.SCHEMA_VERSION - 1}, dict(now))["results"] == []
+    assert bench.carry_over(None, dict(now))["results"] == []
+
+
+def test_the_accumulated_results_render_targets_peers_profiles_and_both_charts(tmp_path):
+    from tfp_dev.bench_targets import PROFILE_AFTER, PROFILE_BEFORE
+
+    doc = _targets_doc(_sized(2000, 7.0), _sized(10000, 20.0), _sized(50000, 60.0, repeats=1))
+    (tmp_path / PROFILE_BEFORE).write_text("# before\n")
+    paths = bench.write_outputs(doc, tmp_path)
+    assert [p.name for p in paths] == ["results.json", "results.md", "time_per_stage.png",
+                                       "time_memory_by_families.png"]
+    assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = paths[1].read_text()
+    assert page.index("## Targets (issue 18)") < page.index("## Figures") < page.index("## Peers, side by side")
+    assert "| 2,000 | 7.0 | 1.8 | 6.3 | 900 | 300 | 0.40 | 8.0 | 5.0 | 50 / 50 / 50 | yes |" in page
+    assert f"[`{PROFILE_BEFORE}`]({PROFILE_BEFORE})" in page and "after: not yet measured" in page
+    assert "![time and peak memory by families](time_memory_by_families.png)" in page
+    assert "- 50,000 families: `python -m tfp_dev.bench --sizes 50000` on 2026-12-02" in page
+    (tmp_path / PROFILE_AFTER).write_text("# after\n")
+    (tmp_path / "backfill.json").write_text(json.dumps({"per_night": {"median": 20.0}, "nights": 7}))
+    page = bench.write_outputs(doc, tmp_path)[1].read_text()
+    assert f"after: [`{PROFILE_AFTER}`]({PROFILE_AFTER})" in page
+    assert "| fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor) | 20.0 s per night (median) (7 nights) | no |" in page
+
+
+@pytest.mark.slow
+def test_the_pandas_night_finds_the_truths_eligible_families(tmp_path):
+    """The one-process pandas night on a small generated borough with partner folders: every row read,
+    the bad ones dropped, and as many eligible families as the generator's truth (true links)."""
+    import csv
+
+    from tfp_dev.bench_night import pandas_night, truth_eligible
+
+    feeds, _ = bench.generate_feeds(tmp_path, 200, 20250331, bench.SHAPES[bench.DEFAULT_SHAPE])
+    figures = pandas_night(feeds, tmp_path / "night")
+    files = bench.feed_files(feeds)
+    rows = sum(len(list(csv.reader(p.open(encoding="utf-8-sig")))) - 1 for *_, p in files)
+    bad = sum(len(bench.pandas_bad_rows(read_feed(p.read_bytes(), p.name, d), d, day)) for _, _, d, day, p in files)
+    assert figures["rows_read"] == rows and figures["rows_quarantined"] == bad  # what tfp's reader and rules give
+    assert 0 < bad < rows * 0.05
+    assert figures["records_linked"] > 0.7 * (figures["records_linked"] + figures["records_unlinked"])
+    assert figures["families_eligible"] == truth_eligible(feeds) > 0
+    names = sorted(p.name for p in (tmp_path / "night").iterdir())
+    assert names == ["tfp_submission_E09000031_20250331.csv", "tfp_summary_E09000031_20250331.csv",
+                     "tfp_withdrawals_E09000031_20250331.csv"]
+    with (tmp_path / "night" / "tfp_summary_E09000031_20250331.csv").open() as handle:
+        summary = {(r["measure"], r["programme_status"]): int(r["count"]) for r in csv.DictReader(handle)}
+    assert summary["families_eligible", "all"] == figures["families_eligible"]
+    assert summary["persons_submitted", "all"] == figures["persons_submitted"]

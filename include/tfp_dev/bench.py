@@ -8,11 +8,13 @@ process tree and rows per second. Beside each run it times two peers on the same
 directly with a plain configuration (against the ``link`` stage, with both F1 scores against the
 generator's truth), and the validation rules written as plain vectorised pandas (against the
 ``validate`` stages and against Great Expectations in this process, checking that both quarantine
-the same rows).
+the same rows), and the whole night as one plain pandas script in one process (``tfp_dev.bench_night``,
+against ``tfp run``, checking that both find as many eligible families).
 
 Every figure is the median of the repeats, with the minimum and maximum kept for the spread. It
-writes ``results.json``, ``results.md`` (the table the README's performance section includes) and
-``time_per_stage.png``. Nothing personal is printed: counts, times and paths only.
+writes ``results.json``, ``results.md`` (issue 18's targets beside their figures, then the tables the README's
+performance section includes), ``time_per_stage.png`` and ``time_memory_by_families.png``; sizes measured by an
+earlier invocation into the same folder are kept (``--fresh`` starts over). Nothing personal is printed: counts, times and paths only.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -44,7 +46,7 @@ SEED = 20250331
 LA = "E09000031"
 STAGES = ("setup", "extract", "validate", "stage", "link", "feedback", "consent", "criteria", "package", "deliver",
           "report")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the one-process pandas night, per-size commands, results kept across invocations
 TFP = str(Path(sys.executable).with_name("tfp"))
 
 
@@ -142,7 +144,51 @@ def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "pandas_validate_s": of("pandas_s", "pandas"),
         "gx_validate_s": of("gx_s", "pandas"),
         "same_quarantine": all((r.get("pandas") or {}).get("same_quarantine", False) for r in ok) if ok else None,
+        **night_summary(ok),
     }
+
+
+def night_summary(ok: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The one-process pandas night's figures over the runs that measured it (``tfp_dev.bench_night``)."""
+    nights = [r["night"] for r in ok if (r.get("night") or {}).get("succeeded")]
+
+    def of(key: str) -> dict[str, Any] | None:
+        return spread(n.get(key) for n in nights)
+
+    same = [n.get("same_eligible") for n in nights if n.get("same_eligible") is not None]
+    return {"pandas_night_s": of("wall_s"), "pandas_night_rss_mb": of("peak_rss_mb"),
+            "tfp_vs_pandas_night": of("ratio"), "eligible_tfp": of("eligible_tfp"),
+            "eligible_pandas_night": of("eligible_pandas"), "eligible_truth": of("eligible_truth"),
+            "same_eligible": all(same) if same else None}
+
+
+def comparable(previous: Mapping[str, Any] | None, doc: Mapping[str, Any]) -> bool:
+    """Whether an earlier results.json measured the same thing (schema, borough shape, seed, reference date), so
+    that its sizes may stand beside this invocation's."""
+    if not previous:
+        return False
+    return all(previous.get(k) == doc.get(k) for k in ("schema", "seed", "reference_date")) and (
+        (previous.get("shape") or {}).get("name") == (doc.get("shape") or {}).get("name"))
+
+
+def carry_over(previous: Mapping[str, Any] | None, doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with an earlier comparable invocation's sizes that this one does not measure, so that separate
+    invocations (2,000 x 3, 10,000 x 3, 50,000 x 1, 200,000 x 1: a 2-core machine cannot do them in one
+    sitting) accumulate into one results.json. A size measured again replaces the earlier figures; each size
+    keeps the command and date that measured it; the validation memory and the notes are carried over too."""
+    if not comparable(previous, doc):
+        return doc
+    assert previous is not None
+    measured = {r["families"] for r in doc["results"]}  # a size measured again replaces these when it is done
+    kept = [{"command": previous.get("command"), "created": previous.get("created"), **r}
+            for r in previous.get("results", []) if r["families"] not in measured]
+    doc["results"] = sorted([*kept, *doc["results"]], key=lambda r: r["families"])
+    doc["scaling"] = scaling(doc["results"])
+    if previous.get("validation_memory") and not doc.get("validation_memory"):
+        doc["validation_memory"] = {"command": previous.get("command"), "created": previous.get("created"),
+                                    **previous["validation_memory"]}
+    doc["notes"] = [*previous.get("notes", []), *(n for n in doc.get("notes", []) if n not in previous.get("notes", []))]
+    return doc
 
 
 def scaling(results: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -164,8 +210,18 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 1, unit: str = "") -> str:
     return med
 
 
-def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None) -> str:
-    """The Markdown the README's performance section includes: what was run, on what, and the figures."""
+def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None, backfill: dict[str, Any] | None = None,
+                 present: Collection[str] = ()) -> str:
+    """The Markdown the README's performance section includes: issue 18's targets beside their figures, what
+    was run and on what, the figures, the peers, and the profiles (``present``: those of its files that exist)."""
+    from tfp_dev.bench_targets import (
+        TIME_MEMORY_CHART,
+        render_peers,
+        render_profile,
+        render_runs,
+        render_targets,
+    )
+
     results = doc["results"]
     m = doc["machine"]
     lines = [
@@ -178,6 +234,12 @@ def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None) -> s
         + (f" Borough shape `{doc['shape']['name']}`: {doc['shape']['description']}." if doc.get("shape") else "")
         + (" Load average (1 min) {:.1f} at the start, {:.1f} at the end.".format(
             m["load_average_at_start"][0], m["load_average_at_end"][0]) if m.get("load_average_at_end") else ""),
+        "",
+        *render_targets(doc, backfill),
+        "",
+        "## Figures",
+        "",
+        *render_runs(doc),
         "",
         "| families | input rows | repeats | end-to-end s | rows/s | peak RSS MB | link ÷ Splink | F1 tfp | F1 Splink "
         "| validate ÷ pandas | GX ÷ pandas | same quarantine |",
@@ -223,7 +285,9 @@ def render_table(doc: dict[str, Any], before: dict[str, Any] | None = None) -> s
     notes = doc.get("notes") or []
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]
-    lines += ["", "![time per stage against size](time_per_stage.png)", ""]
+    lines += ["", *render_peers(doc), "", *render_profile(present), "", "## Charts", "",
+              f"![time and peak memory by families]({TIME_MEMORY_CHART})", "",
+              "![time per stage against size](time_per_stage.png)", ""]
     return "\n".join(lines)
 
 
@@ -450,6 +514,8 @@ def run_night(feeds: Path, run_dir: Path, template: Path, wrap: Sequence[str] = 
         "counts": {k: report.get(k) for k in ("rows_read", "rows_staged", "rows_quarantined", "records_linked",
                                               "records_unlinked", "families_assessed", "families_eligible",
                                               "persons_submitted")},
+        # the exact count behind the published (rounded) one, for the pandas night's check of equal meaning
+        "families_eligible_exact": (report.get("families_exact") or {}).get("families_eligible"),
     }
 
 
@@ -818,10 +884,16 @@ def machine() -> dict[str, Any]:
 
 def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: int = SEED,
               peers: bool = True, command: str = "python -m tfp_dev.bench", say=print,
-              notes: Sequence[str] = (), memory: bool = True, shape: Shape = SHAPES[DEFAULT_SHAPE]) -> dict[str, Any]:
-    """Run every size ``repeats`` times and write results.json, results.md and time_per_stage.png."""
+              notes: Sequence[str] = (), memory: bool = True, shape: Shape = SHAPES[DEFAULT_SHAPE],
+              fresh: bool = False) -> dict[str, Any]:
+    """Run every size ``repeats`` times and write results.json, results.md and the charts; the sizes of an
+    earlier comparable results.json in ``out`` that this invocation does not measure are kept (unless ``fresh``)."""
+    from tfp_dev.bench_night import night_peer
+
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
+    previous_path = out / "results.json"
+    previous = None if fresh or not previous_path.exists() else json.loads(previous_path.read_text(encoding="utf-8"))
     template = migrated_airflow_home(work)
     doc: dict[str, Any] = {"schema": SCHEMA_VERSION, "command": command,
                            "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -831,6 +903,7 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
                                      "partners": {s: list(ids) for s, ids in shape.partners.items()},
                                      "description": shape.describe()},
                            "notes": list(notes)}
+    doc = carry_over(previous, doc)
     for families in sizes:
         feeds, gen_s = generate_feeds(work, families, seed, shape)
         say(f"{families} families: feeds ready" + (f" (generated in {gen_s:.0f} s)" if gen_s else " (cached)"))
@@ -841,19 +914,27 @@ def benchmark(sizes: Sequence[int], repeats: int, out: Path, work: Path, seed: i
             if run["succeeded"] and peers:
                 run["splink"] = splink_peer(run_dir, feeds, run["stages_s"]["link"])
                 run["pandas"] = pandas_peer(run_dir, feeds, run["stages_s"]["validate"])
+                run["night"] = night_peer(feeds, run_dir, run["wall_s"], run.get("families_eligible_exact"),
+                                          run["counts"])
             runs.append(run)
             say(f"  run {i + 1}/{repeats}: {'ok' if run['succeeded'] else 'FAILED'} in {run['wall_s']:.1f} s, "
                 f"peak {run['peak_rss_mb']:.0f} MB"
                 + (f", link/Splink {run['splink']['ratio']:.2f}, validate/pandas {run['pandas']['stage_ratio']:.1f}"
-                   if "splink" in run else ""))
+                   if "splink" in run else "")
+                + (f", tfp/pandas night {run['night']['ratio']:.1f} (eligible {run['night']['eligible_tfp']} / "
+                   f"{run['night']['eligible_pandas']})" if (run.get("night") or {}).get("succeeded") else ""))
             if run["succeeded"]:
                 shutil.rmtree(run_dir / "work" / "landing", ignore_errors=True)  # keep the disk in check
-        doc["results"].append({"families": families, "input_rows": max((r["input_rows"] for r in runs), default=0),
-                               "generate_s": gen_s, "runs": runs, "summary": summarise(runs)})
+        result = {"families": families, "input_rows": max((r["input_rows"] for r in runs), default=0),
+                  "generate_s": gen_s, "runs": runs, "summary": summarise(runs), "command": command,
+                  "created": datetime.now(UTC).isoformat(timespec="seconds"), "load_average_at_end": list(os.getloadavg())}
+        doc["results"] = sorted([*(r for r in doc["results"] if r["families"] != families), result],
+                                key=lambda r: r["families"])
         doc["scaling"] = scaling(doc["results"])
         write_outputs(doc, out)  # after every size, so a long benchmark leaves what it has done
     if memory:
-        doc["validation_memory"] = validation_memory(work, seed=seed)
+        doc["validation_memory"] = {"command": command, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                                    **validation_memory(work, seed=seed)}
         say(_validation_memory_line(doc["validation_memory"]))
     doc["machine"]["load_average_at_end"] = list(os.getloadavg())
     write_outputs(doc, out)
@@ -867,14 +948,25 @@ def _validation_memory_line(m: dict[str, Any]) -> str:
 
 
 def write_outputs(doc: dict[str, Any], out: Path) -> list[Path]:
+    """results.json, results.md (with ``before.json`` and ``backfill.json`` from ``out`` when present) and the
+    two charts."""
+    from tfp_dev.bench_targets import (
+        BACKFILL,
+        TIME_MEMORY_CHART,
+        present_files,
+        read_backfill,
+        render_time_memory_chart,
+    )
+
     before_path = out / "before.json"
     before = json.loads(before_path.read_text()) if before_path.exists() else None
     results = out / "results.json"
     results.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     table = out / "results.md"
-    table.write_text(render_table(doc, before), encoding="utf-8")
+    table.write_text(render_table(doc, before, read_backfill(out / BACKFILL), present_files(out)), encoding="utf-8")
     chart = render_chart(doc, out / "time_per_stage.png")
-    return [results, table, chart]
+    both = render_time_memory_chart(doc, out / TIME_MEMORY_CHART)
+    return [results, table, chart, both]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -887,7 +979,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=sorted(SHAPES), default=DEFAULT_SHAPE,
                         help="issue17 (default): health and support_services sources, housing split among three "
                              "partners and probation among two; six: the six sources, one partner each")
-    parser.add_argument("--no-peers", action="store_true", help="skip the Splink and pandas peers")
+    parser.add_argument("--no-peers", action="store_true",
+                        help="skip the peers (Splink, the pandas rules, the one-process pandas night)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start results.json afresh instead of keeping the earlier sizes this run does not measure")
     parser.add_argument("--note", action="append", default=[], help="a line for the table (e.g. what else ran)")
     parser.add_argument("--no-validation-memory", action="store_true",
                         help=f"skip validating one {VALIDATION_MEMORY_MB} MB file for its memory")
@@ -900,9 +995,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out, args.work = args.out.resolve(), args.work.resolve()  # each night runs in its own folder
     command = "python -m tfp_dev.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = benchmark(args.sizes, args.repeats, args.out, args.work, args.seed, not args.no_peers, command.strip(),
-                    notes=args.note, memory=not args.no_validation_memory, shape=SHAPES[args.shape])
-    failed = [r["families"] for r in doc["results"] if r["summary"]["repeats"] < args.repeats]
-    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'time_per_stage.png'}")
+                    notes=args.note, memory=not args.no_validation_memory, shape=SHAPES[args.shape], fresh=args.fresh)
+    failed = [r["families"] for r in doc["results"] if r["families"] in args.sizes and r["summary"]["repeats"] < args.repeats]
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'results.md'}, {args.out / 'time_per_stage.png'}, "
+          f"{args.out / 'time_memory_by_families.png'}")
     if failed:
         print(f"some runs failed for sizes {failed}: see their tfp-run.log under {args.work}", file=sys.stderr)
         return 1

@@ -386,3 +386,30 @@ def test_link_files_refuses_a_missing_file_with_a_tfp_error(tmp_path):
         link_files(tmp_path / "roster.csv", tmp_path / "nope.csv", tmp_path / "out.csv")
     with pytest.raises(TfpError, match="roster file is not there"):
         link_files(tmp_path, tmp_path / "roster.csv", tmp_path / "out.csv")
+
+
+def test_duckdb_works_in_a_memory_limit_and_leaves_no_spill_behind(roster, tmp_path, monkeypatch):
+    """Splink's pairs stay in DuckDB under DUCKDB_MEMORY_LIMIT, spilling into a private folder that is
+    removed when linking ends; what a killed run left behind is removed by the next link of that date;
+    the links are those of an unlimited run."""
+    from tfp import link
+    from tfp.warehouse import connect
+
+    recs = records(*({"record_id": f"r{i}", **{k: v for k, v in p.items() if k != "person_ref"}}
+                     for i, p in enumerate(filler_people(600, seed=5))),
+                   {"record_id": "bob", "forename": "Bob", "surname": "Hughes", "date_of_birth": "1984-03-07",
+                    "sex": "M", "postcode": "SW1A 1AA"})
+    unlimited = link_records(roster, recs)
+    monkeypatch.setattr(link, "DUCKDB_MEMORY_LIMIT", "64MB")
+    spill = tmp_path / "link-spill" / "2025-03-31"
+    limited = link_records(roster, recs, spill_dir=spill)
+    pd.testing.assert_frame_equal(limited, unlimited)
+    assert one(limited, "bob")["person_ref"] == "P1"
+    assert list(spill.iterdir()) == [] and oct(spill.stat().st_mode & 0o777) == "0o700"
+
+    left = spill / f"{link.SPILL_PREFIX}killed"
+    left.mkdir()
+    (left / "duckdb_temp_storage-0.tmp").write_bytes(b"spilled pairs")
+    link.link_night(connect(f"sqlite:///{tmp_path / 'w.db'}"), date(2025, 3, 31), 0.95,
+                    spill_root=tmp_path / "link-spill")
+    assert list(spill.iterdir()) == []

@@ -52,6 +52,11 @@ DOUBTFUL_FROM = 0.5
 # Candidate pairs whose match weight is below this cannot matter to any decision; dropping them in
 # DuckDB keeps the frame handed to pandas small.
 MIN_MATCH_WEIGHT = -40.0
+# DuckDB's working memory for Splink's pairs. Beyond it DuckDB spills to a private folder under the work
+# directory (removed when linking ends): a 50,000-family night's link peaks at 1.2 GB instead of 2.6 GB,
+# for about a fifth more time. The spilled rows hold what the warehouse beside them already holds.
+DUCKDB_MEMORY_LIMIT = "512MB"
+SPILL_PREFIX = "link-spill-"
 
 # Which full names a forename may stand for comes from the ``nicknames`` package (a curated English
 # name-nickname dataset), plus a short project supplement (``models/nicknames_supplement.csv``, each
@@ -281,25 +286,37 @@ BEST_COLUMNS = ["record_key", "person_ref", "match_probability", "runner_up_ref"
 
 
 def best_candidates(roster_table, records_table, settings: dict[str, Any],
-                    rejected: Collection[tuple[str, str]] = ()) -> pd.DataFrame:
+                    rejected: Collection[tuple[str, str]] = (), spill_dir: Path | None = None) -> pd.DataFrame:
     """One row per record that has a candidate: its best person and that person's probability against all
     the others, and the runner-up on the same scale.
 
     Splink scores every blocked (record, person) pair; the pairs stay in DuckDB, which reduces them to
     one row per record, so their number (which grows with the square of the borough) never reaches
-    pandas. A reviewer's rejected pair is never a candidate. p_i = odds_i / (1 + sum_j odds_j), in log
+    pandas; DuckDB works within DUCKDB_MEMORY_LIMIT and spills beyond it into a private (0700) folder made
+    in ``spill_dir`` (the system's temporary folder when None) and removed on the way out. A reviewer's
+    rejected pair is never a candidate. p_i = odds_i / (1 + sum_j odds_j), in log
     space: with w the match weights (clipped to +-1000) and top the best, p_best = 1 / (sum_j 2^(w_j - top)
     + 2^-top). Ties go to the smallest person_ref.
     """
+    import shutil
+    import tempfile
+
     import numpy as np
     import pyarrow as pa
     from splink import DuckDBAPI, Linker
 
     quiet_splink()
+    if spill_dir is not None:
+        for folder in (spill_dir.parent, spill_dir):
+            folder.mkdir(mode=0o700, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=spill_dir))
     db_api = DuckDBAPI(":memory:")
     con = db_api.duckdb_con
     try:
         con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        con.execute("SET preserve_insertion_order = false")  # the pairs are ranked, never read in order
         roster_sdf = db_api.register(roster_table, table_name="roster")
         records_sdf = db_api.register(records_table, table_name="records")
         linker = Linker([roster_sdf, records_sdf], settings, validate_settings=False, log_level=None)
@@ -332,6 +349,7 @@ def best_candidates(roster_table, records_table, settings: dict[str, Any],
         ).df()
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
     if best.empty:
         return pd.DataFrame({c: [] for c in BEST_COLUMNS})
     top = best["top"].to_numpy(dtype=float)
@@ -399,8 +417,9 @@ def review_reason(p1: float | None, p2: float | None, review_band: tuple[float, 
 def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float = 0.95,
                  model: dict[str, Any] | None = None, review_band: tuple[float, float] | None = None,
                  tie_ratio: float = 0.5, rejected: Collection[tuple[str, str]] = (),
-                 decided: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """Link each record to at most one roster person; see the module docstring for the method.
+                 decided: Mapping[str, str] | None = None, spill_dir: Path | None = None) -> pd.DataFrame:
+    """Link each record to at most one roster person; see the module docstring for the method. DuckDB
+    spills into ``spill_dir`` (see :func:`best_candidates`).
 
     Returns one row per record: record_id, person_ref (None when unlinked), match_probability (1.0
     for an identifier link; otherwise the best candidate's probability even below the threshold, or
@@ -440,7 +459,7 @@ def link_records(roster: pd.DataFrame, records: pd.DataFrame, threshold: float =
     if len(rest) and len(roster):
         settings = settings_for_roster(model or load_model(), len(roster))
         best = best_candidates(comparison_frame(roster, "person_ref"), comparison_frame(rest, "record_id"),
-                               settings, rejected)
+                               settings, rejected, spill_dir)
 
     record_ids = records["record_id"].tolist()
     n = len(record_ids)
@@ -541,14 +560,20 @@ def run_linking(engine, reference_date: date, threshold: float, review_band: tup
 
 
 def link_night(engine, reference_date: date, threshold: float, review_band: tuple[float, float] | None = None,
-               tie_ratio: float = 0.5) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+               tie_ratio: float = 0.5,
+               spill_root: Path | None = None) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
     """The pipeline stage: link the current rows of every partner dataset to the current roster, applying
     the reviewers' decisions as of R (:func:`tfp.review.decisions_as_of`), and replace that reference date's
     ``links`` and ``review_night`` rows in one transaction (re-running gives the same rows).
 
     Returns (per dataset linked/unlinked, review counts: ``review_queued`` records left for review tonight,
     ``review_decided`` records whose outcome tonight a decision settled, ``review_pending`` pairs queued
-    tonight awaiting a decision: the rows ``tfp review export`` writes for R)."""
+    tonight awaiting a decision: the rows ``tfp review export`` writes for R).
+
+    DuckDB spills into ``spill_root/<R>`` (private folders removed when linking ends); what a killed run
+    left there is removed first, since only one run of a reference date links at a time."""
+    import shutil
+
     from sqlalchemy import delete
 
     from tfp.current import current_rows
@@ -575,9 +600,13 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
             roster[column] = None
     rejected = {(f"{d}|{r}", p) for d, r, p in decisions.rejected}
     decided = {f"{d}|{r}": p for (d, r), p in decisions.linked.items()}
+    spill_dir = None if spill_root is None else spill_root / reference_date.isoformat()
+    if spill_dir is not None and spill_dir.exists():
+        for left in spill_dir.glob(f"{SPILL_PREFIX}*"):
+            shutil.rmtree(left, ignore_errors=True)
 
     result = link_records(roster, records, threshold=threshold, review_band=review_band, tie_ratio=tie_ratio,
-                          rejected=rejected, decided=decided) if len(records) else \
+                          rejected=rejected, decided=decided, spill_dir=spill_dir) if len(records) else \
         pd.DataFrame(columns=RESULT_COLUMNS + REVIEW_COLUMNS)
     result = result.merge(records[["record_id", "dataset", "source_record_id"]], on="record_id")
 
@@ -627,7 +656,8 @@ def run(ctx: RunContext) -> LinkResult:
 
     linkage = ctx.config.linkage
     per_dataset, review = link_night(ctx.warehouse, ctx.reference_date, linkage.match_probability_threshold,
-                                     linkage.review_band, linkage.review_tie_ratio)
+                                     linkage.review_band, linkage.review_tie_ratio,
+                                     spill_root=ctx.config.work_dir / "link-spill")
     result = LinkResult.of(per_dataset, review)
     # the reviewers' decisions are read too; the review queue's pairs and nights are written beside links
     reads = [f"stg_{d}" for d in ("families", *PARTNER_DATASETS)] + ["review_queue", "review_decision"]

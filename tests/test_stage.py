@@ -193,3 +193,23 @@ def test_a_withdrawn_person_is_never_stored_with_identifiers_again(tmp_path, war
         assert all(getattr(new[ref], c) is None for c in ROSTER_SCRUBBED), ref
         assert (new[ref].person_ref, new[ref].family_ref) == (ref, "F1")
     assert new["C"].nino == "AB123458C" and new["C"].date_of_birth == date(1980, 1, 1)
+
+
+def test_staging_a_chunk_at_a_time_stores_what_staging_whole_stores(tmp_path, monkeypatch):
+    """Files are typed and inserted STAGE_CHUNK_ROWS rows at a time; with chunks of 7 rows every staging
+    table holds the same rows, in the same order, as with each file staged whole."""
+    import tfp.stage
+
+    def staged(folder, chunk):
+        monkeypatch.setattr(tfp.stage, "STAGE_CHUNK_ROWS", chunk)
+        generate(folder / "inbound", families=30, seed=12, on=R)
+        url = f"sqlite:///{folder / 'w.db'}"
+        engine = connect(url)
+        _process(engine, make_config(folder, url), R)
+        with engine.connect() as conn:
+            return {name: [tuple(r)[2:] for r in conn.execute(select(t).order_by(*t.primary_key.columns))]
+                    for name, t in staging.items()}
+
+    whole, chunked = staged(tmp_path / "whole", 10**9), staged(tmp_path / "chunked", 7)
+    assert sum(len(rows) for rows in whole.values()) > 500 and max(len(r) for r in whole.values()) > 7
+    assert chunked == whole

@@ -76,7 +76,8 @@ def _doc(identical: bool = True) -> dict:
     return {"command": "python -m tfp_dev.bench_backfill --nights 3 --families 100", "created": "2026-12-02T09:00:00",
             "machine": {"cpus": 2, "memory_gb": 8.0, "platform": "Linux", "python": "3.11",
                         "load_average_at_start": [1.0, 1.0, 1.0], "load_average_at_end": [2.0, 2.0, 2.0]},
-            "families": 100, "shape": {"name": "issue17", "description": "8 sources"}, "summary": summary}
+            "families": 100, "shape": {"name": "issue17", "description": "8 sources"}, "summary": summary,
+            "backfill": {"parallelism": 4}, "notes": ["other work ran beside it"]}
 
 
 def test_summary_spreads_and_a_labelled_extrapolation():
@@ -96,6 +97,7 @@ def test_table_names_the_command_the_figures_and_what_differs():
     assert "| scheduled night (dag_run end − start) | 100.0 (90.0–120.0) |" in table
     assert "| byte-identical | yes |" in table and "**extrapolated**" in table and "36500 s" in table
     assert "| validate | 30.0 | 5.0 |" in table and "2048 MB" in table
+    assert "up to 4 tasks run at once" in table and "- other work ran beside it" in table
     differs = bench_backfill.render_markdown(_doc(identical=False))
     assert "| byte-identical | NO (4 differing: tfp_manifest_E09000031_20250330.json" in differs
 

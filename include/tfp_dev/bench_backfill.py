@@ -165,7 +165,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
     sched, hand = s["stages_s"].get("scheduled", {}), s["stages_s"].get("tfp_run", {})
     for stage in bench.STAGES:
         lines.append(f"| {stage} | {sched.get(stage, 0.0):.1f} | {hand.get(stage, 0.0):.1f} |")
-    lines += ["", f"Command: `{doc['command']}`", ""]
+    parallel = (doc.get("backfill") or {}).get("parallelism")
+    if parallel:
+        lines += ["", f"Under the scheduler up to {parallel} tasks run at once and each task is a process of its own "
+                  "(importing its libraries, Great Expectations for validate, every time); `tfp run` runs them one "
+                  "after another in one process. So a stage's sum is not its share of the wall time."]
+    lines += [*([""] + [f"- {n}" for n in doc["notes"]] if doc.get("notes") else []),
+              "", f"Command: `{doc['command']}`", ""]
     return "\n".join(lines)
 
 
@@ -335,7 +341,8 @@ def tfp_runs(run_dir: Path, config: Path, keys: dict[str, str], template: Path,
 
 
 def benchmark(nights: int, families: int, out: Path, work: Path, shape: bench.Shape, seed: int = bench.SEED,
-              command: str = "python -m tfp_dev.bench_backfill", say=print) -> dict[str, Any]:
+              command: str = "python -m tfp_dev.bench_backfill", say=print,
+              notes: Sequence[str] = ()) -> dict[str, Any]:
     """Generate, backfill through the scheduler, run by hand, compare; write backfill.json and .md."""
     dates = night_dates(nights)
     doc: dict[str, Any] = {"schema": SCHEMA_VERSION, "command": command,
@@ -343,7 +350,8 @@ def benchmark(nights: int, families: int, out: Path, work: Path, shape: bench.Sh
                            "date": dates[-1].isoformat(), "nights": nights, "families": families, "seed": seed,
                            "shape": {"name": shape.name, "sources": list(shape.sources),
                                      "partners": {s: list(ids) for s, ids in shape.partners.items()},
-                                     "description": shape.describe()}}
+                                     "description": shape.describe()},
+                           "notes": list(notes)}
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     inbound = nightly_feeds(work, families, seed, shape, dates)
@@ -390,11 +398,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="feeds, warehouses, the Airflow home (large)")
     parser.add_argument("--shape", choices=sorted(bench.SHAPES), default=bench.DEFAULT_SHAPE)
     parser.add_argument("--seed", type=int, default=bench.SEED)
+    parser.add_argument("--note", action="append", default=[], help="a line for the table (e.g. what else ran)")
     args = parser.parse_args(argv)
     command = "python -m tfp_dev.bench_backfill " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         doc = benchmark(args.nights, args.families, args.out.resolve(), args.work.resolve(),
-                        bench.SHAPES[args.shape], args.seed, command.strip())
+                        bench.SHAPES[args.shape], args.seed, command.strip(), notes=args.note)
     except (BackfillFailed, StackError) as e:
         print(f"bench_backfill: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast coverage lint demo airflow train-linkage linkage-eval bench bench-smoke profile clean
+.PHONY: install test test-fast coverage lint demo airflow train-linkage linkage-eval bench bench-smoke bench-backfill \
+        bench-backfill-smoke profile clean
 
 install: $(STAMP)
 
@@ -71,6 +72,20 @@ linkage-eval: install
 # What CI runs: one 2,000-family night with both peers, to show the benchmark works (no timing is checked).
 bench-smoke: install
 	$(BIN)/python -m tfp_dev.bench --sizes 2000 --repeats 1 --out var/bench-smoke
+
+# A backfill through a real scheduler: NIGHTS consecutive nights of a FAMILIES-family borough with `airflow backfill
+# create` (LocalExecutor, SQLite metadata), then `tfp run` for each night, every delivered file compared byte for byte;
+# writes bench/backfill.json and bench/backfill.md (with the 365-night figure, extrapolated).
+NIGHTS   ?= 7
+FAMILIES ?= 2000
+bench-backfill: install
+	$(BIN)/python -m tfp_dev.bench_backfill --nights $(NIGHTS) --families $(FAMILIES)
+
+# What CI runs: the 7-night 2,000-family backfill into var/, not bench/ (no timing is checked; it fails when a run
+# fails or the deliveries differ).
+bench-backfill-smoke: install
+	$(BIN)/python -m tfp_dev.bench_backfill --nights 7 --families 2000 --out var/bench-backfill-smoke \
+	  --work var/bench-backfill-smoke/work
 
 # Where a 50,000-family night's time goes: one run under py-spy (installed here, not a runtime dependency).
 profile: install

@@ -335,25 +335,34 @@ def render_chart(doc: dict[str, Any], path: Path) -> Path:
 
 
 class PeakRss:
-    """Polls the resident memory of a process and all its descendants; keeps the peak of the sum."""
+    """Polls the resident memory of a process and all its descendants; keeps the peak of the sum.
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.pid, self.interval, self.peak = pid, interval, 0
+    ``pid`` may be several processes (an Airflow stack's components): the sum is over all their trees."""
+
+    def __init__(self, pid: int | Sequence[int], interval: float = 0.1) -> None:
+        self.pids = [pid] if isinstance(pid, int) else list(pid)
+        self.pid, self.interval, self.peak = self.pids[0], interval, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
         import psutil
 
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self._stop.is_set():
-            total = 0
+        roots = []
+        for pid in self.pids:
             try:
-                procs = [root, *root.children(recursive=True)]
+                roots.append(psutil.Process(pid))
             except psutil.NoSuchProcess:
+                pass
+        while roots and not self._stop.is_set():
+            total = 0
+            procs = []
+            for root in list(roots):
+                try:
+                    procs += [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    roots.remove(root)
+            if not roots:
                 break
             for p in procs:
                 try:

@@ -226,12 +226,17 @@ def test_programme_end_purges_everything_personal(setup):
     outbox = config.outbox_dir / "2025-06-29"
     outbox.mkdir(parents=True)
     (outbox / "tfp_submission.csv").write_text("x\n")
+    killed_link = config.work_dir / "link-spill" / "2025-06-28" / "link-spill-x"  # a link killed mid-spill
+    killed_link.mkdir(parents=True)
+    (killed_link / "duckdb_temp_storage-0.tmp").write_bytes(b"pairs")
     end = config.retention.delete_all_after
     assert run_category(engine, config, "programme_end", end - timedelta(days=1), dry_run=False).found == 0
     assert _count(engine, quarantine) == 2 and outbox.exists()
+    assert run_category(engine, config, "programme_end", end, dry_run=True).found == 2 + 1 + 1
     run_category(engine, config, "programme_end", end, dry_run=False)
     assert _count(engine, quarantine) == 0
     assert not any(config.outbox_dir.rglob("*"))
+    assert not (config.work_dir / "link-spill").exists()
     assert _count(engine, landing_log) == 1  # names and checksums only: kept
 
 

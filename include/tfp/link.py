@@ -33,6 +33,7 @@ from tfp.identifiers import is_valid_postcode, normalise_name, normalise_nino, n
 from tfp.statuses import LinkMethod, ReviewReason
 
 if TYPE_CHECKING:
+    from tfp.config import Config
     from tfp.context import LinkResult, RunContext
 
 MODEL_PATH = Path(__file__).resolve().parent / "models" / "linkage_model.json"
@@ -646,6 +647,11 @@ def link_night(engine, reference_date: date, threshold: float, review_band: tupl
     return counts, review
 
 
+def spill_root(config: Config) -> Path:
+    """Where DuckDB may spill Splink's pairs: ``work_dir/link-spill`` (a folder per reference date)."""
+    return config.work_dir / "link-spill"
+
+
 def run(ctx: RunContext) -> LinkResult:
     """The link task: link R's partner records at the config's threshold; counts per dataset."""
     from dataclasses import replace
@@ -657,7 +663,7 @@ def run(ctx: RunContext) -> LinkResult:
     linkage = ctx.config.linkage
     per_dataset, review = link_night(ctx.warehouse, ctx.reference_date, linkage.match_probability_threshold,
                                      linkage.review_band, linkage.review_tie_ratio,
-                                     spill_root=ctx.config.work_dir / "link-spill")
+                                     spill_root=spill_root(ctx.config))
     result = LinkResult.of(per_dataset, review)
     # the reviewers' decisions are read too; the review queue's pairs and nights are written beside links
     reads = [f"stg_{d}" for d in ("families", *PARTNER_DATASETS)] + ["review_queue", "review_decision"]

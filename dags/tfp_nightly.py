@@ -94,9 +94,14 @@ def _fail_fast(step, *args):
 def _quiet_gx() -> None:
     """Great Expectations' own INFO chatter stays out of the task log; tfp logs the counts."""
     import logging
+    import sys
+
+    from tfp_airflow.heap import long_lived
 
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    import great_expectations.data_context.types.base  # noqa: F401 - it sets its own logger to INFO on import
+    if "great_expectations.data_context.types.base" not in sys.modules:
+        with long_lived():  # GX, pandas, numpy and scipy: imported once per process, kept until it ends
+            import great_expectations.data_context.types.base  # noqa: F401 - it sets its own logger to INFO
 
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 

@@ -395,8 +395,10 @@ def _script():
     return ScriptDirectory.from_config(_alembic_config(None))
 
 
+@cache
 def head_revision() -> str:
-    """The revision this tfp's code expects."""
+    """The revision this tfp's code expects: read from its migration scripts once per process (they are
+    this code's own files; every task of a ``tfp run`` checks the warehouse against it)."""
     return _script().get_current_head()
 
 

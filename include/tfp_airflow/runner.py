@@ -12,12 +12,14 @@ import json
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
 from tfp.config import ConfigError, load_config, load_keys, secret_names, sensitive_var_conn_names
 from tfp.errors import LiveAirflow
 from tfp.resources import shipped
+from tfp_airflow.heap import freeze_at_exit, long_lived
 from tfp_airflow.lookups import install
 
 LONDON = "Europe/London"
@@ -187,6 +189,60 @@ def _get_dag(dag_id: str, folder: Path, where: str, fix: str):
     return dag
 
 
+def _build_execution_api() -> None:
+    """Build the execution API that ``dag.test()`` serves this process's tasks from, now (inside
+    ``long_lived``) rather than at the first task, and for the one API version its tasks speak.
+
+    Airflow's app answers every version of the API since 3.0 (nine), for workers of older Task SDKs;
+    Cadwyn builds each version's routes and models, about 5 s of a 2,000-family night. The only client
+    of this in-process app is this process's Task SDK, which sends its own ``API_VERSION``: when that is
+    the app's newest version, the app is built for that version alone (its routes and models are the
+    newest's, unchanged). Any other case, or any error, builds Airflow's app as it is.
+    """
+    try:
+        from airflow.sdk.execution_time.supervisor import in_process_api_server
+    except ImportError:  # another Airflow: dag.test() builds its own at the first task, as before
+        return
+    try:
+        with _newest_api_version_only():
+            app = in_process_api_server().app
+            _initialise(app)
+    except Exception:  # noqa: BLE001 - the trimmed app is an optimisation; Airflow's own is always right
+        in_process_api_server.cache_clear()
+        _initialise(in_process_api_server().app)
+
+
+def _initialise(app) -> None:
+    """What Cadwyn does at an app's first request: generate its versioned routes."""
+    if getattr(app, "_cadwyn_initialized", True) is False and hasattr(app, "_cadwyn_initialize"):
+        app._cadwyn_initialize()
+
+
+@contextmanager
+def _newest_api_version_only():
+    """While Airflow creates the in-process app: its version bundle holds the newest version alone, and its
+    router leaves out the routes that exist only in older versions; both are put back afterwards."""
+    from copy import copy
+
+    from airflow.api_fastapi.execution_api import routes, versions
+    from airflow.sdk.api.datamodels._generated import API_VERSION
+    from cadwyn import HeadVersion, Version, VersionBundle
+    from cadwyn.route_generation import _DELETED_ROUTE_TAG
+
+    bundle, router = versions.bundle, routes.execution_api_router
+    if str(bundle.versions[0].value) != API_VERSION or getattr(bundle.head_version, "changes", ()):
+        yield  # the Task SDK speaks another version than the newest: Airflow's app as it is
+        return
+    newest = copy(router)
+    newest.routes = [r for r in router.routes if _DELETED_ROUTE_TAG not in (getattr(r, "tags", None) or ())]
+    versions.bundle = VersionBundle(HeadVersion(), Version(bundle.versions[0].value))
+    routes.execution_api_router = newest
+    try:
+        yield
+    finally:
+        versions.bundle, routes.execution_api_router = bundle, router
+
+
 def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | None = None) -> tuple[str, Path]:
     """Run one DAG for one reference date; returns the run's state and the config's work_dir."""
     config_path = Path(config_path).resolve()
@@ -196,12 +252,15 @@ def run_dag(dag_id: str, config_path: Path, reference_date: date, conf: dict | N
     folder, where, fix = _dag_source()
     _check_warehouse_schema(config, config_path, migrated_by_the_dag=dag_id == "tfp_nightly")
     _quiet_known_noise()
-    prepare_airflow(config.work_dir, secret_names(config))
-    # the deployment names the config (contract section 10): for this process, the operator's --config
-    os.environ["TFP_CONFIG"] = str(config_path)
-    import pendulum
+    freeze_at_exit()
+    with long_lived():  # Airflow, the parsed DAG and the execution API stay until the process ends
+        prepare_airflow(config.work_dir, secret_names(config))
+        # the deployment names the config (contract section 10): for this process, the operator's --config
+        os.environ["TFP_CONFIG"] = str(config_path)
+        import pendulum
 
-    dag = _get_dag(dag_id, folder, where, fix)
+        dag = _get_dag(dag_id, folder, where, fix)
+        _build_execution_api()
     logical = pendulum.datetime(reference_date.year, reference_date.month, reference_date.day, 1, tz=LONDON)
     polling = _DropPolling()
     logging.getLogger("airflow.sdk.definitions.dag").addFilter(polling)

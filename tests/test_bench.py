@@ -285,6 +285,28 @@ def test_targets_read_a_backfill_and_a_200000_point_and_survive_a_malformed_back
     assert targets(failed)[9][1:] == ("the run failed", "no")
 
 
+
+def test_targets_read_backfill_json_as_bench_backfill_writes_it():
+    """The two tools meet in backfill.json: the targets read the figures tfp_dev.bench_backfill nests
+    under ``summary`` (per-night spread, total, the 365-night extrapolation, byte-identical)."""
+    from datetime import date
+
+    from tfp_dev import bench_backfill
+    from tfp_dev.bench_targets import targets
+
+    dates = [date(2025, 3, 30), date(2025, 3, 31)]
+    summary = bench_backfill.summarise(
+        dates, [{"duration_s": 20.0}, {"duration_s": 30.0}], [{"wall_s": 10.0}, {"wall_s": 12.0}], 60.0, {}, 900.0,
+        {"byte_identical": True, "differing": []})
+    written = {"nights": 2, "families": 2000, "summary": summary}
+    by_target = {t: (f, m) for t, f, m in targets(_targets_doc(_sized(2000, 9.0)), written)}
+    assert by_target["fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor)"] == (
+        "25.0 s per night (median, 20.0–30.0) (2 nights of 2,000 families)", "no")
+    figure, met = by_target["backfill: 365 nights of a 2,000-family borough through the scheduler ≤ 45 min"]
+    assert figure.startswith("152.1 min extrapolated") and met == "no (extrapolated)"
+    assert by_target["backfill: deliveries byte-identical to single runs"] == (
+        "identical (2 nights of 2,000 families)", "yes")
+
 def test_results_of_separate_invocations_accumulate():
     """2,000 x 3 today, 50,000 x 1 and 200,000 x 1 later: one results.json with every size, each with the
     command that measured it; a size measured again replaces its figures; another borough starts afresh."""

@@ -800,7 +800,7 @@ land_source(connect(config.warehouse_url), config, "schools", date.fromisoformat
 """
 
 _VALIDATE = """
-import json, resource, sys, time
+import json, sys, time
 from datetime import date
 from tfp import feeds
 from tfp.config import load_config
@@ -811,11 +811,15 @@ config = load_config(sys.argv[1])
 engine = connect(config.warehouse_url)
 header = (",".join(feeds.DATASETS["attendance"].columns) + "\\n").encode()
 validate_feed(read_feed(header, "warm.csv", "attendance"), "attendance", date(2025, 1, 1), "warm.csv", 1.0)
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+def high_water():
+    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the parent's peak across fork and exec
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+baseline = high_water()
 start = time.perf_counter()
 counts = validate_source(engine, config, "schools", date.fromisoformat(sys.argv[2]))
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = high_water()
 print(json.dumps({"baseline_rss_bytes": baseline, "peak_rss_bytes": peak, "seconds": seconds, "counts": counts}))
 """
 
@@ -851,8 +855,8 @@ def validation_memory(work: Path, megabytes: int = VALIDATION_MEMORY_MB, seed: i
     """Peak resident memory of the validate stage on one file of about ``megabytes`` MB, against its size.
 
     The file is landed by one process and validated by another that has first warmed up (GX imported,
-    its context and the suite loaded, as in a worker that has validated before): ``ru_maxrss`` of that
-    process before and after ``validate_source`` gives what validating the file itself took.
+    its context and the suite loaded, as in a worker that has validated before): that process's peak
+    resident memory (``VmHWM``) before and after ``validate_source`` gives what validating the file took.
     """
     import pyrage
 

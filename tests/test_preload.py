@@ -3,6 +3,7 @@ the imports leave nothing behind that a forked task process could trip over (thr
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -112,3 +113,20 @@ def test_the_real_preload_leaves_no_thread_file_or_socket_for_the_fork(tmp_path)
     assert result["threads"] == ["MainThread"]  # no Python thread (GX analytics, a pool) started by an import
     assert result["new_fds"] == []  # no file, socket or database connection left open
     assert result["gx_analytics"] == "False"
+
+
+def _code(text: str) -> list[str]:
+    """A module's statements without its docstring."""
+    body = ast.parse(text).body
+    return [ast.dump(node) for node in body[1:] if body and isinstance(body[0], ast.Expr)] or \
+        [ast.dump(node) for node in body]
+
+
+def test_tfp_airflow_writes_the_same_local_settings_and_keeps_an_operators_own(tmp_path):
+    path, written = preload.install_local_settings(tmp_path)
+    assert written and path == tmp_path / "config" / "airflow_local_settings.py"
+    # the same imports and calls as the repository's file
+    assert _code(path.read_text()) == _code((REPO / "config" / "airflow_local_settings.py").read_text())
+    path.write_text("# the operator's own\n")
+    assert preload.install_local_settings(tmp_path) == (path, False)
+    assert path.read_text() == "# the operator's own\n"

@@ -132,6 +132,32 @@ def preload(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None
             continue
         done.append(name)
     logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
-    log.info("tfp preload: %d modules in %.1f s before the executor forks", len(done),
-             time.perf_counter() - started)
+    # Airflow configures its logging after importing airflow_local_settings, so a log record made here would be
+    # dropped: one line on stderr (the component's log) says what this process holds for its task processes
+    print(f"tfp preload: {len(done)} of {len(modules)} modules in {time.perf_counter() - started:.1f} s, inherited "
+          f"by the task processes forked from this one ({SWITCH}=0 turns it off)", file=sys.stderr, flush=True)
     return done
+
+
+LOCAL_SETTINGS = '''"""Airflow local settings written by `tfp airflow` (the repository's config/airflow_local_settings.py): the
+cluster policy of tfp_airflow.queues, and tfp_airflow.preload in the scheduler (TFP_PRELOAD=0 turns it off)."""
+
+from tfp_airflow.preload import preload
+from tfp_airflow.queues import task_policy
+
+preload()
+
+__all__ = ["task_policy"]
+'''
+
+
+def install_local_settings(home: Path) -> tuple[Path, bool]:
+    """Write ``<home>/config/airflow_local_settings.py`` (tfp's policy and preload) unless the home has one:
+    its path, and whether it was written now (an operator's own file is kept as it is)."""
+    target = home / "config" / "airflow_local_settings.py"
+    if target.exists():
+        return target, False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(LOCAL_SETTINGS, encoding="utf-8")
+    return target, True
+

@@ -47,6 +47,13 @@ def test_only_the_scheduler_with_local_executor_and_a_celery_worker_preload(argv
     assert preload.wanted(argv, {}, executor) is expected
 
 
+def test_a_scheduler_whose_workers_are_not_forked_does_not_preload(monkeypatch):
+    assert preload._start_method() == "fork"  # Linux, Python 3.11: what the figures were measured with
+    monkeypatch.setattr(preload, "_start_method", lambda: "forkserver")
+    assert preload.wanted([AIRFLOW, "scheduler"], {}, "LocalExecutor") is False
+    assert preload.wanted([AIRFLOW, "celery", "worker"], {}, "CeleryExecutor") is True
+
+
 @pytest.mark.parametrize("value", ["0", "false", "False", "no", "OFF", " off "])
 def test_the_switch_turns_it_off(value):
     assert preload.wanted([AIRFLOW, "scheduler"], {"TFP_PRELOAD": value}, "LocalExecutor") is False

@@ -84,6 +84,14 @@ def _local_executor(executors: str) -> bool:
     return False
 
 
+def _start_method() -> str:
+    """multiprocessing's start method as the LocalExecutor will find it, without fixing it here: only "fork"
+    lets its workers inherit the scheduler's modules (Python 3.14 makes "forkserver" Linux's default)."""
+    import multiprocessing
+
+    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+
+
 def _configured_executor() -> str:
     try:
         from airflow.configuration import conf
@@ -95,8 +103,8 @@ def _configured_executor() -> str:
 
 def wanted(argv: Sequence[str], environ: Mapping[str, str], executor: str | None = None) -> bool:
     """Whether this process should preload: ``airflow scheduler`` whose executors include the LocalExecutor
-    (``executor``: ``[core] executor``, read from Airflow's configuration when None), or ``airflow celery
-    worker``; never with ``TFP_PRELOAD`` off, never for ``--help``."""
+    (``executor``: ``[core] executor``, read from Airflow's configuration when None) and whose workers will
+    be forked, or ``airflow celery worker``; never with ``TFP_PRELOAD`` off, never for ``--help``."""
     if environ.get(SWITCH, "").strip().lower() in OFF:
         return False
     words = _airflow_command(argv)
@@ -105,7 +113,8 @@ def wanted(argv: Sequence[str], environ: Mapping[str, str], executor: str | None
     if words[:2] == ["celery", "worker"]:
         return True
     if words[0] == "scheduler":
-        return _local_executor(executor if executor is not None else _configured_executor())
+        return (_local_executor(executor if executor is not None else _configured_executor())
+                and _start_method() == "fork")
     return False
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from conftest import PG_SERVER, _drop_pg_database, _new_pg_database, make_keys, 
 from helpers import write_config
 from ops_helpers import TFP, airflow_stack
 from tfp.feeds import OPTIONAL_SOURCES, SOURCES
+from tfp_airflow import preload
 from tfp_dev.generate import generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
@@ -87,6 +89,11 @@ def test_nightly_run_through_celery_on_postgresql_and_redis(tmp_path, airflow_db
                    for ti in tis["task_instances"]), [(ti["task_id"], ti["state"]) for ti in tis["task_instances"]]
         worker_log = (stack.home / "celery-worker.log").read_text(errors="replace")
         assert "ops_celery" in worker_log
+        # the worker's task processes were forked from a process that had imported their libraries; the
+        # scheduler (CeleryExecutor: it forks no task) did not import them (tfp_airflow.preload)
+        on = preload.wanted(["airflow", "celery", "worker"], os.environ, "CeleryExecutor")
+        assert ("tfp preload: " in worker_log) is on
+        assert "tfp preload:" not in (stack.home / "scheduler.log").read_text(errors="replace")
 
     delivered = tmp_path / "delivered"
     stamp = f"{R:%Y%m%d}"

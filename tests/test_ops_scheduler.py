@@ -8,6 +8,7 @@ feeds, keys and config. Then one date is cleared and re-run by the scheduler, an
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -24,6 +25,7 @@ from conftest import airflow_home, make_keys
 from helpers import write_config
 from ops_helpers import TFP, airflow_stack, clean_env
 from tfp.feeds import SOURCES
+from tfp_airflow import preload
 from tfp_dev.generate import generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow_stack]
@@ -93,6 +95,12 @@ def test_backfill_through_the_scheduler_matches_tfp_run_and_a_rerun_changes_noth
         assert sorted(_reference_date(r) for r in runs) == list(DATES), created.stdout
         assert {r["run_type"] for r in runs} == {"backfill"}
         backfilled_at = time.monotonic()
+        # the tasks ran in processes forked from a scheduler that had imported their libraries (tfp_airflow.preload,
+        # through the home's airflow_local_settings.py); no other component imported them
+        logs = {name: (stack.home / f"{name}.log").read_text(errors="replace") for name in stack.procs}
+        preloaded = f"tfp preload: {len(preload.MODULES)} of {len(preload.MODULES)} modules"
+        assert (preloaded in logs["scheduler"]) is preload.wanted(["airflow", "scheduler"], os.environ, "LocalExecutor")
+        assert not any("tfp preload:" in text for name, text in logs.items() if name != "scheduler")
 
         hand.join(timeout=max(1.0, 540 - (time.monotonic() - started)))
         assert not hand.is_alive(), "the three `tfp run` calls did not finish in time"

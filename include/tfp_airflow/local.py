@@ -415,6 +415,9 @@ def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float =
 
     passwords_file = home / PASSWORDS_FILE
     write_passwords(passwords_file)
+    from tfp_airflow.preload import install_local_settings
+
+    local_settings, written = install_local_settings(home)
     cfg = Path(os.environ.get("AIRFLOW_CONFIG") or home / "airflow.cfg")
     settings = airflow_settings(home, port, os.environ["AIRFLOW__CORE__SENSITIVE_VAR_CONN_NAMES"], passwords_file)
     if not _configured(cfg, "api_auth", "jwt_secret"):  # Airflow writes one with a new airflow.cfg
@@ -436,6 +439,8 @@ def run_local_airflow(config_path: Path, port: int = 8080, boot_timeout: float =
     components = Components(home=home, env=env, log_dir=log_dir)
     url = f"http://127.0.0.1:{port}"
     print(f"tfp airflow: Airflow home {home} (config {config_path})")
+    print(f"  Airflow local settings: {local_settings} ({'written' if written else 'kept as it was'}; "
+          "tfp's holds its Celery queue policy and preloads the tasks' libraries in the scheduler)")
     for line in schema:
         print(f"  {line}")
     if made:

@@ -2,7 +2,9 @@
 tests and the backfill benchmark (``tfp_dev.bench_backfill``).
 
 Each component is its own process group with a fresh ``AIRFLOW_HOME``, sharing one generated JWT
-secret, the repo's DAGs and plugins, ``TFP_CONFIG`` and the keys. SimpleAuthManager with users
+secret, the repo's DAGs and plugins, ``TFP_CONFIG`` and the keys. The home's ``config/`` holds the repo's
+``config/airflow_local_settings.py``, as a deployment's does: its cluster policy, and the preload of the
+tasks' libraries in the scheduler and a Celery worker (``TFP_PRELOAD=0`` in the environment turns it off). SimpleAuthManager with users
 from a passwords file we write: ``admin`` (admin), ``oncall`` (viewer) and ``analyst`` (user), so callers can get
 real tokens and an unauthenticated request is still refused. Everything is stopped on exit, even on
 failure, and the components' logs are given when a wait times out.
@@ -14,6 +16,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 TFP = str(BIN / "tfp")
+LOCAL_SETTINGS = REPO / "config" / "airflow_local_settings.py"
 USERS = {"admin": "admin", "oncall": "viewer", "analyst": "user"}  # a User may trigger DAGs, not set Variables
 
 
@@ -49,6 +53,15 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update({"GX_ANALYTICS_ENABLED": "False", "SCARF_ANALYTICS": "false", "DO_NOT_TRACK": "1"})
     env.update(extra or {})
     return env
+
+
+def install_local_settings(home: Path) -> Path:
+    """Copy the repo's ``config/airflow_local_settings.py`` to ``<home>/config/``, where every Airflow process
+    of that home imports it at start-up."""
+    target = home / "config" / LOCAL_SETTINGS.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(LOCAL_SETTINGS, target)
+    return target
 
 
 class StackError(AssertionError):
@@ -226,6 +239,7 @@ def airflow_stack(root: Path, extra_env: dict[str, str], *, executor: str = "Loc
     """
     home = root / "airflow-home"
     home.mkdir(parents=True)
+    install_local_settings(home)
     port = free_port()
     passwords = write_passwords(home / "passwords.json", USERS)  # as tfp airflow writes its admin's: 0600
     env = clean_env({

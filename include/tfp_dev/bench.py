@@ -337,11 +337,15 @@ def render_chart(doc: dict[str, Any], path: Path) -> Path:
 class PeakRss:
     """Polls the resident memory of a process and all its descendants; keeps the peak of the sum.
 
-    ``pid`` may be several processes (an Airflow stack's components): the sum is over all their trees."""
+    ``pid`` may be several processes (an Airflow stack's components): the sum is over all their trees.
+    With ``pss`` it also keeps ``peak_pss``, the peak of the summed proportional set sizes: processes forked
+    from one parent share its pages, which the RSS sum counts once per process (reading smaps costs more).
+    """
 
-    def __init__(self, pid: int | Sequence[int], interval: float = 0.1) -> None:
+    def __init__(self, pid: int | Sequence[int], interval: float = 0.1, pss: bool = False) -> None:
         self.pids = [pid] if isinstance(pid, int) else list(pid)
         self.pid, self.interval, self.peak = self.pids[0], interval, 0
+        self.pss, self.peak_pss = pss, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -355,7 +359,7 @@ class PeakRss:
             except psutil.NoSuchProcess:
                 pass
         while roots and not self._stop.is_set():
-            total = 0
+            total = total_pss = 0
             procs = []
             for root in list(roots):
                 try:
@@ -366,10 +370,16 @@ class PeakRss:
                 break
             for p in procs:
                 try:
-                    total += p.memory_info().rss
+                    if self.pss:
+                        info = p.memory_full_info()
+                        total += info.rss
+                        total_pss += info.pss
+                    else:
+                        total += p.memory_info().rss
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             self.peak = max(self.peak, total)
+            self.peak_pss = max(self.peak_pss, total_pss)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRss:

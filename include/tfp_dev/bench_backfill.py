@@ -119,6 +119,13 @@ def summarise(dates: Sequence[date], runs: Sequence[dict[str, Any]], manual: Seq
     }
 
 
+def preload_state(env: dict[str, str]) -> str:
+    """Whether the stack's scheduler preloads the tasks' libraries (tfp_airflow.preload): "on" or "off"."""
+    from tfp_airflow.preload import OFF, SWITCH
+
+    return "off" if env.get(SWITCH, "").strip().lower() in OFF else "on"
+
+
 def _fmt(stat: dict[str, Any] | None) -> str:
     if not stat:
         return "–"
@@ -129,6 +136,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     """A short table of the backfill, its stages and the command that produced it."""
     s, m = doc["summary"], doc["machine"]
     ext = s["extrapolated_365_nights"]
+    pss = (doc.get("backfill") or {}).get("peak_pss_mb")
     ident = "yes" if s["byte_identical"] else f"NO ({len(s['differing'])} differing: {', '.join(s['differing'][:10])})"
     lines = [
         "# tfp backfill benchmark",
@@ -150,6 +158,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"| `tfp run` night (wall) | {_fmt(s['tfp_run_per_night_s'])} |",
         f"| peak RSS of the stack's process tree | {s['peak_rss_mb']:.0f} MB |" if s["peak_rss_mb"] else
         "| peak RSS of the stack's process tree | – |",
+        f"| peak PSS of the stack's process tree (shared pages counted once) | {pss:.0f} MB |" if pss else
+        "| peak PSS of the stack's process tree (shared pages counted once) | – |",
         f"| delivered files (scheduled / tfp run) | {s['files_scheduled']} / {s['files_tfp_run']} |",
         f"| byte-identical | {ident} |",
         f"| **extrapolated**, not measured: 365 nights at the median scheduled night | "
@@ -166,10 +176,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for stage in bench.STAGES:
         lines.append(f"| {stage} | {sched.get(stage, 0.0):.1f} | {hand.get(stage, 0.0):.1f} |")
     parallel = (doc.get("backfill") or {}).get("parallelism")
+    preload = (doc.get("backfill") or {}).get("preload")
     if parallel:
         lines += ["", f"Under the scheduler up to {parallel} tasks run at once and each task is a process of its own "
-                  "(importing its libraries, Great Expectations for validate, every time); `tfp run` runs them one "
-                  "after another in one process. So a stage's sum is not its share of the wall time."]
+                  + ("forked from the scheduler, which imported the tasks' libraries once (tfp_airflow.preload); "
+                     if preload == "on" else
+                     "(importing its libraries, Great Expectations for validate, every time; preload "
+                     f"{preload or 'not available'}); ")
+                  + "`tfp run` runs them one after another in one process. So a stage's sum is not its share of "
+                  "the wall time."]
     lines += [*([""] + [f"- {n}" for n in doc["notes"]] if doc.get("notes") else []),
               "", f"Command: `{doc['command']}`", ""]
     return "\n".join(lines)
@@ -276,7 +291,7 @@ def scheduled_backfill(root: Path, config: Path, keys: dict[str, str], template:
         stack.wait_for_dag(DAG_ID, admin)
         stack.api("PATCH", f"/dags/{DAG_ID}", admin, {"is_paused": False})
         say(f"stack up on port {stack.port}; creating the backfill of {nights} nights")
-        with bench.PeakRss([p.pid for p in stack.procs.values()], interval=0.5) as rss:
+        with bench.PeakRss([p.pid for p in stack.procs.values()], interval=0.5, pss=True) as rss:
             created_at = datetime.now(UTC)
             started = time.perf_counter()
             stack.airflow("backfill", "create", "--dag-id", DAG_ID, "--max-active-runs", "1",
@@ -311,8 +326,10 @@ def scheduled_backfill(root: Path, config: Path, keys: dict[str, str], template:
         r["stages_s"] = bench.stage_times((t, d) for run, t, d, _ in tis if run == r["run_id"])
     return {"runs": runs, "total_s": (last_end - created_at).total_seconds(), "observed_s": observed_s,
             "stages_s": bench.stage_times((t, d) for _, t, d, _ in tis), "peak_rss_mb": rss.peak / 2**20,
+            "peak_pss_mb": rss.peak_pss / 2**20,
             "tasks": len(tis), "executor": stack.env["AIRFLOW__CORE__EXECUTOR"],
-            "parallelism": int(stack.env["AIRFLOW__CORE__PARALLELISM"])}
+            "parallelism": int(stack.env["AIRFLOW__CORE__PARALLELISM"]),
+            "preload": preload_state(stack.env)}
 
 
 def tfp_runs(run_dir: Path, config: Path, keys: dict[str, str], template: Path,
@@ -372,7 +389,8 @@ def benchmark(nights: int, families: int, out: Path, work: Path, shape: bench.Sh
     doc["summary"] = summarise(dates, backfill["runs"], manual["runs"], backfill["total_s"],
                                {"scheduled": backfill["stages_s"], "tfp_run": manual["stages_s"]},
                                backfill["peak_rss_mb"], comparison)
-    doc["backfill"] = {k: backfill[k] for k in ("runs", "observed_s", "tasks", "executor", "parallelism")}
+    doc["backfill"] = {k: backfill[k] for k in ("runs", "observed_s", "tasks", "executor", "parallelism", "preload",
+                                                "peak_pss_mb")}
     doc["tfp_run"] = manual["runs"]
     doc["machine"]["load_average_at_end"] = list(os.getloadavg())
     write_outputs(doc, out)

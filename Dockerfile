@@ -29,6 +29,10 @@ RUN pip install --no-cache-dir -r /opt/tfp/requirements.txt \
 COPY --chown=root:root --chmod=0755 scripts/secrets-entrypoint.sh /opt/tfp/secrets-entrypoint.sh
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
+# Airflow's local settings: the Celery queue policy, and the preload that lets a Celery worker's task
+# processes inherit pandas, Great Expectations and Splink instead of importing them per task
+# (tfp_airflow.preload; TFP_PRELOAD=0 turns it off).
+COPY --chown=airflow:root config/airflow_local_settings.py /opt/airflow/config/airflow_local_settings.py
 # Secrets from /run/secrets become the environment of this container's processes only, then
 # Airflow's own entrypoint runs (it stays PID 1's child under dumb-init, as in the base image).
 ENTRYPOINT ["/usr/bin/dumb-init", "--", "/opt/tfp/secrets-entrypoint.sh"]

@@ -458,3 +458,10 @@ def test_pin_images_rewrites_every_reference(tmp_path):
         assert PLACEHOLDER not in (tmp_path / name).read_text()
     assert all(line.endswith("@" + digest) for line in
                (x for x in (tmp_path / "images.lock").read_text().splitlines() if x and not x.startswith("#")))
+
+
+def test_the_image_carries_airflow_local_settings_so_celery_workers_preload():
+    """Issue 18: the preload (and the queue policy) live in config/airflow_local_settings.py, which Airflow
+    imports from $AIRFLOW_HOME/config; the image puts it there for every container built from it."""
+    assert ("config/airflow_local_settings.py", "/opt/airflow/config/airflow_local_settings.py") in _copies()
+    assert "preload" in (ROOT / "config" / "airflow_local_settings.py").read_text()

@@ -327,7 +327,7 @@ def test_results_of_separate_invocations_accumulate():
 
 
 def test_the_accumulated_results_render_targets_peers_profiles_and_both_charts(tmp_path):
-    from tfp_dev.bench_targets import PROFILE_AFTER, PROFILE_BEFORE
+    from tfp_dev.bench_targets import PROFILE_AFTER, PROFILE_BEFORE, PROFILE_FIXED_COST
 
     doc = _targets_doc(_sized(2000, 7.0), _sized(10000, 20.0), _sized(50000, 60.0, repeats=1))
     (tmp_path / PROFILE_BEFORE).write_text("# before\n")
@@ -344,7 +344,9 @@ def test_the_accumulated_results_render_targets_peers_profiles_and_both_charts(t
     (tmp_path / PROFILE_AFTER).write_text("# after\n")
     (tmp_path / "backfill.json").write_text(json.dumps({"per_night": {"median": 20.0}, "nights": 7}))
     page = bench.write_outputs(doc, tmp_path)[1].read_text()
-    assert f"after: [`{PROFILE_AFTER}`]({PROFILE_AFTER})" in page
+    assert f"after: [`{PROFILE_AFTER}`]({PROFILE_AFTER})" in page and PROFILE_FIXED_COST not in page
+    (tmp_path / PROFILE_FIXED_COST).write_text("# fixed cost before and after\n")
+    assert f"[`{PROFILE_FIXED_COST}`]({PROFILE_FIXED_COST})" in bench.write_outputs(doc, tmp_path)[1].read_text()
     assert "| fixed cost: ≤ 15 s per night in a scheduler backfill (LocalExecutor) | 20.0 s per night (median) (7 nights) | no |" in page
 
 

@@ -17,6 +17,7 @@ TIME_MEMORY_CHART = "time_memory_by_families.png"
 BACKFILL = "backfill.json"
 PROFILE_BEFORE = "profile-50000.md"
 PROFILE_AFTER = "profile-50000-after.md"
+PROFILE_FIXED_COST = "profile-2000-fixed-cost.md"
 MEMORY_BUDGET_MB = 1.5 * 1024  # 1.5 GB, as MiB like every peak in results.json
 NOT_MEASURED = "not measured"
 
@@ -211,8 +212,12 @@ def render_profile(present: Collection[str]) -> list[str]:
     before = (f"[`{PROFILE_BEFORE}`]({PROFILE_BEFORE}) (`make profile`, before issue 18's optimising)"
               if PROFILE_BEFORE in present else "not measured")
     after = (f"[`{PROFILE_AFTER}`]({PROFILE_AFTER})" if PROFILE_AFTER in present else "not yet measured")
-    return ["## Profile", "", "Where a 50,000-family night's time goes, by function and by package (py-spy):", "",
-            f"- before: {before}", f"- after: {after}"]
+    lines = ["## Profile", "", "Where a 50,000-family night's time goes, by function and by package (py-spy):", "",
+             f"- before: {before}", f"- after: {after}"]
+    if PROFILE_FIXED_COST in present:
+        lines += ["", "Where a 2,000-family night's fixed cost goes, by phase and by import, before and after "
+                  f"issue 18's fixed-cost changes: [`{PROFILE_FIXED_COST}`]({PROFILE_FIXED_COST})."]
+    return lines
 
 
 def render_runs(doc: Mapping[str, Any]) -> list[str]:
@@ -295,5 +300,5 @@ def read_backfill(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def present_files(out: Path, names: Sequence[str] = (PROFILE_BEFORE, PROFILE_AFTER)) -> set[str]:
+def present_files(out: Path, names: Sequence[str] = (PROFILE_BEFORE, PROFILE_AFTER, PROFILE_FIXED_COST)) -> set[str]:
     return {n for n in names if (out / n).exists()}

@@ -417,7 +417,8 @@ def programme_end(engine: Engine, config: Config, reference_date: date, dry_run:
     from tfp.extract import remove_local_feed_files  # partners' plaintext left in local drop folders
     from tfp.link import spill_root
 
-    spilled = [p for p in spill_root(config).rglob("*") if p.is_file()] if spill_root(config).exists() else []
+    spill = spill_root(config)
+    spilled = [p for p in spill.rglob("*") if p.is_file()] if spill.exists() else []
     found = rows + len(copies) + len(outbox) + len(spilled) + remove_local_feed_files(config, dry_run=True)
     if not dry_run:
         remove_local_feed_files(config)
@@ -429,7 +430,7 @@ def programme_end(engine: Engine, config: Config, reference_date: date, dry_run:
             shutil.rmtree(config.outbox_dir)
         for path in stray:
             path.unlink(missing_ok=True)
-        shutil.rmtree(spill_root(config), ignore_errors=True)  # what a killed link left behind
+        shutil.rmtree(spill, ignore_errors=True)  # what a killed link left behind
         left = sum(_count(engine, t) for t in PERSONAL_TABLES)
         if left or (config.outbox_dir.exists() and any(config.outbox_dir.rglob("*"))):
             raise RetentionIncomplete(f"{left} personal rows remain after the programme-end purge")

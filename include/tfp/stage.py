@@ -108,7 +108,7 @@ def _without_withdrawn_identifiers(rows: pd.DataFrame, withdrawn: set[str]) -> p
     person_refs), only the references stay (contract section 10), whatever date the snapshot or the run has."""
     from tfp.retention import ROSTER_SCRUBBED
 
-    if not withdrawn or "person_ref" not in rows:
+    if not withdrawn:
         return rows
     rows = rows.copy()
     mask = rows["person_ref"].isin(withdrawn)

@@ -406,6 +406,11 @@ def test_duckdb_works_in_a_memory_limit_and_leaves_no_spill_behind(roster, tmp_p
     pd.testing.assert_frame_equal(limited, unlimited)
     assert one(limited, "bob")["person_ref"] == "P1"
     assert list(spill.iterdir()) == [] and oct(spill.stat().st_mode & 0o777) == "0o700"
+    monkeypatch.setattr(link, "DUCKDB_MEMORY_LIMIT", "2MB")  # the limit reaches DuckDB: far too little fails
+    with pytest.raises(Exception, match="(?i)out of memory"):
+        link_records(roster, recs, spill_dir=spill)
+    assert list(spill.iterdir()) == []  # and a failed link leaves no spill behind either
+    monkeypatch.setattr(link, "DUCKDB_MEMORY_LIMIT", "64MB")
 
     left = spill / f"{link.SPILL_PREFIX}killed"
     left.mkdir()

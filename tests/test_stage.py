@@ -147,13 +147,16 @@ def test_broken_file_fails_naming_file_and_rule_and_keeps_failing(tmp_path, ware
 CONSENT = ["record_id", "person_ref", "purpose", "status", "recorded_at"]
 
 
-def test_a_withdrawn_person_is_never_stored_with_identifiers_again(tmp_path, warehouse_url):
+@pytest.mark.parametrize("chunk", [1, 50_000], ids=["one-row-chunks", "whole-files"])
+def test_a_withdrawn_person_is_never_stored_with_identifiers_again(tmp_path, warehouse_url, chunk, monkeypatch):
     """Review item 5: after a withdrawal the roster kept name, date of birth, NINO, UPN, UPRN and
     postcode in every snapshot. The withdrawal retention empties them in old snapshots; a later
     snapshot that still lists the person is staged with the references only, also when it comes in
     the same night as the withdrawal and is dated before it."""
+    import tfp.stage
     from tfp.retention import ROSTER_SCRUBBED, run_category
 
+    monkeypatch.setattr(tfp.stage, "STAGE_CHUNK_ROWS", chunk)  # every chunk of a roster file is scrubbed
     config = make_config(tmp_path, warehouse_url)
     engine = connect(warehouse_url)
 
